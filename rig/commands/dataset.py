@@ -1,0 +1,48 @@
+"""`rig dataset ...`: check datasets and bring data in (import-mvtec)."""
+
+from __future__ import annotations
+
+NAME = "dataset"
+HELP = "dataset tools: check a dataset, import an MVTec-AD-style tree"
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = sub.add_parser("check", help="validate DATASET and print its counts")
+    c.add_argument("dataset")
+    m = sub.add_parser("import-mvtec", help="convert an MVTec-AD-style tree into the dataset format")
+    m.add_argument("root", help="folder holding CATEGORY/train/good, CATEGORY/test/DEFECT, ...")
+    m.add_argument("--out", required=True, help="new dataset folder")
+    m.add_argument("--reference-share", type=float, default=0.2,
+                   help="share of train/good per category kept as references (default 0.2)")
+    m.add_argument("--val-share", type=float, default=0.5,
+                   help="share of the test images that become split=val (default 0.5)")
+    m.add_argument("--seed", type=int, default=0)
+
+
+def _summary(ds) -> str:
+    from collections import Counter
+
+    lines = [f"{ds.root}: dataset {ds.name!r}, views {ds.views}, depth units {ds.depth_units_mm} mm"]
+    for split in ("train", "val", "test"):
+        items = ds.split(split)
+        c = Counter(it.label for it in items)
+        lines.append(f"  {split:5s}: {len(items):6d} items ({c['ok']} ok, {c['damaged']} damaged)")
+    lines.append(f"  references: {sum(len(v) for v in ds.references.values())} images for "
+                 f"{len(ds.references)} SKU(s)")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from ..dataset import import_mvtec, read_dataset
+    from ..errors import RigError
+
+    if args.action == "check":
+        print(_summary(read_dataset(args.dataset)))
+        return 0
+    for name in ("reference_share", "val_share"):
+        if not 0.0 < getattr(args, name) < 1.0:
+            raise RigError(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")
+    ds = import_mvtec(args.root, args.out, args.reference_share, args.val_share, args.seed)
+    print(_summary(ds))
+    return 0

@@ -1,0 +1,240 @@
+"""Typed rig configuration: one YAML file describes one rig.
+
+``load_config(path)`` parses and validates; every problem becomes one line
+naming the file, the line, the key path, the bad value and what was expected,
+and all of them are raised together in a :class:`ConfigError`.
+``check_config(path)`` also runs the cross-file checks (calibration file
+exists and holds every camera; model directory exists).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import CalibrationError, ConfigError
+from .yamlpos import line_of, load_with_lines
+
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+DEMO_CONFIG = PACKAGE_DATA / "demo.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(_Strict):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")]
+    role: Literal["top", "side", "front", "back"] = "top"
+    source: Literal["sim", "recording", "realsense"] = "sim"
+    serial: str | None = None
+    recording: str | None = None
+    resolution: tuple[Annotated[int, Field(ge=64, le=4096)], Annotated[int, Field(ge=48, le=4096)]] = (640, 480)
+    fps: Annotated[int, Field(ge=1, le=300)] = 30
+
+    @model_validator(mode="after")
+    def _source_fields(self):
+        if self.source == "realsense" and not self.serial:
+            raise ValueError("source 'realsense' needs 'serial' (the camera's serial number)")
+        if self.source == "recording" and not self.recording:
+            raise ValueError("source 'recording' needs 'recording' (a .db3 path)")
+        return self
+
+
+class CaptureConfig(_Strict):
+    sync_tolerance_ms: Annotated[float, Field(gt=0, le=1000)] = 8.0
+    queue_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    reconnect_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+
+class TriggerConfig(_Strict):
+    min_height_mm: Annotated[float, Field(gt=0, le=1000)] = 8.0
+    min_area_px: Annotated[int, Field(ge=1)] = 400
+    camera: str | None = None  # camera whose depth drives the trigger; default: first 'top'
+
+
+class BeltConfig(_Strict):
+    speed_mps: Annotated[float, Field(gt=0, le=10)] | None = 0.5
+    encoder_counts_per_m: Annotated[float, Field(gt=0)] | None = None
+    gate_distance_m: Annotated[float, Field(gt=0, le=50)] = 1.5
+    item_pitch_m: Annotated[float, Field(gt=0, le=10)] = 0.5
+    width_m: Annotated[float, Field(gt=0, le=5)] = 0.6
+
+    @model_validator(mode="after")
+    def _speed_or_encoder(self):
+        if self.speed_mps is None and self.encoder_counts_per_m is None:
+            raise ValueError("give speed_mps or encoder_counts_per_m")
+        return self
+
+
+class ModelConfig(_Strict):
+    dir: str = "shipped"  # 'shipped' = the model that ships in models/shipped
+
+
+class InferenceConfig(_Strict):
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    allow_fallback: bool = True  # tensorrt unavailable -> onnxruntime (logged)
+    max_batch: Annotated[int, Field(ge=1, le=64)] = 8
+    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 15.0
+    threads: Annotated[int, Field(ge=1, le=64)] = 2
+    engine_dir: str | None = None
+
+
+class PreprocessConfig(_Strict):
+    backend: Literal["opencv", "twin", "cuda"] = "opencv"
+
+
+class DecisionConfig(_Strict):
+    fpr_budget: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: the model card's threshold
+    fail_safe: Literal["divert", "pass"] = "divert"
+
+
+class DivertConfig(_Strict):
+    url: str = "emulator"  # 'emulator' = spawn the controller emulator on a pty
+    baud: Annotated[int, Field(ge=1200, le=4_000_000)] = 115200
+    gate_id: Annotated[int, Field(ge=0, le=255)] = 1
+    ack_timeout_ms: Annotated[float, Field(gt=0, le=5000)] = 40.0
+    retries: Annotated[int, Field(ge=0, le=20)] = 3
+    heartbeat_period_ms: Annotated[float, Field(ge=10, le=10000)] = 200.0
+    controller_failsafe: Literal["divert_all", "stop_belt"] = "divert_all"
+
+
+class StorageConfig(_Strict):
+    state_dir: str = "state"
+    retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    max_crops_mb: Annotated[float, Field(gt=0)] = 2048.0
+    save_crops: bool = True
+
+
+class RigConfig(_Strict):
+    name: str = "rig"
+    cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=16)]
+    calibration: str
+    belt: BeltConfig = BeltConfig()
+    capture: CaptureConfig = CaptureConfig()
+    trigger: TriggerConfig = TriggerConfig()
+    model: ModelConfig = ModelConfig()
+    inference: InferenceConfig = InferenceConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    decision: DecisionConfig = DecisionConfig()
+    divert: DivertConfig = DivertConfig()
+    storage: StorageConfig = StorageConfig()
+
+    # resolved at load time; not part of the file
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_cameras(self):
+        names = [c.name for c in self.cameras]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"camera names must be unique; repeated: {dupes}")
+        if self.trigger.camera is not None and self.trigger.camera not in names:
+            raise ValueError(f"trigger.camera {self.trigger.camera!r} is not one of the cameras {names}")
+        return self
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the file, relative to the config file's folder."""
+        p = Path(relative).expanduser()
+        if p.is_absolute() or self.source_path is None:
+            return p
+        return (self.source_path.parent / p).resolve()
+
+    @property
+    def calibration_path(self) -> Path:
+        return self.resolve(self.calibration)
+
+    @property
+    def model_dir(self) -> Path:
+        if self.model.dir == "shipped":
+            from ..models import SHIPPED_DIR
+            return SHIPPED_DIR
+        return self.resolve(self.model.dir)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.storage.state_dir)
+
+
+def _describe(err: dict) -> str:
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key (value {value!r}); check the spelling"
+    if kind == "missing":
+        return "required key is missing"
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"bad value {shown}: {msg}"
+
+
+def parse_config(text: str, source: str = "<config>") -> RigConfig:
+    try:
+        data, lines = load_with_lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML", [f"{where}: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top", [f"{source}:1: expected a mapping of keys"])
+    try:
+        cfg = RigConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            # pydantic appends the union/literal branch to the loc for some errors
+            path_items = [p for p in loc if isinstance(p, (str, int))]
+            line = line_of(lines, tuple(path_items))
+            key_path = ".".join(str(p) for p in path_items) or "<top>"
+            problems.append(f"{source}:{line}: {key_path}: {_describe(err)}")
+        raise ConfigError(f"{source}: {len(problems)} problem(s) in the configuration", problems) from None
+    return cfg
+
+
+def load_config(path: str | Path) -> RigConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", [f"{path}: file does not exist"])
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read", [f"{path}: cannot read: {exc}"]) from None
+    cfg = parse_config(text, str(path))
+    return cfg.model_copy(update={"source_path": path.resolve()})
+
+
+def check_config(path: str | Path) -> RigConfig:
+    """Validate the file and everything it points at; raise ConfigError listing every problem."""
+    from ..calibration.model import load_calibration
+
+    cfg = load_config(path)
+    _, lines = load_with_lines(Path(path).read_text())
+    problems = []
+    try:
+        calib = load_calibration(cfg.calibration_path)
+    except CalibrationError as exc:
+        problems.append(f"{path}:{line_of(lines, ('calibration',))}: calibration: {exc}")
+    else:
+        for i, cam in enumerate(cfg.cameras):
+            if cam.name not in calib.cameras:
+                problems.append(
+                    f"{path}:{line_of(lines, ('cameras', i, 'name'))}: cameras.{i}.name: camera "
+                    f"{cam.name!r} is not in the calibration file {cfg.calibration_path} "
+                    f"(it has {sorted(calib.cameras)})")
+            elif tuple(calib.cameras[cam.name].size) != tuple(cam.resolution):
+                problems.append(
+                    f"{path}:{line_of(lines, ('cameras', i, 'resolution'))}: cameras.{i}.resolution: "
+                    f"{list(cam.resolution)} differs from the calibrated size "
+                    f"{list(calib.cameras[cam.name].size)}")
+    for i, cam in enumerate(cfg.cameras):
+        if cam.source == "recording" and not cfg.resolve(cam.recording).is_file():
+            problems.append(f"{path}:{line_of(lines, ('cameras', i, 'recording'))}: cameras.{i}.recording: "
+                            f"file {cfg.resolve(cam.recording)} does not exist")
+    if not (cfg.model_dir / "model_card.yaml").is_file():
+        problems.append(f"{path}:{line_of(lines, ('model', 'dir'))}: model.dir: {cfg.model_dir} holds no "
+                        "model_card.yaml (train one with `rig train` or use 'shipped')")
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problem(s)", problems)
+    return cfg

@@ -1,0 +1,352 @@
+"""The dataset format, shared by training, evaluation, review and outside checks.
+
+::
+
+    DATASET/dataset.yaml    name, views (list of view names), depth_units_mm (float), notes
+    DATASET/items.jsonl     one JSON object per line, one per item:
+      {"id", "sku", "split": train|val|test, "label": ok|damaged,
+       "damage": [subset of DAMAGE_TYPES] ([] when ok), "printed_damage": bool,
+       "views": {VIEW: {"rgb": path, "depth": path|null, "mask": path|null}}}
+    DATASET/references/SKU/*.png    pristine references of that product (any view)
+
+RGB is 8-bit PNG, depth 16-bit PNG in depth_units_mm (0 = no data), mask 8-bit
+PNG (255 = damaged pixel). Paths are relative to DATASET.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from .errors import DatasetError
+
+DAMAGE_TYPES = ("crush", "tear", "hole", "deconstruction", "spill", "broken_set")
+SPLITS = ("train", "val", "test")
+LABELS = ("ok", "damaged")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass
+class ViewPaths:
+    rgb: str
+    depth: str | None = None
+    mask: str | None = None
+
+
+@dataclass
+class Item:
+    id: str
+    sku: str
+    split: str
+    label: str
+    damage: list[str]
+    printed_damage: bool
+    views: dict[str, ViewPaths]
+
+    @property
+    def damaged(self) -> bool:
+        return self.label == "damaged"
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "sku": self.sku, "split": self.split, "label": self.label,
+                "damage": list(self.damage), "printed_damage": bool(self.printed_damage),
+                "views": {v: {"rgb": p.rgb, "depth": p.depth, "mask": p.mask}
+                          for v, p in self.views.items()}}
+
+
+@dataclass
+class Dataset:
+    root: Path
+    name: str
+    views: list[str]
+    depth_units_mm: float
+    notes: str
+    items: list[Item]
+    references: dict[str, list[Path]] = field(default_factory=dict)
+
+    def split(self, split: str) -> list[Item]:
+        return [it for it in self.items if it.split == split]
+
+    @property
+    def skus(self) -> list[str]:
+        return sorted({it.sku for it in self.items} | set(self.references))
+
+    def path(self, rel: str | None) -> Path | None:
+        return None if rel is None else self.root / rel
+
+    def load_rgb(self, item: Item, view: str) -> np.ndarray:
+        """RGB image (H, W, 3) uint8 in RGB order."""
+        vp = self._view(item, view)
+        img = cv2.imread(str(self.root / vp.rgb), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DatasetError(f"item {item.id!r} view {view!r}: cannot read image {self.root / vp.rgb}")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def load_depth_mm(self, item: Item, view: str) -> np.ndarray | None:
+        """Depth in millimetres as float32 (0 = no data), or None when the view has none."""
+        vp = self._view(item, view)
+        if vp.depth is None:
+            return None
+        d = cv2.imread(str(self.root / vp.depth), cv2.IMREAD_UNCHANGED)
+        if d is None or d.dtype != np.uint16 or d.ndim != 2:
+            raise DatasetError(f"item {item.id!r} view {view!r}: depth {self.root / vp.depth} "
+                               "is missing or not a single-channel 16-bit PNG")
+        return d.astype(np.float32) * np.float32(self.depth_units_mm)
+
+    def load_mask(self, item: Item, view: str) -> np.ndarray | None:
+        vp = self._view(item, view)
+        if vp.mask is None:
+            return None
+        m = cv2.imread(str(self.root / vp.mask), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise DatasetError(f"item {item.id!r} view {view!r}: cannot read mask {self.root / vp.mask}")
+        return m
+
+    def _view(self, item: Item, view: str) -> ViewPaths:
+        try:
+            return item.views[view]
+        except KeyError:
+            raise DatasetError(f"item {item.id!r} has no view {view!r} (has {sorted(item.views)})") from None
+
+
+def _fail(where: str, msg: str):
+    raise DatasetError(f"{where}: {msg}")
+
+
+def parse_item(obj, where: str) -> Item:
+    if not isinstance(obj, dict):
+        _fail(where, "expected a JSON object")
+    required = ("id", "sku", "split", "label", "damage", "printed_damage", "views")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        _fail(where, f"missing key(s) {missing}")
+    extra = sorted(set(obj) - set(required))
+    if extra:
+        _fail(where, f"unknown key(s) {extra}")
+    if not isinstance(obj["id"], str) or not obj["id"]:
+        _fail(where, f"'id' must be a non-empty string, got {obj['id']!r}")
+    where = f"{where} (item {obj['id']!r})"
+    if not isinstance(obj["sku"], str) or not obj["sku"]:
+        _fail(where, f"'sku' must be a non-empty string, got {obj['sku']!r}")
+    if obj["split"] not in SPLITS:
+        _fail(where, f"'split' must be one of {list(SPLITS)}, got {obj['split']!r}")
+    if obj["label"] not in LABELS:
+        _fail(where, f"'label' must be one of {list(LABELS)}, got {obj['label']!r}")
+    dmg = obj["damage"]
+    if not isinstance(dmg, list) or any(d not in DAMAGE_TYPES for d in dmg):
+        _fail(where, f"'damage' must be a list drawn from {list(DAMAGE_TYPES)}, got {dmg!r}")
+    if obj["label"] == "ok" and dmg:
+        _fail(where, f"label 'ok' but damage {dmg!r} (must be [] when ok)")
+    if not isinstance(obj["printed_damage"], bool):
+        _fail(where, f"'printed_damage' must be true or false, got {obj['printed_damage']!r}")
+    views = obj["views"]
+    if not isinstance(views, dict) or not views:
+        _fail(where, "'views' must be a non-empty object {VIEW: {rgb, depth, mask}}")
+    parsed = {}
+    for vname, vp in views.items():
+        if not isinstance(vp, dict) or not isinstance(vp.get("rgb"), str):
+            _fail(where, f"view {vname!r}: expected {{'rgb': path, 'depth': path|null, 'mask': path|null}}")
+        bad = sorted(set(vp) - {"rgb", "depth", "mask"})
+        if bad:
+            _fail(where, f"view {vname!r}: unknown key(s) {bad}")
+        for k in ("depth", "mask"):
+            if vp.get(k) is not None and not isinstance(vp[k], str):
+                _fail(where, f"view {vname!r}: {k!r} must be a path or null, got {vp[k]!r}")
+        parsed[vname] = ViewPaths(vp["rgb"], vp.get("depth"), vp.get("mask"))
+    return Item(obj["id"], obj["sku"], obj["split"], obj["label"], list(dmg),
+                obj["printed_damage"], parsed)
+
+
+def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
+    """Read and validate a dataset; raise DatasetError naming the file, line and item."""
+    root = Path(root)
+    meta_path = root / "dataset.yaml"
+    if not meta_path.is_file():
+        raise DatasetError(f"{root}: not a dataset (no dataset.yaml)")
+    try:
+        meta = yaml.safe_load(meta_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{meta_path}: not valid YAML: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{meta_path}: expected a mapping with name, views, depth_units_mm")
+    views = meta.get("views")
+    if not isinstance(views, list) or not views or not all(isinstance(v, str) for v in views):
+        raise DatasetError(f"{meta_path}: 'views' must be a non-empty list of view names, got {views!r}")
+    try:
+        depth_units = float(meta.get("depth_units_mm", 1.0))
+    except (TypeError, ValueError):
+        raise DatasetError(f"{meta_path}: 'depth_units_mm' must be a number") from None
+    items_path = root / "items.jsonl"
+    if not items_path.is_file():
+        raise DatasetError(f"{root}: no items.jsonl")
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    with items_path.open() as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{items_path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+            item = parse_item(obj, where)
+            if item.id in seen:
+                raise DatasetError(f"{where}: item id {item.id!r} repeats line {seen[item.id]}")
+            seen[item.id] = lineno
+            unknown = sorted(set(item.views) - set(views))
+            if unknown:
+                raise DatasetError(f"{where} (item {item.id!r}): views {unknown} are not in "
+                                   f"dataset.yaml's views {views}")
+            if check_files:
+                for vname, vp in item.views.items():
+                    for kind, rel in (("rgb", vp.rgb), ("depth", vp.depth), ("mask", vp.mask)):
+                        if rel is not None and not (root / rel).is_file():
+                            raise DatasetError(f"{where} (item {item.id!r}): view {vname!r} {kind} "
+                                               f"file {rel} does not exist")
+            items.append(item)
+    refs: dict[str, list[Path]] = {}
+    ref_root = root / "references"
+    if ref_root.is_dir():
+        for sku_dir in sorted(p for p in ref_root.iterdir() if p.is_dir()):
+            files = sorted(p for p in sku_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            if files:
+                refs[sku_dir.name] = files
+    return Dataset(root, str(meta.get("name", root.name)), list(views), depth_units,
+                   str(meta.get("notes", "")), items, refs)
+
+
+class DatasetWriter:
+    """Writes a dataset incrementally: images first, then one items.jsonl line per item."""
+
+    def __init__(self, root: str | Path, name: str, views: list[str], depth_units_mm: float = 1.0,
+                 notes: str = "", overwrite: bool = False):
+        self.root = Path(root)
+        if (self.root / "items.jsonl").exists() and not overwrite:
+            raise DatasetError(f"{self.root} already holds a dataset; choose another --out or remove it")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.views = list(views)
+        self.depth_units_mm = float(depth_units_mm)
+        (self.root / "dataset.yaml").write_text(yaml.safe_dump(
+            {"name": name, "views": self.views, "depth_units_mm": self.depth_units_mm,
+             "notes": notes}, sort_keys=False))
+        self._items = (self.root / "items.jsonl").open("w")
+
+    def write_view(self, item_id: str, view: str, rgb: np.ndarray, depth_mm: np.ndarray | None = None,
+                   mask: np.ndarray | None = None) -> ViewPaths:
+        """Write one view's images (rgb in RGB order, depth in mm) and return their paths."""
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise DatasetError(f"item {item_id!r} view {view!r}: rgb must be HxWx3 uint8, "
+                               f"got {rgb.shape} {rgb.dtype}")
+        sub = self.root / "items" / item_id
+        sub.mkdir(parents=True, exist_ok=True)
+        rgb_rel = f"items/{item_id}/{view}_rgb.png"
+        cv2.imwrite(str(self.root / rgb_rel), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        depth_rel = mask_rel = None
+        if depth_mm is not None:
+            depth_rel = f"items/{item_id}/{view}_depth.png"
+            units = np.clip(np.round(depth_mm / self.depth_units_mm), 0, 65535).astype(np.uint16)
+            cv2.imwrite(str(self.root / depth_rel), units)
+        if mask is not None:
+            mask_rel = f"items/{item_id}/{view}_mask.png"
+            cv2.imwrite(str(self.root / mask_rel), np.where(mask > 0, 255, 0).astype(np.uint8))
+        return ViewPaths(rgb_rel, depth_rel, mask_rel)
+
+    def add_item(self, item: Item) -> None:
+        self._items.write(json.dumps(item.to_json()) + "\n")
+        self._items.flush()
+
+    def add_reference(self, sku: str, name: str, rgb: np.ndarray) -> Path:
+        d = self.root / "references" / sku
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{name}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        return path
+
+    def close(self) -> None:
+        self._items.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def import_mvtec(src: str | Path, out: str | Path, reference_share: float = 0.2,
+                 val_share: float = 0.5, seed: int = 0) -> Dataset:
+    """Convert an MVTec-AD-style tree into the dataset format.
+
+    Per CATEGORY (= sku): ``reference_share`` of train/good becomes references,
+    the rest of train/good is split=train (ok). The test images (good and every
+    DEFECT folder) are shuffled and split between val (``val_share``) and test.
+    MVTec defect names are mapped to damage types where the name says so
+    (crack/cut -> tear, hole -> hole, ...) and to 'crush' otherwise; the
+    original name is kept in the notes.
+    """
+    src, out = Path(src), Path(out)
+    cats = sorted(p for p in src.iterdir() if (p / "train" / "good").is_dir()) if src.is_dir() else []
+    if not cats:
+        raise DatasetError(f"{src}: no CATEGORY/train/good folders found (expected an MVTec-AD-style tree)")
+    rng = np.random.default_rng(seed)
+    writer = DatasetWriter(out, f"mvtec:{src.name}", ["main"], 1.0,
+                           notes=(f"imported from {src}; per category {reference_share:.0%} of train/good as "
+                                  f"references, the rest train; test split {val_share:.0%} val / rest test"))
+    defect_map = {"crack": "tear", "cut": "tear", "tear": "tear", "hole": "hole", "poke": "hole",
+                  "squeeze": "crush", "bent": "crush", "crush": "crush", "broken": "deconstruction",
+                  "missing": "broken_set", "contamination": "spill", "liquid": "spill", "oil": "spill",
+                  "color": "spill", "glue": "spill"}
+
+    def damage_of(defect: str) -> list[str]:
+        for key, kind in defect_map.items():
+            if key in defect.lower():
+                return [kind]
+        return ["crush"]
+
+    with writer:
+        for cat in cats:
+            sku = cat.name
+            goods = sorted(p for p in (cat / "train" / "good").iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            order = rng.permutation(len(goods))
+            n_ref = max(1, int(round(reference_share * len(goods))))
+            for k, idx in enumerate(order):
+                img = _read_rgb(goods[idx])
+                if k < n_ref:
+                    writer.add_reference(sku, f"{sku}_{goods[idx].stem}", img)
+                else:
+                    iid = f"{sku}-train-{goods[idx].stem}"
+                    vp = writer.write_view(iid, "main", img)
+                    writer.add_item(Item(iid, sku, "train", "ok", [], False, {"main": vp}))
+            tests = []
+            test_root = cat / "test"
+            if test_root.is_dir():
+                for dfolder in sorted(p for p in test_root.iterdir() if p.is_dir()):
+                    for f in sorted(p for p in dfolder.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+                        tests.append((dfolder.name, f))
+            for k, idx in enumerate(rng.permutation(len(tests))):
+                defect, f = tests[idx]
+                split = "val" if k < int(round(val_share * len(tests))) else "test"
+                iid = f"{sku}-{defect}-{f.stem}"
+                mask = None
+                if defect != "good":
+                    mpath = cat / "ground_truth" / defect / f"{f.stem}_mask.png"
+                    if mpath.is_file():
+                        mask = cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE)
+                img = _read_rgb(f)
+                vp = writer.write_view(iid, "main", img, None, mask)
+                damaged = defect != "good"
+                writer.add_item(Item(iid, sku, split, "damaged" if damaged else "ok",
+                                     damage_of(defect) if damaged else [], False, {"main": vp}))
+    return read_dataset(out)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetError(f"cannot read image {path}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,1 @@
+"""The RGB-D belt simulator: products, damage, rendering, dataset and recording writers."""
