@@ -65,10 +65,10 @@ def uses_pixel_rectangles(depth_K, depth_size, color_K, color_size) -> bool:
     return bool(ppa_d[0] < ppa_c[0] or ppa_d[1] < ppa_c[1] or special)
 
 
-def _rint_to_int32(v: np.ndarray) -> np.ndarray:
-    """x86 cvtps2dq: round half to even; NaN or out of int32 range -> INT32_MIN."""
+def _trunc_to_int32(v: np.ndarray) -> np.ndarray:
+    """C's (int) cast on x86 (cvttss2si): toward zero; NaN or out of int32 range -> INT32_MIN."""
     with np.errstate(invalid="ignore"):
-        r = np.rint(v)
+        r = np.trunc(v)
         bad = ~np.isfinite(r) | (r >= F32(2.0**31)) | (r < F32(-(2.0**31)))
         out = np.where(bad, 0, r).astype(np.int32)
     out[bad] = _INT_MIN
@@ -96,7 +96,7 @@ def _corner_pixels(depth, offset, depth_K, color_K, T, scale):
         v = (Y / Z) * cfy + cppy
         u = u + F32(0.5)
         v = v + F32(0.5)
-    return _rint_to_int32(u), _rint_to_int32(v)
+    return _trunc_to_int32(u), _trunc_to_int32(v)
 
 
 def align_depth_to_color(depth: np.ndarray, depth_K: np.ndarray, color_K: np.ndarray,
@@ -118,11 +118,12 @@ def align_depth_to_color(depth: np.ndarray, depth_K: np.ndarray, color_K: np.nda
            px = z * x                               py = z * y
            X  = R00*px + (R01*py + (R02*z + t0))    (same pattern for Y with row 1, Z row 2)
            u  = (X / Z) * cfx + cppx + 0.5          v = (Y / Z) * cfy + cppy + 0.5
-           U  = rint(u)   V = rint(v)               round half to even, as x86 cvtps2dq;
+           U  = (int)u   V = (int)v                 truncation toward zero (C cast), so
+                                                    u in (-1, 0) gives 0;
                                                     NaN/inf/out of int32 -> INT32_MIN
 
-       (The "+0.5 then round-to-nearest" is what librealsense's SSE code does: it is
-       neither truncation nor plain rounding of the projected coordinate.)
+       (Measured against pyrealsense2 2.59 on x86: truncation of ``u + 0.5`` matches
+       every pixel; librealsense's SSE source reads as round-to-nearest, which does not.)
     3. Rectangle or point (:func:`uses_pixel_rectangles`): when the colour image has
        more pixels per degree than the depth image (or a special resolution pair), the
        pixel covers every colour pixel ``(x, y)`` with ``U_tl <= x <= U_br`` and
