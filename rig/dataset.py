@@ -240,22 +240,7 @@ class DatasetWriter:
     def write_view(self, item_id: str, view: str, rgb: np.ndarray, depth_mm: np.ndarray | None = None,
                    mask: np.ndarray | None = None) -> ViewPaths:
         """Write one view's images (rgb in RGB order, depth in mm) and return their paths."""
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise DatasetError(f"item {item_id!r} view {view!r}: rgb must be HxWx3 uint8, "
-                               f"got {rgb.shape} {rgb.dtype}")
-        sub = self.root / "items" / item_id
-        sub.mkdir(parents=True, exist_ok=True)
-        rgb_rel = f"items/{item_id}/{view}_rgb.png"
-        cv2.imwrite(str(self.root / rgb_rel), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        depth_rel = mask_rel = None
-        if depth_mm is not None:
-            depth_rel = f"items/{item_id}/{view}_depth.png"
-            units = np.clip(np.round(depth_mm / self.depth_units_mm), 0, 65535).astype(np.uint16)
-            cv2.imwrite(str(self.root / depth_rel), units)
-        if mask is not None:
-            mask_rel = f"items/{item_id}/{view}_mask.png"
-            cv2.imwrite(str(self.root / mask_rel), np.where(mask > 0, 255, 0).astype(np.uint8))
-        return ViewPaths(rgb_rel, depth_rel, mask_rel)
+        return write_view_files(self.root, item_id, view, rgb, depth_mm, mask, self.depth_units_mm)
 
     def add_item(self, item: Item) -> None:
         self._items.write(json.dumps(item.to_json()) + "\n")
@@ -276,6 +261,26 @@ class DatasetWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def write_view_files(root: Path, item_id: str, view: str, rgb: np.ndarray, depth_mm: np.ndarray | None,
+                     mask: np.ndarray | None, depth_units_mm: float = 1.0) -> ViewPaths:
+    """Write a view's PNGs under ROOT/items/ITEM_ID/ (usable from worker processes)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise DatasetError(f"item {item_id!r} view {view!r}: rgb must be HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+    root = Path(root)
+    (root / "items" / item_id).mkdir(parents=True, exist_ok=True)
+    rgb_rel = f"items/{item_id}/{view}_rgb.png"
+    cv2.imwrite(str(root / rgb_rel), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    depth_rel = mask_rel = None
+    if depth_mm is not None:
+        depth_rel = f"items/{item_id}/{view}_depth.png"
+        units = np.clip(np.round(depth_mm / depth_units_mm), 0, 65535).astype(np.uint16)
+        cv2.imwrite(str(root / depth_rel), units)
+    if mask is not None:
+        mask_rel = f"items/{item_id}/{view}_mask.png"
+        cv2.imwrite(str(root / mask_rel), np.where(mask > 0, 255, 0).astype(np.uint8))
+    return ViewPaths(rgb_rel, depth_rel, mask_rel)
 
 
 def import_mvtec(src: str | Path, out: str | Path, reference_share: float = 0.2,

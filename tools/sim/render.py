@@ -1,0 +1,219 @@
+"""Ray casting of 2.5-D items on the belt for a pinhole camera.
+
+Units are millimetres inside this module; camera poses come from the
+calibration file in metres. A ray is marched through each item's bounding box
+in ``STEP_MM`` steps until it drops below the item's height field, then the hit
+is refined by the secant between the last two samples. Rays that hit no item
+hit the belt plane z = 0. The returned depth is the camera-frame z (what a
+RealSense reports), the colour is linear radiance in 0..1 before sensor effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .products import ItemSurface
+
+STEP_MM = 1.5
+
+
+@dataclass
+class Placed:
+    surface: ItemSurface
+    x_mm: float  # item centre in the belt frame
+    y_mm: float
+    yaw: float  # radians
+    index: int = 0
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def gradients(self):
+        if "g" not in self._cache:
+            h = cv2.GaussianBlur(self.surface.height, (0, 0), 1.0)
+            gx = cv2.Sobel(h, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+            gy = cv2.Sobel(h, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+            self._cache["g"] = (gx, gy, float(self.surface.height.max()))
+        return self._cache["g"]
+
+    def footprint_corners(self) -> np.ndarray:
+        """The bounding box corners (8x3, mm, belt frame), margin included."""
+        hx, hy = self.surface.half_extent
+        hz = float(self.surface.height.max()) + 1
+        c, s = np.cos(self.yaw), np.sin(self.yaw)
+        pts = []
+        for sx in (-hx, hx):
+            for sy in (-hy, hy):
+                for z in (0.0, hz):
+                    pts.append([self.x_mm + c * sx - s * sy, self.y_mm + s * sx + c * sy, z])
+        return np.array(pts)
+
+
+@dataclass
+class Lighting:
+    direction: np.ndarray = field(default_factory=lambda: np.array([0.3, -0.2, 1.0]))
+    ambient: float = 0.45
+    diffuse: float = 0.65
+    specular: float = 0.35
+    tint: np.ndarray = field(default_factory=lambda: np.ones(3))
+    belt_color: np.ndarray = field(default_factory=lambda: np.array([0.16, 0.17, 0.18]))
+    belt_texture: float = 0.04
+
+
+@dataclass
+class RenderOut:
+    rgb: np.ndarray  # float32 HxWx3 (0..1 radiance)
+    depth_mm: np.ndarray  # float32 camera z
+    mask: np.ndarray  # bool: damaged pixel
+    item: np.ndarray  # int16: index of the item hit, -1 = belt
+
+
+def _sample(img: np.ndarray, x: np.ndarray, y: np.ndarray, interp=cv2.INTER_LINEAR) -> np.ndarray:
+    """Sample an image at float pixel coords (N,) with border = 0."""
+    n = x.shape[0]
+    cols = 1024  # remap maps must stay below 32767 in each dimension
+    rows = -(-n // cols)
+    mx = np.zeros(rows * cols, np.float32)
+    my = np.zeros(rows * cols, np.float32)
+    mx[:n], my[:n] = x, y
+    out = cv2.remap(img, mx.reshape(rows, cols), my.reshape(rows, cols), interp,
+                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape((rows * cols,) + img.shape[2:])[:n]
+
+
+def render(K: np.ndarray, size: tuple[int, int], T_ref_cam: np.ndarray, items: list[Placed],
+           light: Lighting, roi: tuple[int, int, int, int] | None = None, belt_offset_mm: float = 0.0,
+           with_color: bool = True) -> RenderOut:
+    w, h = size
+    x0, y0, x1, y1 = roi if roi is not None else (0, 0, w, h)
+    us, vs = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+    dc = np.stack([(us - K[0, 2]) / K[0, 0], (vs - K[1, 2]) / K[1, 1], np.ones_like(us)], -1).reshape(-1, 3)
+    R, o = T_ref_cam[:3, :3], T_ref_cam[:3, 3] * 1000.0
+    norm = np.linalg.norm(dc, axis=1)
+    d = (dc @ R.T) / norm[:, None]  # unit ray directions in the belt frame
+    zcam = 1.0 / norm  # camera z per unit of ray length
+    n = d.shape[0]
+    # the belt plane
+    with np.errstate(divide="ignore"):
+        t_best = np.where(d[:, 2] < -1e-6, -o[2] / d[:, 2], np.inf)
+    hit_item = np.full(n, -1, np.int16)
+    hit_local = np.zeros((n, 2))
+    for it in items:
+        _march(it, o, d, t_best, hit_item, hit_local)
+    pts = o + d * t_best[:, None]
+    depth = (t_best * zcam).astype(np.float32)
+    depth[~np.isfinite(depth)] = 0
+    mask = np.zeros(n, bool)
+    rgb = np.zeros((n, 3), np.float32)
+    normal = np.tile(np.array([0.0, 0.0, 1.0]), (n, 1))
+    albedo = np.empty((n, 3), np.float32)
+    gloss = np.zeros(n, np.float32)
+    # belt appearance: a fixed low-frequency texture that moves with the belt
+    bx = (pts[:, 0] - belt_offset_mm) * 0.05
+    by = pts[:, 1] * 0.05
+    tex = 1 + light.belt_texture * (np.sin(bx * 1.7 + np.sin(by * 0.9)) * np.cos(by * 1.3 - 0.3 * bx))
+    albedo[:] = light.belt_color[None, :] * tex[:, None]
+    for it in items:
+        sel = hit_item == it.index
+        if not np.any(sel):
+            continue
+        s = it.surface
+        hx, hy = s.half_extent
+        gx_img, gy_img, _ = it.gradients()
+        cx, cy = hit_local[sel, 0] + hx - 0.5, hit_local[sel, 1] + hy - 0.5
+        a = _sample(s.alpha, cx, cy)
+        al = _sample(s.albedo, cx, cy)
+        albedo[sel] = al * a[:, None] + albedo[sel] * (1 - a[:, None])
+        gloss[sel] = _sample(s.gloss, cx, cy)
+        mask[sel] = _sample(s.damage, cx, cy, cv2.INTER_NEAREST) > 0
+        gxs, gys = _sample(gx_img, cx, cy), _sample(gy_img, cx, cy)
+        c, si = np.cos(it.yaw), np.sin(it.yaw)
+        nl = np.stack([-gxs, -gys, np.ones_like(gxs)], 1)
+        nr = np.stack([c * nl[:, 0] - si * nl[:, 1], si * nl[:, 0] + c * nl[:, 1], nl[:, 2]], 1)
+        normal[sel] = nr / np.linalg.norm(nr, axis=1, keepdims=True)
+    if with_color:
+        L = light.direction / np.linalg.norm(light.direction)
+        ndl = np.clip(normal @ L, 0, None)
+        view = -d
+        hvec = (L[None, :] + view)
+        hvec /= np.linalg.norm(hvec, axis=1, keepdims=True)
+        spec = np.clip(np.sum(normal * hvec, 1), 0, None) ** 40 * gloss
+        rgb = albedo * (light.ambient + light.diffuse * ndl)[:, None] + (light.specular * spec)[:, None]
+        rgb = (rgb * light.tint[None, :]).astype(np.float32)
+    shape = (y1 - y0, x1 - x0)
+    return RenderOut(rgb.reshape(shape + (3,)), depth.reshape(shape), mask.reshape(shape),
+                     hit_item.reshape(shape))
+
+
+def _march(it: Placed, o, d, t_best, hit_item, hit_local) -> None:
+    s = it.surface
+    hx, hy = s.half_extent
+    gx_img, gy_img, hmax = it.gradients()
+    c, si = np.cos(it.yaw), np.sin(it.yaw)
+    # into item-local coordinates
+    ol = np.array([c * (o[0] - it.x_mm) + si * (o[1] - it.y_mm), -si * (o[0] - it.x_mm) + c * (o[1] - it.y_mm), o[2]])
+    dl = np.stack([c * d[:, 0] + si * d[:, 1], -si * d[:, 0] + c * d[:, 1], d[:, 2]], 1)
+    lo = np.array([-hx, -hy, 0.0])
+    hi = np.array([hx, hy, hmax + 0.5])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / dl
+        t1 = (lo - ol) * inv
+        t2 = (hi - ol) * inv
+    tmin = np.nanmax(np.minimum(t1, t2), axis=1)
+    tmax = np.nanmin(np.maximum(t1, t2), axis=1)
+    cand = np.nonzero((tmax > tmin) & (tmax > 0) & (tmin < t_best))[0]
+    if cand.size == 0:
+        return
+    t = np.maximum(tmin[cand], 0)
+    tend = np.minimum(tmax[cand], t_best[cand])
+    H = s.height
+    gh, gw = H.shape
+    prev_t = t.copy()
+    prev_f = np.full(cand.size, np.inf)
+    idx = cand
+    dsub = dl[cand]
+    while idx.size:
+        p = ol + dsub * t[:, None]
+        col = np.clip((p[:, 0] + hx).astype(np.int64), 0, gw - 1)
+        row = np.clip((p[:, 1] + hy).astype(np.int64), 0, gh - 1)
+        f = p[:, 2] - H[row, col]
+        hit = f <= 0
+        if np.any(hit):
+            # secant refinement between the previous sample (above) and this one (below)
+            ph, fh, th = prev_f[hit], f[hit], t[hit]
+            tp = prev_t[hit]
+            frac = np.where(np.isfinite(ph) & (ph - fh > 1e-9), ph / np.maximum(ph - fh, 1e-9), 1.0)
+            tt = tp + (th - tp) * np.clip(frac, 0, 1)
+            rays = idx[hit]
+            better = tt < t_best[rays]
+            rays, tt = rays[better], tt[better]
+            t_best[rays] = tt
+            hit_item[rays] = it.index
+            q = ol + dl[rays] * tt[:, None]
+            hit_local[rays] = q[:, :2]
+        cont = ~hit & (t < tend)
+        prev_t, prev_f = t[cont], f[cont]
+        t = np.minimum(t[cont] + STEP_MM, tend[cont])
+        tend, idx, dsub = tend[cont], idx[cont], dsub[cont]
+
+
+def apply_sensor(out: RenderOut, rng: np.random.Generator, noise: bool = True, gain: float = 1.0,
+                 blur_sigma: float = 0.0, noise_sigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Radiance -> uint8 RGB (gain, gamma, blur, noise); depth -> mm float with noise and edge holes."""
+    rgb = np.clip(out.rgb * gain, 0, 1) ** (1 / 1.1)
+    img = rgb * 255.0
+    depth = out.depth_mm.copy()
+    if noise:
+        if blur_sigma > 0.05:
+            img = cv2.GaussianBlur(img, (0, 0), blur_sigma)
+        img = img + rng.normal(0, noise_sigma, img.shape)
+        z_m = depth / 1000.0
+        depth = depth + rng.normal(0, 1, depth.shape) * (0.4 + 1.2 * z_m ** 2)
+        # zero-holes near depth edges (stereo matching fails there) and a few speckles
+        dz = np.abs(cv2.Laplacian(out.depth_mm, cv2.CV_32F, ksize=3))
+        edge = cv2.dilate((dz > 12).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        drop = (edge & (rng.random(depth.shape) < 0.6)) | (rng.random(depth.shape) < 0.002)
+        depth[drop] = 0
+    depth[out.depth_mm <= 0] = 0
+    return np.clip(np.round(img), 0, 255).astype(np.uint8), depth.astype(np.float32)
