@@ -1,0 +1,80 @@
+// align.cu -- depth-to-colour alignment (a z-buffer built with atomicMin).
+//
+// Identical, bit for bit, to damage_rig.calibration.align.align_depth_to_color,
+// which documents every rounding step (it is librealsense's x86 rs.align). The
+// steps here follow that docstring literally: float32 throughout, one rounding
+// per operation (the _rn intrinsics stop nvcc from fusing a*b+c), x86 rounding
+// of the projected corner (half to even; NaN or out of range -> INT32_MIN).
+//
+// Three launches per frame:
+//   align_clear:   zbuf[i] = 0xFFFFFFFF (empty)              one thread per colour pixel
+//   align_scatter: each depth pixel atomicMin()s its raw value into every colour
+//                  pixel of its clipped rectangle           one thread per depth pixel
+//   align_finish:  out[i] = zbuf[i] == empty ? 0 : zbuf[i]   one thread per colour pixel
+// The smallest value wins whatever order the threads run in, so the GPU, the
+// serial CPU twin and the numpy reference agree exactly.
+//
+// params (float32[21]): dfx dfy dppx dppy  cfx cfy cppx cppy  R00..R22 (row-major)  t0 t1 t2  scale
+#include "common.cuh"
+
+#define ALIGN_EMPTY 0xFFFFFFFFu
+#define ALIGN_INT_MIN (-2147483647 - 1)
+
+// x86 cvtps2dq: round half to even; NaN, inf or outside int32 -> INT32_MIN.
+__device__ __forceinline__ int rint_x86(float v) {
+    if (!(v >= -2147483648.0f && v < 2147483648.0f)) return ALIGN_INT_MIN;
+    return __float2int_rn(v);
+}
+
+__device__ __forceinline__ void project_corner(const float* P, int i, int j, float z, float off, int* U,
+                                               int* V) {
+    const float x = __fdiv_rn(__fsub_rn(__fadd_rn(__int2float_rn(i), off), P[2]), P[0]);
+    const float y = __fdiv_rn(__fsub_rn(__fadd_rn(__int2float_rn(j), off), P[3]), P[1]);
+    const float px = __fmul_rn(z, x);
+    const float py = __fmul_rn(z, y);
+    const float* R = P + 8;
+    const float* t = P + 17;
+    const float X = __fadd_rn(__fmul_rn(R[0], px), __fadd_rn(__fmul_rn(R[1], py), __fadd_rn(__fmul_rn(R[2], z), t[0])));
+    const float Y = __fadd_rn(__fmul_rn(R[3], px), __fadd_rn(__fmul_rn(R[4], py), __fadd_rn(__fmul_rn(R[5], z), t[1])));
+    const float Z = __fadd_rn(__fmul_rn(R[6], px), __fadd_rn(__fmul_rn(R[7], py), __fadd_rn(__fmul_rn(R[8], z), t[2])));
+    const float u = __fadd_rn(__fadd_rn(__fmul_rn(__fdiv_rn(X, Z), P[4]), P[6]), 0.5f);
+    const float v = __fadd_rn(__fadd_rn(__fmul_rn(__fdiv_rn(Y, Z), P[5]), P[7]), 0.5f);
+    *U = rint_x86(u);
+    *V = rint_x86(v);
+}
+
+extern "C" __global__ void align_clear(unsigned int* zbuf, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) zbuf[i] = ALIGN_EMPTY;
+}
+
+extern "C" __global__ void align_scatter(const unsigned short* depth, int dw, int dh, int stride,
+                                         const float* params, int rectangles, unsigned int* zbuf, int cw,
+                                         int ch) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const int j = blockIdx.y;
+    if (i >= dw || j >= dh) return;
+    const unsigned short d = depth[static_cast<long long>(j) * stride + i];
+    if (d == 0) return;
+    const float z = __fmul_rn(__int2float_rn(d), params[20]);
+    int u0, v0, u1, v1;
+    project_corner(params, i, j, z, -0.5f, &u0, &v0);
+    if (rectangles) {
+        project_corner(params, i, j, z, 0.5f, &u1, &v1);
+    } else {
+        u1 = u0;
+        v1 = v0;
+    }
+    // Clip to the image (pixels outside are skipped one by one, the rest is written).
+    const int x0 = max(u0, 0), y0 = max(v0, 0);
+    const int x1 = min(u1, cw - 1), y1 = min(v1, ch - 1);
+    for (int y = y0; y <= y1; ++y)
+        for (int x = x0; x <= x1; ++x) atomicMin(zbuf + static_cast<long long>(y) * cw + x, static_cast<unsigned int>(d));
+}
+
+extern "C" __global__ void align_finish(const unsigned int* zbuf, unsigned short* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned int z = zbuf[i];
+    out[i] = z == ALIGN_EMPTY ? 0 : static_cast<unsigned short>(z);
+}

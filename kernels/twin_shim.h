@@ -1,0 +1,143 @@
+// twin_shim.h -- lets g++ compile our CUDA kernels as plain C++ (the "CPU twin").
+//
+// Why: no machine in CI has a GPU, but the kernels must still be proven against
+// the OpenCV/numpy references. The twin compiles the *same* .cu source with this
+// header force-included (g++ -include twin_shim.h -x c++ ...) and runs each
+// launch as a serial loop over the grid: for every block, for every thread,
+// set blockIdx/threadIdx and call the kernel body once.
+//
+// What a serial grid loop can and cannot emulate:
+//  * one-output-per-thread kernels (all of ours): exact, in any order.
+//  * atomics: emulated explicitly below with GCC __atomic compare-and-swap loops,
+//    so they stay correct even if the loop is ever parallelised over blocks.
+//    atomicMin is order-independent, so a z-buffer built with it is identical
+//    to the GPU's whatever order the threads ran in.
+//  * __syncthreads, shared-memory exchange between threads, warp shuffles:
+//    NOT emulated (a thread would read values its neighbours have not written
+//    yet). Using them is a compile error in the twin on purpose; keep kernels
+//    one output per thread or add an explicit emulation here first.
+//  * float arithmetic: the kernels use __fmul_rn/__fadd_rn/__fdiv_rn so nvcc
+//    cannot contract a*b+c into FMA; g++ on x86-64 rounds every float op, so
+//    both sides round the same operations the same way.
+#pragma once
+#ifndef DAMAGE_RIG_TWIN_SHIM_H
+#define DAMAGE_RIG_TWIN_SHIM_H
+
+#include <math.h>
+#include <cstdint>
+#include <cstring>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+
+struct dim3 {
+    unsigned x, y, z;
+    constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+// The twin runs one grid at a time on one host thread, so plain statics suffice.
+static dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+// Deliberately undefined: see the header comment.
+void __syncthreads_is_not_emulated_by_the_cpu_twin();
+#define __syncthreads() __syncthreads_is_not_emulated_by_the_cpu_twin()
+#define __shared__ __shared_memory_is_not_emulated_by_the_cpu_twin
+
+// ---- float intrinsics with explicit rounding (round-to-nearest-even) ----
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
+static inline float __int2float_rn(int a) { return static_cast<float>(a); }
+// Only called with |a| < 2^31 (align.cu checks the range first, as x86 needs).
+static inline int __float2int_rn(float a) { return static_cast<int>(nearbyintf(a)); }
+static inline float __int_as_float(int a) {
+    float f;
+    std::memcpy(&f, &a, 4);
+    return f;
+}
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+
+// ---- half precision: storage type + float -> half, round to nearest even ----
+struct __half {
+    uint16_t bits;
+};
+
+static inline __half __float2half_rn(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000u;
+    const uint32_t absx = x & 0x7fffffffu;
+    __half h;
+    if (absx >= 0x7f800000u) {  // inf or nan
+        h.bits = static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
+        return h;
+    }
+    if (absx >= 0x477ff000u) {  // rounds to >= 65520: overflow to inf
+        h.bits = static_cast<uint16_t>(sign | 0x7c00u);
+        return h;
+    }
+    if (absx < 0x38800000u) {  // below the smallest normal half (2^-14): subnormal or zero
+        if (absx < 0x33000000u) {  // below half of the smallest subnormal (2^-25): zero
+            h.bits = static_cast<uint16_t>(sign);
+            return h;
+        }
+        const int e = static_cast<int>(absx >> 23);         // biased float exponent
+        const uint32_t mant = (absx & 0x7fffffu) | 0x800000u;  // with the implicit 1
+        const int shift = 126 - e;                          // 14..24 for this range
+        uint32_t q = mant >> shift;
+        const uint32_t rem = mant & ((1u << shift) - 1u);
+        const uint32_t halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (q & 1u))) q += 1u;
+        h.bits = static_cast<uint16_t>(sign | q);
+        return h;
+    }
+    // normal: rebias exponent (127 -> 15), keep 10 mantissa bits, round to nearest even
+    uint32_t q = ((absx >> 13) - (112u << 10));
+    const uint32_t rem = absx & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u))) q += 1u;  // may carry into the exponent: fine
+    h.bits = static_cast<uint16_t>(sign | q);
+    return h;
+}
+
+// ---- atomics (see header comment) ----
+static inline unsigned int atomicMin(unsigned int* addr, unsigned int val) {
+    unsigned int old = __atomic_load_n(addr, __ATOMIC_RELAXED);
+    while (val < old &&
+           !__atomic_compare_exchange_n(addr, &old, val, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+static inline int atomicMin(int* addr, int val) {
+    int old = __atomic_load_n(addr, __ATOMIC_RELAXED);
+    while (val < old &&
+           !__atomic_compare_exchange_n(addr, &old, val, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+
+// ---- the grid loop: what <<<grid, block>>> means for the twin ----
+namespace twin {
+template <typename... Params, typename... Args>
+inline void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
+    gridDim = grid;
+    blockDim = block;
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                blockIdx = dim3(bx, by, bz);
+                for (unsigned tz = 0; tz < block.z; ++tz)
+                    for (unsigned ty = 0; ty < block.y; ++ty)
+                        for (unsigned tx = 0; tx < block.x; ++tx) {
+                            threadIdx = dim3(tx, ty, tz);
+                            kernel(static_cast<Params>(args)...);
+                        }
+            }
+}
+}  // namespace twin
+
+#endif
