@@ -1,0 +1,67 @@
+"""The status file: the running service's health, for `rig status` and the metrics endpoint.
+
+The runtime calls :func:`write_status` every second or so with a dict like::
+
+    {"state": "running",                      # starting | running | stopping | stopped
+     "pid": 1234, "started_at": 1.7e9,
+     "cameras": {"top": {"fps": 29.9, "drops": 0, "connected": true}, ...},
+     "inference": {"backend": "onnxruntime", "why": "tensorrt not installed"},
+     "model_version": "shipped-2026-11-20",
+     "controller": {"link": "up", "port": "/dev/ttyUSB0", "last_heartbeat_s": 0.1,
+                    "faults": 0, "retransmits": 3},
+     "counters": {"items": 812, "late": 0, ...},
+     "stuck": []}                             # stages the watchdog found stuck
+
+``updated_at`` (epoch seconds) is added here. The write is atomic (a temp file
+in the same folder, fsync, rename), so a reader never sees half a file even if
+the service is killed mid-write. Recent decisions and review/drift figures are
+not duplicated here: `rig status` reads them from the event log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import DeviceError
+
+STATUS_NAME = "status.json"
+#: a status older than this means the service is not running (or hung)
+STALE_AFTER_S = 10.0
+
+
+def write_status(state_dir: str | Path, status: dict) -> Path:
+    state_dir = Path(state_dir)
+    data = dict(status, updated_at=time.time())
+    path = state_dir / STATUS_NAME
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=state_dir)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True, default=str)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise DeviceError(f"cannot write the status file {path}: {exc}") from None
+    return path
+
+
+def read_status(state_dir: str | Path) -> dict | None:
+    """The last status written, with ``age_s`` added; None when the service never wrote one."""
+    path = Path(state_dir) / STATUS_NAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DeviceError(f"cannot read the status file {path}: {exc}") from None
+    data["age_s"] = max(0.0, time.time() - float(data.get("updated_at", 0.0)))
+    return data
