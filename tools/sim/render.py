@@ -123,6 +123,8 @@ def render(K: np.ndarray, size: tuple[int, int], T_ref_cam: np.ndarray, items: l
         gx_img, gy_img, _ = it.gradients()
         cx, cy = hit_local[sel, 0] + hx - 0.5, hit_local[sel, 1] + hy - 0.5
         a = _sample(s.alpha, cx, cy)
+        rows = np.nonzero(sel)[0]
+        hit_item[rows[a <= 0.01]] = -1  # bare belt inside the item's margin
         al = _sample(s.albedo, cx, cy)
         albedo[sel] = al * a[:, None] + albedo[sel] * (1 - a[:, None])
         gloss[sel] = _sample(s.gloss, cx, cy)
