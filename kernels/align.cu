@@ -3,8 +3,10 @@
 // Identical, bit for bit, to damage_rig.calibration.align.align_depth_to_color,
 // which documents every rounding step (it is librealsense's x86 rs.align). The
 // steps here follow that docstring literally: float32 throughout, one rounding
-// per operation (the _rn intrinsics stop nvcc from fusing a*b+c), x86 rounding
-// of the projected corner (half to even; NaN or out of range -> INT32_MIN).
+// per operation (the _rn intrinsics stop nvcc from fusing a*b+c), and the
+// projected corner u + 0.5 converted like C's (int) cast on x86: truncation
+// toward zero, NaN or out of int32 range -> INT32_MIN (CUDA's conversion would
+// saturate instead, so the range is checked first).
 //
 // Three launches per frame:
 //   align_clear:   zbuf[i] = 0xFFFFFFFF (empty)              one thread per colour pixel
@@ -20,10 +22,10 @@
 #define ALIGN_EMPTY 0xFFFFFFFFu
 #define ALIGN_INT_MIN (-2147483647 - 1)
 
-// x86 cvtps2dq: round half to even; NaN, inf or outside int32 -> INT32_MIN.
-__device__ __forceinline__ int rint_x86(float v) {
+// x86 cvttss2si (C's (int) cast): toward zero; NaN, inf or outside int32 -> INT32_MIN.
+__device__ __forceinline__ int trunc_x86(float v) {
     if (!(v >= -2147483648.0f && v < 2147483648.0f)) return ALIGN_INT_MIN;
-    return __float2int_rn(v);
+    return __float2int_rz(v);
 }
 
 __device__ __forceinline__ void project_corner(const float* P, int i, int j, float z, float off, int* U,
@@ -39,8 +41,8 @@ __device__ __forceinline__ void project_corner(const float* P, int i, int j, flo
     const float Z = __fadd_rn(__fmul_rn(R[6], px), __fadd_rn(__fmul_rn(R[7], py), __fadd_rn(__fmul_rn(R[8], z), t[2])));
     const float u = __fadd_rn(__fadd_rn(__fmul_rn(__fdiv_rn(X, Z), P[4]), P[6]), 0.5f);
     const float v = __fadd_rn(__fadd_rn(__fmul_rn(__fdiv_rn(Y, Z), P[5]), P[7]), 0.5f);
-    *U = rint_x86(u);
-    *V = rint_x86(v);
+    *U = trunc_x86(u);
+    *V = trunc_x86(v);
 }
 
 extern "C" __global__ void align_clear(unsigned int* zbuf, int n) {

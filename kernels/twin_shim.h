@@ -53,7 +53,7 @@ static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fdiv_rn(float a, float b) { return a / b; }
 static inline float __int2float_rn(int a) { return static_cast<float>(a); }
 // Only called with |a| < 2^31 (align.cu checks the range first, as x86 needs).
-static inline int __float2int_rn(float a) { return static_cast<int>(nearbyintf(a)); }
+static inline int __float2int_rz(float a) { return static_cast<int>(a); }
 static inline float __int_as_float(int a) {
     float f;
     std::memcpy(&f, &a, 4);
