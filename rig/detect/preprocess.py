@@ -1,0 +1,60 @@
+"""CPU reference preprocessing of one view crop: the definition the GPU kernel must match.
+
+RGB: resize the crop to S x S (OpenCV bilinear, ``INTER_LINEAR``), scale to
+[0, 1], subtract the ImageNet mean and divide by the std, HWC -> CHW.
+Depth: one extra channel of *relative height* — how far each pixel stands out
+from the far plane of the crop (the belt around the item), in units of
+``height_scale_mm`` — resized with nearest neighbour so that "no data" (0)
+never blends with real readings. Pixels without depth read 0 (= belt level).
+Height rather than raw camera distance, because it does not change with the
+camera's mounting height and shows a crushed top as a dip.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..errors import ModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FAR_PERCENTILE = 95.0  # the crop's far plane: robust to a few far outliers
+
+
+def _check_rgb(rgb: np.ndarray, where: str) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ModelError(f"{where}: RGB crop must be an (H, W, 3) uint8 array, got {got}")
+    if min(rgb.shape[:2]) < 8:
+        raise ModelError(f"{where}: RGB crop {rgb.shape[:2]} is too small (need at least 8x8 px)")
+
+
+def normalize_rgb(rgb: np.ndarray, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  where: str = "view") -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, size, size) float32, ImageNet-normalised."""
+    _check_rgb(rgb, where)
+    img = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    img *= np.float32(1.0 / 255.0)
+    img -= np.asarray(mean, np.float32)
+    img /= np.asarray(std, np.float32)
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def relative_height(depth_mm: np.ndarray | None, size: int, scale_mm: float,
+                    where: str = "view") -> np.ndarray:
+    """(H, W) depth in mm (0 = no data) or None -> (1, size, size) float32 relative height."""
+    out = np.zeros((1, size, size), np.float32)
+    if depth_mm is None:
+        return out
+    if not isinstance(depth_mm, np.ndarray) or depth_mm.ndim != 2:
+        got = f"{depth_mm.dtype} {depth_mm.shape}" if isinstance(depth_mm, np.ndarray) else type(depth_mm)
+        raise ModelError(f"{where}: depth must be an (H, W) array in mm, got {got}")
+    d = cv2.resize(depth_mm.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
+    valid = d > 0
+    if not valid.any():
+        return out
+    far = np.percentile(d[valid], FAR_PERCENTILE)
+    h = np.where(valid, (far - d) / np.float32(scale_mm), 0.0)
+    out[0] = np.clip(h, -1.0, 4.0)
+    return out

@@ -1,0 +1,271 @@
+"""Runtime scoring of one item from its views: the code `rig eval` and the rig both run.
+
+Per view the network gives a damage logit, type logits, an identification
+embedding, a global descriptor and patch features. Per item:
+
+1. identify the product: per SKU, each view's best cosine similarity to that
+   SKU's reference embeddings, averaged over the views (every view votes);
+2. measure anomaly of every view against the identified SKU's references
+   (patch memory bank and global descriptors), normalised by how anomalous the
+   SKU's own references look against each other;
+3. fuse max/mean damage logits, max anomalies and the identification margin
+   into P(damage) (``fusion.py``), and compare with the threshold set for the
+   FPR budget.
+The item decision takes the maximum over views because damage is often visible
+from one side only; identification averages because the product is the same
+from every side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..errors import ModelError
+from .anomaly import global_anomaly, map_score, patch_map
+from .fusion import Fusion
+from .gallery import Gallery, load_gallery
+from .preprocess import normalize_rgb, relative_height
+from .threshold import threshold_at_fpr
+
+log = logging.getLogger(__name__)
+
+CARD_NAME = "model_card.yaml"
+CARD_FORMAT = "damage-rig-model/1"
+VAL_OK_SCORES = "val_ok_scores.npy"
+ID_TEMPERATURE = 0.05
+
+
+@dataclass
+class ViewScore:
+    damage_prob: float
+    anomaly: float
+    heatmap: np.ndarray
+    patch_anomaly: float = 0.0
+    global_anomaly: float = 0.0
+
+    def get(self, key, default=None):  # dict-like access for callers that treat views as dicts
+        return getattr(self, key, default)
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+@dataclass
+class ItemScore:
+    score: float                 # fused P(damage)
+    damaged: bool                # score > threshold
+    type: str                    # most likely damage type, '' when not damaged
+    sku_pred: str
+    sku_conf: float              # softmax confidence of the identification
+    anomaly: float               # max over views of the normalised anomaly
+    views: dict[str, ViewScore] = field(default_factory=dict)
+    type_probs: dict[str, float] = field(default_factory=dict)
+    features: np.ndarray | None = None   # the fusion's inputs (for fitting and for the report)
+    threshold: float = 0.5
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_card(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / CARD_NAME
+    if not path.is_file():
+        raise ModelError(f"{model_dir}: not a model directory (no {CARD_NAME}); "
+                         "train one with 'rig train' or use the shipped model")
+    try:
+        card = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise ModelError(f"{path}: not a {CARD_FORMAT} model card")
+    for key in ("onnx", "input", "damage_types", "fusion", "threshold"):
+        if key not in card:
+            raise ModelError(f"{path}: model card lacks {key!r}")
+    return card
+
+
+class Scorer:
+    """Preprocess views, run the backend, score items. Build with :meth:`load`."""
+
+    def __init__(self, card: dict, gallery: Gallery | None, backend=None,
+                 model_dir: str | Path | None = None):
+        self.card = card
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        inp = card["input"]
+        self.input_size = int(inp["size"])
+        self.channels = int(inp["channels"])
+        self.mean = tuple(float(v) for v in inp["mean"])
+        self.std = tuple(float(v) for v in inp["std"])
+        depth = inp.get("depth") or {}
+        self.height_scale_mm = float(depth.get("scale_mm", 100.0))
+        self.damage_types = list(card["damage_types"])
+        self.views = list(card.get("views", []))
+        self.fusion = Fusion.from_dict(card["fusion"])
+        self.threshold = float(card["threshold"])
+        self.fpr_budget = card.get("fpr_budget")
+        self.version = str(card.get("version", ""))
+        self.onnx_path = (self.model_dir / card["onnx"]["file"]) if self.model_dir else None
+        self.backend = backend
+        self._ok_scores = None
+        self.gallery = None
+        if gallery is not None:
+            self.set_gallery(gallery)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, backend=None, *, threads: int = 2, max_batch: int = 8,
+             gallery_version: str | None = None) -> Scorer:
+        """Read the model card and the current gallery; build an ONNX Runtime backend if none given."""
+        model_dir = Path(model_dir)
+        card = read_card(model_dir)
+        onnx_path = model_dir / card["onnx"]["file"]
+        if not onnx_path.is_file():
+            raise ModelError(f"{model_dir}: the model card names {onnx_path.name}, which is missing")
+        gallery = load_gallery(model_dir, gallery_version)
+        if backend is None:
+            from ..infer import make_backend
+
+            backend = make_backend("onnxruntime", onnx_path, max_batch=max_batch, threads=threads)
+        return cls(card, gallery, backend, model_dir)
+
+    # ---- gallery -------------------------------------------------------
+    def set_gallery(self, gallery: Gallery) -> None:
+        """Swap in a gallery (for example after `rig enroll` wrote a new version)."""
+        self.gallery = gallery
+        self.skus = sorted(gallery.skus)
+        rows, owner = [], []
+        for k, sku in enumerate(self.skus):
+            e = gallery.skus[sku].embeddings.astype(np.float32)
+            rows.append(e)
+            owner.append(np.full(len(e), k))
+        self._emb = np.concatenate(rows)
+        self._owner = np.concatenate(owner)
+
+    def reload_gallery(self, version: str | None = None) -> str:
+        if self.model_dir is None:
+            raise ModelError("this scorer was not loaded from a model directory")
+        self.set_gallery(load_gallery(self.model_dir, version))
+        return self.gallery.version
+
+    # ---- preprocessing -------------------------------------------------
+    def prepare_view(self, rgb: np.ndarray, depth_mm: np.ndarray | None = None,
+                     where: str = "view") -> np.ndarray:
+        """(channels, S, S) float32: the CPU reference preprocessing of one view crop."""
+        x = normalize_rgb(rgb, self.input_size, self.mean, self.std, where)
+        if self.channels == 3:
+            return x
+        return np.concatenate([x, self.depth_channel(depth_mm, where)], axis=0)
+
+    def depth_channel(self, depth_mm: np.ndarray | None, where: str = "view") -> np.ndarray | None:
+        """(channels - 3, S, S) float32 non-RGB input, or None for an RGB-only model."""
+        if self.channels == 3:
+            return None
+        return relative_height(depth_mm, self.input_size, self.height_scale_mm, where)
+
+    # ---- inference -----------------------------------------------------
+    def run_batch(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Run prepared views through the backend in chunks; one output dict per row."""
+        if self.backend is None:
+            raise ModelError("this scorer has no inference backend")
+        rows = []
+        step = max(1, int(getattr(self.backend, "max_batch", 8)))
+        for s in range(0, len(batch), step):
+            out = self.backend.run(np.ascontiguousarray(batch[s:s + step], np.float32))
+            n = min(step, len(batch) - s)
+            rows += [{k: v[i] for k, v in out.items()} for i in range(n)]
+        return rows
+
+    def score_crops(self, crops: dict[str, tuple[np.ndarray, np.ndarray | None]],
+                    item_id: str = "item") -> ItemScore:
+        """Convenience: {view: (rgb, depth_mm or None)} -> ItemScore."""
+        if not crops:
+            raise ModelError(f"item {item_id!r}: no views to score")
+        names = list(crops)
+        batch = np.stack([self.prepare_view(*crops[v], where=f"item {item_id!r} view {v!r}")
+                          for v in names])
+        return self.score_item(dict(zip(names, self.run_batch(batch))), item_id=item_id)
+
+    # ---- scoring -------------------------------------------------------
+    def identify(self, view_outputs: dict[str, dict[str, np.ndarray]]) -> tuple[str, float, float]:
+        """(sku, softmax confidence, margin between the best and second-best SKU similarity)."""
+        per_sku = np.zeros(len(self.skus))
+        for out in view_outputs.values():
+            sims = self._emb @ out["embedding"].ravel().astype(np.float32)
+            best = np.full(len(self.skus), -1.0)
+            np.maximum.at(best, self._owner, sims)
+            per_sku += best
+        per_sku /= len(view_outputs)
+        order = np.argsort(per_sku)[::-1]
+        top = per_sku[order[0]]
+        margin = float(top - per_sku[order[1]]) if len(order) > 1 else float(top)
+        z = (per_sku - top) / ID_TEMPERATURE
+        conf = float(1.0 / np.exp(z).sum())
+        return self.skus[order[0]], conf, margin
+
+    def score_item(self, view_outputs: dict[str, dict[str, np.ndarray]], threshold: float | None = None,
+                   item_id: str = "item", sku: str | None = None) -> ItemScore:
+        """Score one item from per-view backend outputs (each sliced at that view's batch row).
+
+        ``sku`` forces the product instead of identifying it (for example when a
+        barcode reader on the line already knows it).
+        """
+        if not view_outputs:
+            raise ModelError(f"item {item_id!r}: no views to score")
+        for v, out in view_outputs.items():
+            missing = [k for k in ("damage_logit", "type_logits", "embedding", "global_desc",
+                                   "patch_features") if k not in out]
+            if missing:
+                raise ModelError(f"item {item_id!r} view {v!r}: backend outputs lack {missing}")
+        if self.gallery is None:
+            raise ModelError("no gallery loaded: enroll references first ('rig enroll')")
+        sku_pred, sku_conf, margin = self.identify(view_outputs)
+        if sku is not None:
+            if sku not in self.gallery.skus:
+                raise ModelError(f"item {item_id!r}: SKU {sku!r} has no references in gallery "
+                                 f"{self.gallery.version}; enroll it with 'rig enroll'")
+            sku_pred = sku
+        entry = self.gallery.skus[sku_pred]
+        p_scale, g_scale = self.gallery.scales(sku_pred)
+        bank = entry.bank.astype(np.float32)
+        views, logits, p_anoms, g_anoms, types = {}, [], [], [], []
+        for v, out in view_outputs.items():
+            logit = float(np.ravel(out["damage_logit"])[0])
+            amap = patch_map(np.asarray(out["patch_features"], np.float32), bank) / p_scale
+            pa = map_score(amap)
+            ga = global_anomaly(np.ravel(out["global_desc"]), entry.descs) / g_scale
+            views[v] = ViewScore(float(1 / (1 + np.exp(-logit))), float(max(pa, ga)),
+                                 amap.astype(np.float32), pa, ga)
+            logits.append(logit)
+            p_anoms.append(pa)
+            g_anoms.append(ga)
+            types.append(1 / (1 + np.exp(-np.ravel(out["type_logits"]).astype(np.float64))))
+        feats = np.array([max(logits), float(np.mean(logits)), max(p_anoms), max(g_anoms), margin])
+        score = float(self.fusion(feats))
+        thr = self.threshold if threshold is None else float(threshold)
+        damaged = score > thr
+        type_p = np.max(np.stack(types), axis=0)
+        type_probs = {t: float(p) for t, p in zip(self.damage_types, type_p)}
+        dtype = self.damage_types[int(np.argmax(type_p))] if damaged and len(type_p) else ""
+        return ItemScore(score, damaged, dtype, sku_pred, sku_conf,
+                         max(v.anomaly for v in views.values()), views, type_probs, feats, thr)
+
+    # ---- operating point -----------------------------------------------
+    def threshold_for_fpr(self, fpr: float) -> float:
+        """Threshold for another FPR budget, from the val ok scores stored with the model."""
+        if self._ok_scores is None:
+            path = self.model_dir / VAL_OK_SCORES if self.model_dir else None
+            if path is None or not path.is_file():
+                raise ModelError(f"{self.model_dir}: no {VAL_OK_SCORES}; the threshold for another "
+                                 "FPR budget cannot be derived (retrain with 'rig train')")
+            self._ok_scores = np.load(path)
+        return threshold_at_fpr(self._ok_scores, fpr)

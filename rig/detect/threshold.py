@@ -1,0 +1,43 @@
+"""Operating threshold from a false-positive budget.
+
+Damage is rare, so the rig is run at a sideline budget: the share of good
+items it may divert. ``threshold_at_fpr`` picks the lowest threshold whose
+false-positive rate on the given ok scores is at most the budget, with the
+decision rule ``damaged = score > threshold``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from ..errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def threshold_at_fpr(ok_scores, fpr: float, warn: bool = True) -> float:
+    """Smallest t with mean(ok_scores > t) <= fpr.
+
+    With n ok scores sorted high to low, at most m = floor(fpr * n) may exceed t,
+    so t is the (m+1)-th highest score. When fpr * n < 1 the budget cannot be
+    resolved on this data and t is the highest ok score (zero false positives
+    on it); a warning says how many ok items the budget would need.
+    """
+    s = np.sort(np.asarray(ok_scores, np.float64).ravel())[::-1]
+    if s.size == 0:
+        raise ModelError("cannot set a threshold: no ok items to measure the false-positive rate on")
+    if not 0.0 < fpr < 1.0:
+        raise ModelError(f"the FPR budget must be in (0, 1), got {fpr}")
+    m = math.floor(fpr * s.size + 1e-9)
+    if m == 0 and warn:
+        log.warning("FPR budget %.4g needs at least %d ok items to be measured; only %d given: "
+                    "threshold = highest ok score", fpr, math.ceil(1 / fpr), s.size)
+    return float(s[min(m, s.size - 1)])
+
+
+def fpr_at(ok_scores, threshold: float) -> float:
+    s = np.asarray(ok_scores, np.float64)
+    return float((s > threshold).mean()) if s.size else float("nan")
