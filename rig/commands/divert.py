@@ -46,6 +46,26 @@ def add_arguments(p):
     g.add_argument("--speed", type=float, default=None,
                    help="belt speed for backends without a position report (modbus)")
 
+    s = sub.add_parser("soak", help="send many diverts to an emulator injecting faults; exit 1 "
+                                    "if any divert was lost, reported twice or fired twice")
+    s.add_argument("--items", type=int, default=1000)
+    s.add_argument("--corrupt", type=float, default=0.05, help="default 0.05")
+    s.add_argument("--drop", type=float, default=0.01, help="default 0.01")
+    s.add_argument("--speed", type=float, default=1.0, help="belt m/s (default 1.0)")
+    s.add_argument("--ahead", type=float, default=0.15,
+                   help="metres between decision and gate (default 0.15)")
+    s.add_argument("--seed", type=int, default=1)
+
+
+def _soak(args) -> int:
+    from ..divert.soak import soak
+
+    out = soak(items=args.items, corrupt=args.corrupt, drop=args.drop, speed_mps=args.speed,
+               ahead_m=args.ahead, seed=args.seed)
+    print(json.dumps(out, indent=2))
+    lost = out["unreported"] + out["reported_twice"] + out["fired_twice"] + out["acked_not_fired"]
+    return 0 if lost == 0 else 1
+
 
 def _emulate(args) -> int:
     from ..divert.emulator import Faults, run_emulator
@@ -55,9 +75,9 @@ def _emulate(args) -> int:
         gates = tuple(int(g) for g in args.gates.split(",") if g.strip())
     except ValueError:
         raise DeviceError(f"--gates {args.gates!r}: expected comma-separated integers") from None
-    faults = Faults.from_dict(dict(drop=args.drop, corrupt=args.corrupt, delay_ms=args.delay_ms,
-                                   silence_after_s=args.silence_after,
-                                   silence_for_s=args.silence_for, seed=args.seed))
+    faults = Faults.from_dict({"drop": args.drop, "corrupt": args.corrupt,
+                               "delay_ms": args.delay_ms, "silence_after_s": args.silence_after,
+                               "silence_for_s": args.silence_for, "seed": args.seed})
     counters = run_emulator(port_link=args.port, port_file=args.port_file, speed_mps=args.speed,
                             counts_per_m=args.counts_per_m, gates=gates, failsafe=args.failsafe,
                             heartbeat_s=args.heartbeat_ms / 1000.0,
@@ -96,4 +116,4 @@ def _ping(args) -> int:
 
 
 def run(args) -> int:
-    return _emulate(args) if args.action == "emulate" else _ping(args)
+    return {"emulate": _emulate, "ping": _ping, "soak": _soak}[args.action](args)

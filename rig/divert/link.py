@@ -143,8 +143,8 @@ class SerialLink:
                       self.last_error, self.reconnect_s)
             try:
                 self._ser.close()
-            except Exception:  # noqa: BLE001 - the port is already broken; closing is best effort
-                pass
+            except Exception as close_exc:  # noqa: BLE001 - the port is already broken
+                log.debug("closing the broken port failed too: %s", close_exc)
             self._ser = None
             self._ready.clear()
             self._samples.clear()
@@ -181,14 +181,14 @@ class SerialLink:
         if not samples:
             raise DeviceError(f"no belt position from the controller on {self.url} yet "
                               "(call wait_ready first; is the controller sending heartbeats?)")
-        t_last, pos_last = samples[-1]
+        pos_last = samples[-1][1]
         rate = self._rate(samples)
         if rate is None:
             return pos_last
         # least-squares line through the window, anchored at the sample mean
         tm = sum(t for t, _ in samples) / len(samples)
         pm = sum(q for _, q in samples) / len(samples)
-        return int(round(pm + rate * (t_monotonic - tm)))
+        return round(pm + rate * (t_monotonic - tm))
 
     @staticmethod
     def _rate(samples: list[tuple[float, int]]) -> float | None:
@@ -216,8 +216,9 @@ class SerialLink:
         now = time.monotonic()
         payload = p.divert_payload(item_id, gate_id, fire_at)  # ProtocolError on bad fields
         with self._lock:
-            base = dict(item_id=item_id, gate_id=gate_id, fire_at=fire_at, deadline=deadline,
-                        on_result=on_result, sent_at=now, last_tx=now, attempts=0)
+            base = {"item_id": item_id, "gate_id": gate_id, "fire_at": fire_at,
+                    "deadline": deadline, "on_result": on_result, "sent_at": now,
+                    "last_tx": now, "attempts": 0}
             if self._closed.is_set() or self._ser is None:
                 why = "link closed" if self._closed.is_set() else (self.last_error or "port not open")
                 self._finish(_Pending(seq=-1, frame=b"", **base), fault=why)
@@ -290,7 +291,7 @@ class SerialLink:
             callback, res = job
             try:
                 callback(res)
-            except Exception:  # noqa: BLE001 - a caller's bug must not stop later results
+            except Exception:  # a caller's bug must not stop later results
                 log.exception("divert result callback failed for item %d", res.item_id)
 
     def _io_loop(self) -> None:

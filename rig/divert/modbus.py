@@ -120,7 +120,7 @@ class ModbusLink:
         return self._ready.wait(timeout_s)
 
     def position_at(self, t_monotonic: float) -> int:
-        return int(round((t_monotonic - self._t0) * self.rate))
+        return round((t_monotonic - self._t0) * self.rate)
 
     def time_of(self, position: int) -> float:
         return self._t0 + position / self.rate

@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from damage_rig.rig.divert import open_link, spawn_emulator
 from damage_rig.rig.divert import protocol as p
 from damage_rig.rig.errors import DeviceError

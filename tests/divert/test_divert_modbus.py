@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("pymodbus")
 
-from damage_rig.rig.divert import open_link  # noqa: E402
-from damage_rig.rig.divert.modbus import parse_modbus_url  # noqa: E402
-from damage_rig.rig.errors import DeviceError  # noqa: E402
+from damage_rig.rig.divert import open_link
+from damage_rig.rig.divert.modbus import parse_modbus_url
+from damage_rig.rig.errors import DeviceError
 
 
 class NullModem:
@@ -59,8 +59,11 @@ class NullModem:
 @pytest.fixture
 def plc():
     """pymodbus RTU server (unit 1, 16 coils) on one end; yields (client path, coil writes)."""
-    from pymodbus.datastore import (ModbusDeviceContext, ModbusSequentialDataBlock,
-                                    ModbusServerContext)
+    from pymodbus.datastore import (
+        ModbusDeviceContext,
+        ModbusSequentialDataBlock,
+        ModbusServerContext,
+    )
     from pymodbus.framer import FramerType
     from pymodbus.server import ModbusSerialServer
 

@@ -3,7 +3,6 @@
 import random
 
 import pytest
-
 from damage_rig.rig.divert import protocol as p
 from damage_rig.rig.errors import ProtocolError
 
