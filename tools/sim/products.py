@@ -306,7 +306,7 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
             surf.height[:] = np.maximum(surf.height - dent * (0.85 + 0.5 * crease), 0.3 * (surf.alpha > 0))
             shade = 1 - 0.45 * np.clip(crease * 6 - 1.0, 0, 1) * (dent > 2)
             surf.albedo *= shade[..., None]
-            surf.damage |= (dent > 0.18 * depth).astype(np.uint8)
+            surf.damage |= (dent > 1.0).astype(np.uint8)  # every visible change of the surface
         elif kind in ("tear", "hole"):
             px, py = _point_on_face(sku, rng, edge_bias=(kind == "tear"))
             if kind == "tear":

@@ -1,0 +1,24 @@
+"""Shared fixtures: the demo geometry and small simulated datasets (built once per session)."""
+
+from __future__ import annotations
+
+import pytest
+
+from damage_rig.calibration.model import load_calibration
+from damage_rig.rig.config import PACKAGE_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_calib():
+    return load_calibration(PACKAGE_DATA / "demo_calib.yaml")
+
+
+@pytest.fixture(scope="session")
+def small_sim_dataset(tmp_path_factory):
+    """24 simulated items with noise, 2 views, 1 reference per SKU."""
+    from damage_rig.tools.sim.generate import SimSettings, generate_dataset
+
+    out = tmp_path_factory.mktemp("sim") / "ds"
+    settings = SimSettings(items=24, seed=5, skus=8, refs_per_sku=1, damage_rate=0.5)
+    return generate_dataset(out, load_calibration(PACKAGE_DATA / "demo_calib.yaml"), settings,
+                            workers=1, progress=False)
