@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One entry point for a fresh clone: creates ./.venv, installs what the chosen
+# action needs, then runs it.
+#   bash tools/bootstrap.sh demo [rig demo args...]   # the rig on its embedded default
+#   bash tools/bootstrap.sh test [pytest args...]     # the test suite
+#   bash tools/bootstrap.sh shell                     # just install (dev extras) and print how to activate
+set -euo pipefail
+cd "$(dirname "$0")/.."
+action="${1:-demo}"
+shift || true
+PY="${PYTHON:-python3}"
+VENV=.venv
+
+have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+
+system_packages() {
+  # pyrealsense2 needs Debian's libusb-1.0-0 to import; chromium drives the review page test.
+  local want=()
+  have_lib libusb-1.0.so.0 || want+=(libusb-1.0-0)
+  if [ "$action" = test ]; then
+    command -v chromium >/dev/null 2>&1 || want+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || want+=(chromium-driver)
+    command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+  fi
+  [ ${#want[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+      echo "bootstrap: cannot install ${want[*]} (not root, no sudo): tests needing them will be skipped" >&2
+      return 0
+    fi
+  fi
+  echo "bootstrap: apt-get install ${want[*]}"
+  $sudo apt-get update -qq >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null \
+    || echo "bootstrap: apt-get could not install ${want[*]}: tests needing them will be skipped" >&2
+}
+
+venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "bootstrap: creating $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+}
+
+install() {
+  local extras="$1" stamp="$VENV/.installed-$1"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+    echo "bootstrap: pip install -e .[$extras]"
+    "$VENV/bin/python" -m pip install -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -c "import damage_rig.rig" && touch "$stamp"
+  fi
+}
+
+case "$action" in
+  demo)
+    venv; install "realsense"
+    exec "$VENV/bin/rig" demo "$@" ;;
+  test)
+    system_packages; venv; install "dev,realsense,train,modbus,browser"
+    exec "$VENV/bin/python" -m pytest "$@" ;;
+  shell)
+    system_packages; venv; install "dev,realsense,train,modbus,browser"
+    echo "bootstrap: ready; run: source $VENV/bin/activate" ;;
+  *)
+    echo "usage: bash tools/bootstrap.sh {demo|test|shell} [args...]" >&2; exit 2 ;;
+esac
