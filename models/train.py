@@ -34,6 +34,7 @@ from ..rig.detect.preprocess import FAR_PERCENTILE, IMAGENET_MEAN, IMAGENET_STD
 from ..rig.detect.scorer import CARD_FORMAT, CARD_NAME, VAL_OK_SCORES, Scorer, sha256
 from ..rig.detect.threshold import fpr_at, threshold_at_fpr
 from ..rig.errors import DatasetError
+from .evaluate import load_view, score_items
 from .metrics import summarize
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,6 @@ def view_targets(ds: Dataset, item: Item, view: str, grid: int) -> tuple[float, 
     small = cv2.resize((mask > 0).astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
     target = (small > 0.02).astype(np.float32)
     return float(target.any()), target
-
-
-def _load_view(scorer_like, ds: Dataset, item: Item, view: str) -> np.ndarray:
-    where = f"item {item.id!r} view {view!r}"
-    rgb = ds.load_rgb(item, view)
-    depth = ds.load_depth_mm(item, view)
-    return scorer_like.prepare_view(rgb, depth, where=where)
 
 
 class _Prep:
@@ -187,7 +181,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
         idx.clear()
 
     for k, (it, v) in enumerate(records):
-        buf.append(_load_view(prep, ds, it, v))
+        buf.append(load_view(prep, ds, it, v))
         idx.append(k)
         dmg, target = view_targets(ds, it, v, grid)
         y_view[k], w_damage[k], y_sku[k] = dmg, 1.0, sku_index[it.sku]
@@ -289,7 +283,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     # ---- 4. export + checks ---------------------------------------------------------
     onnx_path = out / "model.onnx"
     say(f"exporting {onnx_path}")
-    sample = np.stack([_load_view(prep, ds, it, v) for it, v in records[: min(4, len(records))]])
+    sample = np.stack([load_view(prep, ds, it, v) for it, v in records[: min(4, len(records))]])
     parity = export_onnx(model, onnx_path, sample)
     say(f"ONNX export ok: torch vs ONNX Runtime max |diff| {parity['max_abs_diff']:.2e}")
 
@@ -378,38 +372,8 @@ def _plain(obj):
     return obj
 
 
-def score_items(scorer: Scorer, ds: Dataset, items: list[Item], *, progress: bool = True,
-                desc: str = "scoring", batch_views: int = 16):
-    """ItemScore per item through the runtime path, batching views across items."""
-    from tqdm import tqdm
-
-    results = [None] * len(items)
-    pending: list[tuple[int, str, np.ndarray]] = []
-
-    def flush():
-        if not pending:
-            return
-        rows = scorer.run_batch(np.stack([p[2] for p in pending]))
-        by_item: dict[int, dict] = {}
-        for (i, v, _), row in zip(pending, rows):
-            by_item.setdefault(i, {})[v] = row
-        for i, outs in by_item.items():
-            results[i] = scorer.score_item(outs, item_id=items[i].id)
-        pending.clear()
-
-    for i, it in enumerate(tqdm(items, desc=desc, unit="item", disable=not progress)):
-        if not it.views:
-            raise DatasetError(f"item {it.id!r} has no views")
-        for v in it.views:
-            pending.append((i, v, _load_view(scorer, ds, it, v)))
-        if len(pending) >= batch_views:
-            flush()
-    flush()
-    return results
-
-
 def default_command(argv: list[str] | None = None) -> str:
     return "rig " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
 
-__all__ = ["check_dataset", "dataset_hash", "score_items", "train"]
+__all__ = ["check_dataset", "dataset_hash", "train"]

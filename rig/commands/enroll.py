@@ -1,0 +1,49 @@
+"""`rig enroll`: add or replace a product's references in a model's gallery (a new version)."""
+
+from __future__ import annotations
+
+NAME = "enroll"
+HELP = "add/replace a product's reference images in a model's gallery without retraining"
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="model folder (holds model_card.yaml and gallery/)")
+    p.add_argument("--sku", help="the product to add or replace (with IMAGE...)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="reference images of --sku")
+    p.add_argument("--data", help="enroll every SKU of DATASET/references instead")
+    p.add_argument("--keep", action="store_true",
+                   help="add to the SKU's existing references instead of replacing them")
+    p.add_argument("--list", action="store_true", help="list the gallery versions and exit")
+    p.add_argument("--rollback", metavar="VERSION", help="make gallery VERSION current again and exit")
+    p.add_argument("--note", default="", help="note stored with the new version")
+
+
+def run(args) -> int:
+    from ..detect import enroll, enroll_dataset, list_versions, rollback
+    from ..errors import RigError
+
+    if args.list:
+        for v in list_versions(args.model):
+            mark = "*" if v["current"] else " "
+            print(f"{mark} {v['version']}  {v['created']}  {v['n_skus']:4d} SKUs  {v['note']}")
+        return 0
+    if args.rollback:
+        print(f"gallery of {args.model} is now {rollback(args.model, args.rollback)}")
+        return 0
+    if args.data:
+        if args.images:
+            raise RigError("give either --data DATASET or --sku SKU IMAGE..., not both")
+        from ..dataset import read_dataset
+
+        ds = read_dataset(args.data, check_files=False)
+        skus = [args.sku] if args.sku else None
+        version = enroll_dataset(args.model, ds, skus=skus, note=args.note, progress=True)
+        n = 1 if args.sku else len(ds.references)
+        print(f"enrolled {n} SKU(s) from {args.data}: gallery {version} is current")
+        return 0
+    if not args.sku or not args.images:
+        raise RigError("give --sku SKU and at least one IMAGE (or --data DATASET)")
+    version = enroll(args.model, args.sku, args.images, replace=not args.keep, note=args.note)
+    print(f"{'extended' if args.keep else 'enrolled'} {args.sku} with {len(args.images)} image(s): "
+          f"gallery {version} is current")
+    return 0

@@ -1,0 +1,28 @@
+"""`rig eval`: score a dataset split with a model through the rig's own inference path."""
+
+from __future__ import annotations
+
+NAME = "eval"
+HELP = "evaluate MODEL_DIR on a dataset split via ONNX Runtime; write per-item scores and a report"
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="model folder (model_card.yaml, model.onnx, gallery/)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="(default test)")
+    p.add_argument("--scores", required=True, metavar="OUT.csv",
+                   help="per-item CSV: id,score,damaged,type,sku_pred")
+    p.add_argument("--report", metavar="OUT.html", help="HTML report: ROC, histograms, worst cases")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from ...models.evaluate import evaluate
+    from ...models.metrics import format_summary
+
+    metrics = evaluate(args.model, args.data, args.split, scores_csv=args.scores, report=args.report,
+                       threads=args.threads, progress=not args.no_progress)
+    print(format_summary(metrics))
+    print(f"scores written to {args.scores}" + (f", report to {args.report}" if args.report else ""))
+    return 0

@@ -1,0 +1,42 @@
+"""`rig train`: train, export and calibrate a damage model from a dataset."""
+
+from __future__ import annotations
+
+NAME = "train"
+HELP = "train a damage model on DATASET (split=train), set its threshold on split=val, write MODEL_DIR"
+
+
+def add_arguments(p):
+    p.add_argument("--data", required=True, help="dataset folder (see rig/dataset.py for the format)")
+    p.add_argument("--out", required=True, help="model folder to write (ONNX, gallery, model card)")
+    p.add_argument("--fpr", type=float, default=0.001,
+                   help="false-positive budget on val's ok items that sets the threshold (default 0.001)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of head training (default 30)")
+    p.add_argument("--input-size", type=int, default=224, help="network input size, multiple of 16 (224)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--bank-size", type=int, default=1024,
+                   help="patches kept per SKU in the anomaly memory bank (default 1024)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and ONNX Runtime (2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    from ..errors import RigError
+
+    if not 0.0 < args.fpr < 1.0:
+        raise RigError(f"--fpr must be between 0 and 1, got {args.fpr}")
+    if args.epochs < 1:
+        raise RigError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.input_size < 64 or args.input_size % 16:
+        raise RigError(f"--input-size must be a multiple of 16 and at least 64, got {args.input_size}")
+    from ...models.train import default_command, train
+
+    card = train(args.data, args.out, fpr=args.fpr, epochs=args.epochs, input_size=args.input_size,
+                 batch_size=args.batch_size, seed=args.seed, bank_size=args.bank_size,
+                 threads=args.threads, progress=not args.no_progress, command=default_command())
+    m = card["val_metrics"]
+    print(f"model written to {args.out}: threshold {card['threshold']:.4f} for FPR budget {args.fpr:g}; "
+          f"val AUROC {m['auroc']:.4f}, val FPR at threshold {m['fpr_at_threshold']:.4%}, "
+          f"val recall at threshold {m['recall_at_threshold']:.2%}")
+    return 0
