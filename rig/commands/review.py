@@ -1,0 +1,76 @@
+"""`rig review`: the review terminal (local web page) and its gallery actions."""
+
+from __future__ import annotations
+
+NAME = "review"
+HELP = "review diverted items in a local web page; enroll reviewed packaging; roll the gallery back"
+
+
+def add_arguments(p):
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--state", metavar="DIR", help="the rig's state directory")
+    where.add_argument("--config", metavar="FILE", help="rig configuration (state dir and model from it); "
+                       "default: the demo config")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
+    p.add_argument("--model", metavar="MODEL_DIR", help="model directory whose gallery enroll/rollback change "
+                   "(default: the config's model)")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--enroll", metavar="SKU", help="enroll the SKU's reviewed 'not damaged' / 'packaging "
+                     "changed' images as references, then exit")
+    act.add_argument("--rollback", nargs="?", const="", metavar="VERSION",
+                     help="make gallery VERSION current (no VERSION: undo the last change), then exit")
+    act.add_argument("--versions", action="store_true", help="list the gallery versions, then exit")
+
+
+def _model_dir(args):
+    from pathlib import Path
+
+    from ..config import DEMO_CONFIG, load_config
+
+    if args.model:
+        return Path(args.model)
+    if args.state and not args.config:
+        return None
+    return load_config(args.config or DEMO_CONFIG).model_dir
+
+
+def run(args) -> int:
+    from ..errors import ModelError
+    from ..review import enroll
+    from ..review.server import ReviewServer
+    from ..review.store import ReviewStore
+    from .status import state_dir_from
+
+    state = state_dir_from(args)
+    model_dir = _model_dir(args)
+    if args.enroll or args.rollback is not None or args.versions:
+        if model_dir is None:
+            raise ModelError("give --model MODEL_DIR (or --config) for gallery actions")
+        if args.versions:
+            for v in enroll.versions(model_dir):
+                print(f"{v['version']}{'  (current)' if v['current'] else ''}  {v['created']}  {v['note']}")
+            return 0
+        store = ReviewStore(state)
+        try:
+            if args.enroll:
+                r = enroll.enroll_reviewed(store, model_dir, args.enroll)
+                print(f"enrolled {r['enrolled']} image(s) of {len(r['items'])} item(s) for {r['sku']}: "
+                      f"gallery {r['version']}")
+            else:
+                r = enroll.rollback(store, model_dir, args.rollback or None)
+                print(f"gallery rolled back to {r['version']}")
+        finally:
+            store.close()
+        return 0
+    server = ReviewServer(state, port=args.port, host=args.host, model_dir=model_dir)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}, not loopback: anyone on that network can label items")
+    print(f"review terminal for {state}: {server.url}  (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0

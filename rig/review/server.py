@@ -1,0 +1,240 @@
+"""The review terminal's web server: stdlib http.server on loopback, a JSON API and one page.
+
+API (all JSON; errors are ``{"error": message}`` with the status below)::
+
+    GET  /                              the page (static/index.html)
+    GET  /api/items?unreviewed=1&limit=N   diverted items, newest first, + damage types + drift flags
+    GET  /api/items/ID                  one item                              404 unknown id
+    POST /api/items/ID/label            {"verdict": damaged|not_damaged|packaging_changed,
+                                         "type": DAMAGE_TYPE (damaged only, optional),
+                                         "rev": label revision the page showed, "reviewer": name}
+                                        400 bad body, 404 unknown id, 409 never diverted / stale page
+    GET  /img/ID/VIEW.jpg               the view's crop; VIEW.overlay.jpg with the heatmap blended in
+    GET  /api/drift                     SKUs flagged for packaging drift
+    GET  /api/gallery/versions          gallery versions, oldest first
+    POST /api/gallery/enroll            {"sku": S} enroll the SKU's reviewed images as references
+    POST /api/gallery/rollback          {"version": V} (no version: undo the last change)
+
+Loopback by default: a station's browser runs on the same machine; exposing
+it further is a deliberate --host choice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+
+from ..dataset import DAMAGE_TYPES
+from ..errors import ModelError, RigError
+from ..events import EventLogError, UnknownItemError
+from .store import BadLabelError, ReviewError, ReviewStore
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_BODY = 64 * 1024
+
+
+def public_item(row: dict) -> dict:
+    """What the page sees: no filesystem paths, image URLs instead."""
+    views = {}
+    for v in row["views"]:
+        c = row["crops"].get(v, {})
+        have = bool(c.get("rgb")) and not row["crops_deleted"]
+        views[v] = {"image": f"/img/{row['id']}/{v}.jpg" if have else None,
+                    "overlay": f"/img/{row['id']}/{v}.overlay.jpg" if have and c.get("heatmap") else None}
+    keep = ("id", "captured_at", "sku_pred", "sku_conf", "score", "type", "decision", "reason", "acked",
+            "model_version", "label", "label_type", "labelled_at", "reviewer", "label_rev", "latency_ms")
+    return {**{k: row[k] for k in keep}, "views": views}
+
+
+def overlay_jpeg(rgb_path: str, heat_path: str | None, alpha: float = 0.45) -> bytes:
+    """The crop with its heatmap (JET colours) blended where the heat is, as JPEG bytes."""
+    import cv2
+
+    img = cv2.imread(rgb_path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(rgb_path)
+    if heat_path:
+        heat = cv2.imread(heat_path, cv2.IMREAD_GRAYSCALE)
+        if heat is not None:
+            heat = cv2.resize(heat, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+            colour = cv2.applyColorMap(heat, cv2.COLORMAP_JET)
+            w = (alpha * heat.astype(np.float32) / 255.0)[..., None]
+            img = (img * (1 - w) + colour * w).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise ValueError(f"cannot encode the overlay of {rgb_path}")
+    return buf.tobytes()
+
+
+class ReviewServer:
+    def __init__(self, state_dir: str | Path, port: int = 8080, host: str = "127.0.0.1",
+                 model_dir: str | Path | None = None):
+        self.store = ReviewStore(state_dir)
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.httpd = ThreadingHTTPServer((host, port), self._handler())
+        self.httpd.daemon_threads = True
+        self.host, self.port = host, self.httpd.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> ReviewServer:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name="review",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.store.close()
+
+    # -- request handling ---------------------------------------------------------------------
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server._dispatch(self, "GET")
+
+            def do_POST(self):
+                server._dispatch(self, "POST")
+
+            def log_message(self, fmt, *args):
+                log.debug("review %s: " + fmt, self.client_address[0], *args)
+
+        return Handler
+
+    def _dispatch(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlsplit(h.path)
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            if method == "GET" and not parts:
+                return self._send(h, 200, (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8")
+            if method == "GET" and len(parts) == 3 and parts[0] == "img":
+                return self._image(h, parts[1], parts[2])
+            if parts[:1] != ["api"]:
+                raise _NotFound(f"no page {url.path!r}")
+            body = self._json_body(h) if method == "POST" else {}
+            result = self._api(method, parts[1:], query, body)
+            return self._send_json(h, 200, result)
+        except _NotFound as exc:
+            return self._send_json(h, 404, {"error": str(exc)})
+        except UnknownItemError as exc:
+            return self._send_json(h, 404, {"error": str(exc)})
+        except ReviewError as exc:
+            return self._send_json(h, exc.http_status, {"error": str(exc)})
+        except ModelError as exc:
+            return self._send_json(h, 503, {"error": str(exc)})
+        except (EventLogError, RigError) as exc:
+            log.error("review request %s %s failed: %s", method, url.path, exc)
+            return self._send_json(h, 500, {"error": str(exc)})
+
+    def _api(self, method: str, parts: list[str], query: dict, body: dict):
+        st = self.store
+        if method == "GET" and parts == ["items"]:
+            limit = _int(query.get("limit", "200"), "limit")
+            rows = st.diverted(limit, unreviewed_only=query.get("unreviewed") in ("1", "true"))
+            return {"items": [public_item(r) for r in rows], "damage_types": list(DAMAGE_TYPES),
+                    "drift": st.drift()}
+        if method == "GET" and len(parts) == 2 and parts[0] == "items":
+            return public_item(st.item(parts[1]))
+        if method == "POST" and len(parts) == 3 and parts[0] == "items" and parts[2] == "label":
+            verdict = body.get("verdict")
+            rev = body.get("rev")
+            if rev is not None and not isinstance(rev, int):
+                raise BadLabelError(f"'rev' must be an integer, got {rev!r}")
+            row = st.label(parts[1], verdict, body.get("type"), rev, body.get("reviewer"))
+            return public_item(row)
+        if method == "GET" and parts == ["drift"]:
+            return {"drift": st.drift()}
+        if parts[:1] == ["gallery"]:
+            from . import enroll
+
+            if method == "GET" and parts == ["gallery", "versions"]:
+                return {"versions": enroll.versions(self._model_dir())}
+            if method == "POST" and parts == ["gallery", "enroll"]:
+                return enroll.enroll_reviewed(st, self._model_dir(), _need(body, "sku"))
+            if method == "POST" and parts == ["gallery", "rollback"]:
+                return enroll.rollback(st, self._model_dir(), body.get("version"))
+        raise _NotFound(f"no API {method} /api/{'/'.join(parts)}")
+
+    def _model_dir(self) -> Path:
+        if self.model_dir is None:
+            raise ModelError("the review server was started without a model directory (--config or --model), "
+                             "so the gallery cannot be changed from here")
+        return self.model_dir
+
+    def _image(self, h, item_id: str, name: str) -> None:
+        row = self.store.item(item_id)
+        overlay = name.endswith(".overlay.jpg")
+        view = name[: -len(".overlay.jpg")] if overlay else name.removesuffix(".jpg")
+        c = row["crops"].get(view)
+        if c is None or not c.get("rgb") or row["crops_deleted"]:
+            raise _NotFound(f"item {item_id!r} has no stored crop for view {view!r} "
+                            "(not saved, or removed by retention)")
+        try:
+            data = overlay_jpeg(c["rgb"], c.get("heatmap")) if overlay else Path(c["rgb"]).read_bytes()
+        except FileNotFoundError:
+            raise _NotFound(f"crop of item {item_id!r} view {view!r} is gone from disk") from None
+        self._send(h, 200, data, "image/jpeg", cache=True)
+
+    @staticmethod
+    def _json_body(h) -> dict:
+        n = _int(h.headers.get("Content-Length", "0"), "Content-Length")
+        if n > MAX_BODY:
+            raise BadLabelError(f"request body of {n} bytes is larger than {MAX_BODY}")
+        try:
+            body = json.loads(h.rfile.read(n) or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadLabelError(f"request body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadLabelError("request body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _send(h, status: int, data: bytes, ctype: str, cache: bool = False) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(data)))
+        h.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _send_json(self, h, status: int, obj) -> None:
+        self._send(h, status, json.dumps(obj).encode(), "application/json")
+
+
+class _NotFound(RigError):
+    pass
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadLabelError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _need(d: dict, key: str) -> str:
+    v = d.get(key)
+    if not isinstance(v, str) or not v:
+        raise BadLabelError(f"missing {key!r}")
+    return v
