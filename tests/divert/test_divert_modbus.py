@@ -133,6 +133,6 @@ def test_coil_pulses_at_the_firing_moment(plc):
     on_times = [t for t, _, v in writes if v]
     off_times = [t for t, _, v in writes if not v]
     for got, item in zip(on_times, (1, 2)):
-        assert got - planned[item] == pytest.approx(0.0, abs=0.03)
+        assert got - planned[item] == pytest.approx(0.0, abs=0.05)
     for on, off in zip(on_times, off_times):
-        assert off - on == pytest.approx(0.06, abs=0.03)
+        assert off - on == pytest.approx(0.06, abs=0.05)
