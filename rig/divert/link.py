@@ -368,6 +368,8 @@ class SerialLink:
                 name = p.FaultCode(code).name if code in p.FaultCode._value2member_map_ else code
                 self.last_error = f"controller fault {name} at position {pos}"
                 log.warning("%s", self.last_error)
+            else:
+                return  # not a controller message (e.g. our own frames echoed by loop://)
             self._last_rx = time.monotonic()
         except p.ProtocolError as exc:
             # a frame with a valid CRC but a wrong payload: a firmware mismatch, not noise
