@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from damage_rig.kernels.height import height_map, height_map_reference
 from damage_rig.tools.sim import rigs
 

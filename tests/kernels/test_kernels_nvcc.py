@@ -1,7 +1,6 @@
 """Every shipped .cu compiles with nvcc for the Jetson Orin (sm_87) with no warnings."""
 
 import pytest
-
 from damage_rig.kernels import loader
 
 pytestmark = pytest.mark.nvcc
