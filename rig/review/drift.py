@@ -25,9 +25,9 @@ import numpy as np
 
 @dataclass
 class DriftParams:
-    baseline_n: int = 30        # items that define the SKU's normal score level
-    k: float = 0.5              # CUSUM slack, in baseline sigmas
-    h: float = 10.0             # CUSUM alarm level, in baseline sigmas
+    baseline_n: int = 100       # items that define the SKU's normal score level
+    k: float = 1.0              # CUSUM slack, in baseline sigmas (shifts under ~2 sigma are ignored)
+    h: float = 8.0              # CUSUM alarm level, in baseline sigmas
     min_sigma: float = 0.02     # floor on the baseline spread (scores are probabilities)
     min_confirmed: int = 3      # reviewed-not-damaged diverts needed to call it packaging
     max_items: int = 5000       # per SKU, newest

@@ -8,6 +8,7 @@ reviewed images to enroll and records each action in the event log's
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 
@@ -22,9 +23,9 @@ ENROLLABLE = ("packaging_changed", "not_damaged")
 
 def _gallery():
     """The detect package's gallery functions (imported lazily: they pull in the scorer)."""
-    try:
-        from ..detect import enroll as enroll_mod
-        from ..detect import gallery as gallery_mod
+    try:  # by module path: the detect package re-exports functions under the same names
+        enroll_mod = importlib.import_module("damage_rig.rig.detect.enroll")
+        gallery_mod = importlib.import_module("damage_rig.rig.detect.gallery")
     except ImportError as exc:
         raise ModelError(f"the gallery functions are not available ({exc}); "
                          "cannot enroll or roll back from the review terminal") from None

@@ -54,8 +54,14 @@ def public_item(row: dict) -> dict:
     return {**{k: row[k] for k in keep}, "views": views}
 
 
-def overlay_jpeg(rgb_path: str, heat_path: str | None, alpha: float = 0.45) -> bytes:
-    """The crop with its heatmap (JET colours) blended where the heat is, as JPEG bytes."""
+def overlay_jpeg(rgb_path: str, heat_path: str | None, heat_max: float | None = None,
+                 full_scale: float = 1.0, alpha: float = 0.55) -> bytes:
+    """The crop with its heatmap (JET colours) blended where the heat is, as JPEG bytes.
+
+    The stored heatmap is scaled to its own maximum (``heat_max``); the blend
+    weight puts it back on an absolute scale (``full_scale`` = fully coloured),
+    so a flat, low heatmap does not paint the whole crop red.
+    """
     import cv2
 
     img = cv2.imread(rgb_path, cv2.IMREAD_COLOR)
@@ -66,7 +72,8 @@ def overlay_jpeg(rgb_path: str, heat_path: str | None, alpha: float = 0.45) -> b
         if heat is not None:
             heat = cv2.resize(heat, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
             colour = cv2.applyColorMap(heat, cv2.COLORMAP_JET)
-            w = (alpha * heat.astype(np.float32) / 255.0)[..., None]
+            gain = min(1.0, (heat_max if heat_max is not None else full_scale) / full_scale)
+            w = (alpha * gain * heat.astype(np.float32) / 255.0)[..., None]
             img = (img * (1 - w) + colour * w).astype(np.uint8)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
@@ -191,7 +198,7 @@ class ReviewServer:
             raise _NotFound(f"item {item_id!r} has no stored crop for view {view!r} "
                             "(not saved, or removed by retention)")
         try:
-            data = overlay_jpeg(c["rgb"], c.get("heatmap")) if overlay else Path(c["rgb"]).read_bytes()
+            data = overlay_jpeg(c["rgb"], c.get("heatmap"), c.get("heat_max")) if overlay else Path(c["rgb"]).read_bytes()
         except FileNotFoundError:
             raise _NotFound(f"crop of item {item_id!r} view {view!r} is gone from disk") from None
         self._send(h, 200, data, "image/jpeg", cache=True)
