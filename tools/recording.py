@@ -235,8 +235,10 @@ class Recording:
         self.frame_count = min(counts.values()) if len(counts) == 2 else None
         del dev
 
-    def _play_once(self, want: set[int], color: dict, depth: dict, stamps: dict):
-        """One pass through the file; store the frames whose numbers are in ``want``."""
+    def _play_once(self, want: set[int], color: dict, depth: dict, stamps: dict,
+                   align: bool = False):
+        """One pass through the file; store the frames whose numbers are in ``want``
+        (with ``align``, the depth is librealsense's rs.align to the colour stream)."""
         rs = self._rs
         cfg = rs.config()
         cfg.enable_device_from_file(str(self.path), repeat_playback=False)
@@ -244,11 +246,16 @@ class Recording:
         profile = pipe.start(cfg)
         playback = profile.get_device().as_playback()
         playback.set_real_time(False)
+        aligner = rs.align(rs.stream.color) if align else None
         try:
             while True:
                 ok, fs = pipe.try_wait_for_frames(2000)
                 if not ok:
                     break
+                if aligner is not None:
+                    if not (fs.get_depth_frame() and fs.get_color_frame()):
+                        continue
+                    fs = aligner.process(fs)
                 for f in fs:
                     n = f.get_frame_number()
                     if n not in want:
@@ -264,8 +271,12 @@ class Recording:
         finally:
             pipe.stop()
 
-    def frames(self) -> Iterator[RecordedFrame]:
-        """Every frame once, in frame-number order (see the module's pitfalls)."""
+    def frames(self, librealsense_aligned: bool = False) -> Iterator[RecordedFrame]:
+        """Every frame once, in frame-number order (see the module's pitfalls).
+
+        With ``librealsense_aligned`` the ``depth`` of each frame is pyrealsense2's own
+        ``rs.align(rs.stream.color)`` output (colour size) instead of the raw depth.
+        """
         color: dict[int, np.ndarray] = {}
         depth: dict[int, np.ndarray] = {}
         stamps: dict[int, float] = {}
@@ -275,7 +286,7 @@ class Recording:
         for attempt in range(MAX_REPLAYS):
             want = (set(range(total)) if total is not None else _AllInts()) - done
             new = 0
-            for _ in self._play_once(want, color, depth, stamps):
+            for _ in self._play_once(want, color, depth, stamps, librealsense_aligned):
                 new += 1
                 while nxt in color and nxt in depth:
                     yield RecordedFrame(nxt, stamps.pop(nxt), color.pop(nxt), depth.pop(nxt))
