@@ -230,3 +230,21 @@ class DamageNet(nn.Module):
         depth = x[:, 3:4] if self.channels > 3 else None
         out = self.heads(self.features(x), depth)
         return tuple(out[k] for k in OUTPUT_NAMES)
+
+
+def load_trained(model_dir) -> DamageNet:
+    """Rebuild the torch model of a trained model dir (pretrained trunk + its heads.pt)."""
+    from pathlib import Path
+
+    from ..rig.detect.scorer import read_card
+
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    state = torch.load(model_dir / "heads.pt", map_location="cpu", weights_only=True)
+    model = DamageNet(int(card["input"]["size"]), int(card["input"]["channels"]),
+                      len(card["damage_types"]), hidden=state["map.weight"].shape[1],
+                      embed_dim=state["embed.weight"].shape[0],
+                      patch_dim=state["pca_components"].shape[0])
+    model.trunk.load_pretrained()
+    model.heads.load_state_dict(state)
+    return model.eval()

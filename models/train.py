@@ -285,6 +285,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     say(f"exporting {onnx_path}")
     sample = np.stack([load_view(prep, ds, it, v) for it, v in records[: min(4, len(records))]])
     parity = export_onnx(model, onnx_path, sample)
+    torch.save(model.heads.state_dict(), out / "heads.pt")  # to re-export or check parity later
     say(f"ONNX export ok: torch vs ONNX Runtime max |diff| {parity['max_abs_diff']:.2e}")
 
     # ---- 5. gallery through the runtime path ----------------------------------------

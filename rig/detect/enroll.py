@@ -27,11 +27,31 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def entry_from_images(scorer, images: list, sources: list[str], bank_size: int = BANK_SIZE):
+def dihedral(rgb: np.ndarray) -> list[np.ndarray]:
+    """The 8 rotations by 90 degrees and mirror images of a crop.
+
+    Items lie on the belt in any orientation; references are a handful of
+    photos. Enrolling every reference in all 8 exact orientations lets the
+    bank and the descriptors match a rotated item without inventing pixels.
+    """
+    out = []
+    for k in range(4):
+        r = np.rot90(rgb, k)
+        out += [np.ascontiguousarray(r), np.ascontiguousarray(r[:, ::-1])]
+    return out
+
+
+def entry_from_images(scorer, images: list, sources: list[str], bank_size: int = BANK_SIZE,
+                      augment: bool = True):
     """Gallery entry for one SKU from RGB arrays (or paths) run through the scorer's backend."""
     arrays = [read_rgb(im) if isinstance(im, (str, Path)) else im for im in images]
-    batch = np.stack([scorer.prepare_view(a, None, where=f"reference {s}") for a, s in zip(arrays, sources)])
-    return build_sku_entry(scorer.run_batch(batch), sources, bank_size)
+    outputs, src = [], []
+    for i, (a, s) in enumerate(zip(arrays, sources)):
+        views = dihedral(a) if augment else [a]
+        batch = np.stack([scorer.prepare_view(v, None, where=f"reference {s}") for v in views])
+        outputs += scorer.run_batch(batch)
+        src += [i] * len(views)
+    return build_sku_entry(outputs, sources, bank_size, source_index=src)
 
 
 def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = True, scorer=None,

@@ -14,7 +14,8 @@ new gallery, never half of one.
 Memory bound: a SKU's patch bank is a greedy k-center coreset of at most
 ``bank_size`` patches (default 1024) of ``patch_dim`` float16 numbers (64), i.e.
 at most 128 KiB per SKU; embeddings and descriptors are float16, one row per
-reference image, at most ``MAX_REFS_PER_SKU`` (256) rows.
+reference image and orientation (8 each: the dihedral group), from at most
+``MAX_REFS_PER_SKU`` (256) images.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _VERSION = re.compile(r"^v(\d{4,})$")
 class SkuEntry:
     """One product: what identification and anomaly scoring need of its references."""
 
-    embeddings: np.ndarray      # (n, E) float16, L2-normalised
+    embeddings: np.ndarray      # (n, E) float16, L2-normalised, one row per reference orientation
     descs: np.ndarray           # (n, G) float16, L2-normalised
     bank: np.ndarray            # (k, P) float16 patch features
     bank_src: np.ndarray        # (k,) int16: which reference image each bank row came from
@@ -54,37 +55,49 @@ class SkuEntry:
 
     @property
     def n_refs(self) -> int:
-        return len(self.embeddings)
+        return len(self.sources) or len(self.embeddings)
 
 
 def build_sku_entry(outputs: list[dict[str, np.ndarray]], sources: list[str],
-                    bank_size: int = BANK_SIZE, seed: int = 0) -> SkuEntry:
-    """Build one SKU's entry from the model outputs of its reference images (one dict each)."""
+                    bank_size: int = BANK_SIZE, seed: int = 0,
+                    source_index: list[int] | None = None) -> SkuEntry:
+    """Build one SKU's entry from the model outputs of its reference images (one dict each).
+
+    ``source_index[j]`` names the reference image (index into ``sources``) that
+    output j came from, when one image gave several outputs (orientations);
+    calibration leaves out every output of one image at a time.
+    """
     if not outputs:
         raise ModelError("no reference images to build a gallery entry from")
-    if len(outputs) > MAX_REFS_PER_SKU:
-        keep = np.random.default_rng(seed).choice(len(outputs), MAX_REFS_PER_SKU, replace=False)
-        outputs = [outputs[i] for i in sorted(keep)]
+    src_of = list(range(len(outputs))) if source_index is None else list(source_index)
+    if len(sources) > MAX_REFS_PER_SKU:
+        keep = set(np.random.default_rng(seed).choice(len(sources), MAX_REFS_PER_SKU, replace=False))
+        rows = [j for j in range(len(outputs)) if src_of[j] in keep]
+        renum = {old: new for new, old in enumerate(sorted(keep))}
+        outputs = [outputs[j] for j in rows]
+        src_of = [renum[src_of[j]] for j in rows]
         sources = [sources[i] for i in sorted(keep)]
     emb = np.stack([o["embedding"].ravel() for o in outputs]).astype(np.float32)
     desc = np.stack([o["global_desc"].ravel() for o in outputs]).astype(np.float32)
     patches, src = [], []
-    for i, o in enumerate(outputs):
+    for j, o in enumerate(outputs):
         pf = o["patch_features"]
         q = pf.reshape(pf.shape[0], -1).T
         patches.append(q)
-        src.append(np.full(len(q), i, np.int16))
+        src.append(np.full(len(q), src_of[j], np.int16))
     allp, allsrc = np.concatenate(patches), np.concatenate(src)
     idx = coreset(allp, bank_size, seed)
     bank, bank_src = allp[idx], allsrc[idx]
     # calibration: how anomalous does a pristine reference look against the others?
     p_scores, g_scores = [], []
-    if len(outputs) >= 2:
-        for i, o in enumerate(outputs):
+    src_arr = np.asarray(src_of)
+    if len(sources) >= 2:
+        for i in range(len(sources)):
             others = bank_src != i
-            if others.any():
-                p_scores.append(map_score(patch_map(o["patch_features"], bank[others])))
-            g_scores.append(global_anomaly(desc[i], np.delete(desc, i, axis=0)))
+            for j in np.flatnonzero(src_arr == i)[:1]:  # the image as taken (orientation 0)
+                if others.any():
+                    p_scores.append(map_score(patch_map(outputs[j]["patch_features"], bank[others])))
+                g_scores.append(global_anomaly(desc[j], desc[src_arr != i]))
     p_scale = float(np.median(p_scores)) if p_scores else float("nan")
     g_scale = float(np.median(g_scores)) if g_scores else float("nan")
     return SkuEntry(emb.astype(np.float16), desc.astype(np.float16), bank.astype(np.float16),

@@ -3,11 +3,16 @@
 RGB: resize the crop to S x S (OpenCV bilinear, ``INTER_LINEAR``), scale to
 [0, 1], subtract the ImageNet mean and divide by the std, HWC -> CHW.
 Depth: one extra channel of *relative height* — how far each pixel stands out
-from the far plane of the crop (the belt around the item), in units of
-``height_scale_mm`` — resized with nearest neighbour so that "no data" (0)
-never blends with real readings. Pixels without depth read 0 (= belt level).
-Height rather than raw camera distance, because it does not change with the
-camera's mounting height and shows a crushed top as a dip.
+from the belt, in units of ``height_scale_mm``. The belt is the plane
+z = a*u + b*v + c fitted (least squares, one outlier-rejection pass) to the
+valid depth on the crop's border ring, which is belt around the item. For a
+pinhole camera, 1/z of a plane is linear in the pixel coordinates, so the fit
+is on 1/z: a tilted side camera's belt is flat in those terms. Where the border holds too little
+depth, the plane is flat at the crop's far percentile. Depth is resized with
+nearest neighbour so that "no data" (0) never blends with real readings;
+pixels without depth read 0 (= belt level). Height rather than raw camera
+distance, because it does not change with the camera's mounting and shows a
+crushed top as a dip.
 """
 
 from __future__ import annotations
@@ -54,7 +59,29 @@ def relative_height(depth_mm: np.ndarray | None, size: int, scale_mm: float,
     valid = d > 0
     if not valid.any():
         return out
-    far = np.percentile(d[valid], FAR_PERCENTILE)
-    h = np.where(valid, (far - d) / np.float32(scale_mm), 0.0)
+    h = np.where(valid, (belt_plane(d, valid) - d) / np.float32(scale_mm), 0.0)
     out[0] = np.clip(h, -1.0, 4.0)
     return out
+
+
+def belt_plane(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(S, S) depth of the belt plane under the crop, fitted on the crop's border ring."""
+    size = d.shape[0]
+    ring = np.zeros_like(valid)
+    w = max(2, size // 16)
+    ring[:w], ring[-w:], ring[:, :w], ring[:, -w:] = True, True, True, True
+    sel = ring & valid
+    if sel.sum() < 20:
+        return np.full(d.shape, np.percentile(d[valid], FAR_PERCENTILE), np.float32)
+    vv, uu = np.nonzero(sel)
+    z = 1.0 / d[sel].astype(np.float64)
+    a = np.stack([uu, vv, np.ones_like(uu)], axis=1).astype(np.float64)
+    coef = np.linalg.lstsq(a, z, rcond=None)[0]
+    resid = np.abs(a @ coef - z)
+    # drop the item where it touches the border (1e-6 of 1/z is ~0.4 mm at 600 mm)
+    keep = resid <= max(3.0 * np.median(resid), 5e-6)
+    if keep.sum() >= 10:
+        coef = np.linalg.lstsq(a[keep], z[keep], rcond=None)[0]
+    v, u = np.mgrid[:size, :size]
+    inv = coef[0] * u + coef[1] * v + coef[2]
+    return (1.0 / np.maximum(inv, 1e-6)).astype(np.float32)

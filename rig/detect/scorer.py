@@ -186,14 +186,14 @@ class Scorer:
         return rows
 
     def score_crops(self, crops: dict[str, tuple[np.ndarray, np.ndarray | None]],
-                    item_id: str = "item") -> ItemScore:
+                    item_id: str = "item", sku: str | None = None) -> ItemScore:
         """Convenience: {view: (rgb, depth_mm or None)} -> ItemScore."""
         if not crops:
             raise ModelError(f"item {item_id!r}: no views to score")
         names = list(crops)
         batch = np.stack([self.prepare_view(*crops[v], where=f"item {item_id!r} view {v!r}")
                           for v in names])
-        return self.score_item(dict(zip(names, self.run_batch(batch))), item_id=item_id)
+        return self.score_item(dict(zip(names, self.run_batch(batch))), item_id=item_id, sku=sku)
 
     # ---- scoring -------------------------------------------------------
     def identify(self, view_outputs: dict[str, dict[str, np.ndarray]]) -> tuple[str, float, float]:

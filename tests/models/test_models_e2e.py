@@ -1,0 +1,178 @@
+"""A tiny model trained end to end on models.synth data, then scored through the runtime path.
+
+One module-scoped training run (about 15 s on 2 cores at 128 px) serves every
+test here: chance margin, torch/ONNX parity, the TensorRT operator list,
+gallery enrol/replace/rollback, broken sets and the error messages.
+"""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from damage_rig.models import synth
+from damage_rig.models.evaluate import evaluate
+from damage_rig.models.onnx_ops import check_onnx, graph_ops
+from damage_rig.models.train import train
+from damage_rig.rig.detect import Scorer, enroll, list_versions, rollback
+from damage_rig.rig.errors import DatasetError, ModelError
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    ds = synth.make_dataset(root / "data", n_train=120, n_val=60, n_test=80, seed=0)
+    card = train(ds.root, root / "model", epochs=15, input_size=SIZE, progress=False)
+    return ds, root / "model", card
+
+
+def test_tiny_model_beats_chance_by_a_wide_margin(trained, tmp_path):
+    ds, model_dir, card = trained
+    m = evaluate(model_dir, ds.root, "test", scores_csv=tmp_path / "s.csv", report=tmp_path / "r.html",
+                 progress=False)
+    # chance is AUROC 0.5; this synthetic damage is easy, so demand 0.9 (measured ~0.98)
+    assert m["auroc"] >= 0.9
+    assert m["identification_top1"] >= 0.95
+    with open(tmp_path / "s.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["id", "score", "damaged", "type", "sku_pred"]
+    assert [r["id"] for r in rows] == [it.id for it in ds.split("test")]
+    for r in rows:
+        assert (float(r["score"]) > card["threshold"]) == (r["damaged"] == "1")
+        assert (r["type"] != "") == (r["damaged"] == "1")
+    page = (tmp_path / "r.html").read_text()
+    assert "<svg" in page and "Worst false positives" in page and "data:image/png;base64" in page
+
+
+def test_card_records_threshold_budget_and_hashes(trained):
+    _, model_dir, card = trained
+    from damage_rig.rig.detect.scorer import sha256
+
+    assert card["fpr_budget"] == 0.001 and card["threshold_set_on"]["split"] == "val"
+    assert card["files"]["model.onnx"] == sha256(model_dir / "model.onnx")
+    assert card["input"]["channels"] == 4 and card["input"]["size"] == SIZE
+    assert "KiB per SKU" in card["gallery"]["bound"]
+
+
+def test_onnx_scores_like_the_torch_model(trained):
+    import torch
+    from damage_rig.models.arch import OUTPUT_NAMES, load_trained
+
+    ds, model_dir, _ = trained
+    scorer = Scorer.load(model_dir)
+    model = load_trained(model_dir)
+    items = ds.split("test")[:6]
+    batch = np.stack([scorer.prepare_view(ds.load_rgb(it, v), ds.load_depth_mm(it, v))
+                      for it in items for v in it.views])
+    with torch.no_grad():
+        ref = dict(zip(OUTPUT_NAMES, (t.numpy() for t in model(torch.from_numpy(batch)))))
+    got = scorer.backend.run(batch[:8])
+    for name in OUTPUT_NAMES:
+        assert np.abs(ref[name][:8] - got[name]).max() < 1e-3, name
+    # and the item decision is the same whichever produced the outputs
+    rows_t = [{k: v[i] for k, v in ref.items()} for i in range(len(batch))]
+    rows_o = scorer.run_batch(batch)
+    for j in range(len(items)):
+        a = scorer.score_item({"top": rows_t[2 * j], "side": rows_t[2 * j + 1]})
+        b = scorer.score_item({"top": rows_o[2 * j], "side": rows_o[2 * j + 1]})
+        assert abs(a.score - b.score) < 1e-3 and a.sku_pred == b.sku_pred
+
+
+def test_exported_graph_uses_only_tensorrt_operators(trained, tmp_path):
+    _, model_dir, _ = trained
+    ops = check_onnx(model_dir / "model.onnx")
+    assert {"Conv", "Clip"} <= ops
+    _, opset = graph_ops(model_dir / "model.onnx")
+    assert opset >= 17
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, [1, None])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "bad.onnx")
+    with pytest.raises(ModelError, match="NonZero"):
+        check_onnx(tmp_path / "bad.onnx")
+
+
+def test_enroll_replace_and_rollback(trained, tmp_path):
+    ds, model_dir, _ = trained
+    work = tmp_path / "model"
+    shutil.copytree(model_dir, work)
+    scorer = Scorer.load(work)
+    items = [it for it in ds.split("test") if it.sku == "SKU00"][:5]
+
+    def ids():
+        return [scorer.score_crops({v: (ds.load_rgb(it, v), ds.load_depth_mm(it, v)) for v in it.views})
+                .sku_pred for it in items]
+    assert ids().count("SKU00") >= 4
+    first = list_versions(work)[-1]["version"]
+    # a new product: enrolled from images, identified afterwards, old version kept
+    v_new = enroll(work, "NEWSKU", ds.references["SKU00"], scorer=scorer)
+    assert scorer.gallery.version == v_new and "NEWSKU" in scorer.gallery.skus
+    # replace: NEWSKU now holds only SKU01's references
+    enroll(work, "NEWSKU", ds.references["SKU01"], scorer=scorer)
+    assert scorer.gallery.skus["NEWSKU"].sources == [str(p) for p in ds.references["SKU01"]]
+    # replace SKU00's references with another product's: its items are no longer called SKU00
+    enroll(work, "SKU00", ds.references["SKU03"], scorer=scorer)
+    assert ids().count("SKU00") <= 1
+    assert [v["version"] for v in list_versions(work)][-1] != first
+    rollback(work, first)
+    scorer.reload_gallery()
+    assert "NEWSKU" not in scorer.gallery.skus and ids().count("SKU00") >= 4
+    with pytest.raises(ModelError, match="no gallery version 'v9999'"):
+        rollback(work, "v9999")
+
+
+def test_broken_set_scores_higher_anomaly_than_the_intact_set(trained):
+    _, model_dir, _ = trained
+    scorer = Scorer.load(model_dir)
+    style = synth._sku_style(2)
+    assert style["set"]
+    gaps = []
+    for seed in range(8):
+        anomaly = {}
+        for name, damage in (("intact", []), ("broken", ["broken_set"])):
+            # the same pose, lighting and noise; only the missing unit differs
+            rgb, depth, _ = synth.render(style, 112, np.random.default_rng(seed), damage)
+            r = scorer.score_crops({"top": (rgb, depth)}, item_id=name, sku="SKU02")
+            anomaly[name] = r.views["top"].global_anomaly
+        gaps.append(anomaly["broken"] - anomaly["intact"])
+    # measured on this tiny model: higher in 6-7 of 8 pairs; the global descriptor is a
+    # weak broken-set signal at 8x8 patches, the supervised head carries most of it
+    assert np.mean(gaps) > 0 and sum(g > 0 for g in gaps) >= 5
+
+
+def test_bad_inputs_name_the_item(trained, tmp_path):
+    ds, model_dir, _ = trained
+    scorer = Scorer.load(model_dir)
+    with pytest.raises(ModelError, match="item 'q1': no views"):
+        scorer.score_item({}, item_id="q1")
+    # a corrupt image
+    bad = tmp_path / "bad"
+    shutil.copytree(ds.root, bad)
+    victim = ds.split("test")[0]
+    (bad / victim.views["top"].rgb).write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=victim.id):
+        evaluate(model_dir, bad, "test", progress=False)
+    # a view file missing
+    (bad / victim.views["top"].rgb).unlink()
+    with pytest.raises(DatasetError, match=victim.id):
+        evaluate(model_dir, bad, "test", progress=False)
+    # an empty split
+    lines = [json.loads(x) for x in (ds.root / "items.jsonl").read_text().splitlines()]
+    empty = tmp_path / "empty"
+    shutil.copytree(ds.root, empty)
+    (empty / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines if x["split"] != "test"))
+    with pytest.raises(DatasetError, match="split 'test' is empty"):
+        evaluate(model_dir, empty, "test", progress=False)
+    # an SKU without references
+    shutil.rmtree(empty / "references" / "SKU01")
+    with pytest.raises(DatasetError, match="SKU 'SKU01' has no references"):
+        train(empty, tmp_path / "m", epochs=1, input_size=64, progress=False)
+    # a model dir that is not one
+    with pytest.raises(ModelError, match="model_card.yaml"):
+        Scorer.load(tmp_path)
