@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -69,8 +68,6 @@ def check_dataset(ds: Dataset) -> None:
         if not ds.split(split):
             raise DatasetError(f"{ds.root}: split {split!r} is empty; training needs items in "
                                "train (to fit the heads) and val (to set the threshold)")
-    if not any(it.damaged for it in ds.split("train")):
-        raise DatasetError(f"{ds.root}: split 'train' has no damaged item; the damage head cannot learn")
     for it in ds.items:
         if it.sku not in ds.references:
             raise DatasetError(f"item {it.id!r}: SKU {it.sku!r} has no references "
@@ -117,7 +114,8 @@ def _card_input(size: int, channels: int) -> dict:
 
 def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int = 30,
           input_size: int = 224, batch_size: int = 64, seed: int = 0, bank_size: int = BANK_SIZE,
-          threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None) -> dict:
+          threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None,
+          known_good: int = 64) -> dict:
     """Train, export and calibrate a model from DATASET into OUT; returns the model card."""
     import torch
     from tqdm import tqdm
@@ -149,6 +147,13 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     model.trunk.load_pretrained()
     model.eval()
     grid = model.trunk.grid
+    supervised = any(it.damaged for it in train_items)
+    if not supervised:
+        say("split 'train' has no damaged item (an anomaly-detection dataset?): the damage head is "
+            "left untrained and the decision rests on anomaly and identification")
+        for layer in (model.heads.damage, model.heads.map, model.heads.types):
+            torch.nn.init.zeros_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
     prep = _Prep({"input": _card_input(input_size, channels), "damage_types": types,
                   "fusion": Fusion().to_dict(), "threshold": 0.5})
 
@@ -184,8 +189,8 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
         buf.append(load_view(prep, ds, it, v))
         idx.append(k)
         dmg, target = view_targets(ds, it, v, grid)
-        y_view[k], w_damage[k], y_sku[k] = dmg, 1.0, sku_index[it.sku]
-        if target is not None:
+        y_view[k], w_damage[k], y_sku[k] = dmg, float(supervised), sku_index[it.sku]
+        if target is not None and supervised:
             y_patch[k], w_patch[k] = target, 1.0
         if dmg:
             y_type[k, [types.index(t) for t in it.damage]] = 1.0
@@ -223,7 +228,8 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     heads = model.heads
     heads.train()
     classifier = torch.nn.Parameter(torch.randn(len(train_skus), EMBED_DIM) * 0.01)
-    params = [p for name, p in heads.named_parameters() if not name.startswith("pca")] + [classifier]
+    frozen = ("pca",) if supervised else ("pca", "damage", "map", "types", "hidden", "depth")
+    params = [p for name, p in heads.named_parameters() if not name.startswith(frozen)] + [classifier]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps_per_epoch = int(np.ceil(n / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch))
@@ -302,9 +308,11 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
         import shutil
 
         shutil.rmtree(out / "gallery")
-    say(f"building the gallery from {sum(len(v) for v in ds.references.values())} reference images")
+    say(f"building the gallery from {sum(len(v) for v in ds.references.values())} reference images "
+        f"(8 orientations each) and up to {known_good} ok train views per SKU")
     enroll_dataset(out, ds, scorer=scorer, replace_all=True, bank_size=bank_size, progress=progress,
-                   note=f"trained on {ds.root}")
+                   known_good_per_sku=known_good, seed=seed,
+                   note=f"trained on {ds.root}: references + up to {known_good} ok train views per SKU")
 
     # ---- 6. fusion + threshold on val through the runtime scorer ---------------------
     val = ds.split("val")
@@ -349,6 +357,8 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
                     "views": list(ds.views), "n_train": len(train_items), "n_val": len(val),
                     "skus": len(ds.references)},
         "gallery": {"bank_size": bank_size, "patch_dim": PATCH_DIM, "dtype": "float16",
+                    "sources": "DATASET/references in 8 orientations + up to "
+                               f"{known_good} ok train views per SKU",
                     "bound": f"at most {bank_size} patches x {PATCH_DIM} float16 = "
                              f"{bank_size * PATCH_DIM * 2 // 1024} KiB per SKU for the anomaly bank, "
                              "plus one embedding and descriptor per reference image (at most 256)"},
@@ -371,10 +381,6 @@ def _plain(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
-
-
-def default_command(argv: list[str] | None = None) -> str:
-    return "rig " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
 
 __all__ = ["check_dataset", "dataset_hash", "train"]

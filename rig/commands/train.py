@@ -16,6 +16,8 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--bank-size", type=int, default=1024,
                    help="patches kept per SKU in the anomaly memory bank (default 1024)")
+    p.add_argument("--known-good", type=int, default=64,
+                   help="ok train views per SKU added to its gallery entry as known-good (default 64)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and ONNX Runtime (2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -30,11 +32,16 @@ def run(args) -> int:
         raise RigError(f"--epochs must be at least 1, got {args.epochs}")
     if args.input_size < 64 or args.input_size % 16:
         raise RigError(f"--input-size must be a multiple of 16 and at least 64, got {args.input_size}")
-    from ...models.train import default_command, train
+    from ...models.train import train
+
+    command = (f"rig train --data {args.data} --out {args.out} --fpr {args.fpr:g} --epochs {args.epochs} "
+               f"--input-size {args.input_size} --batch-size {args.batch_size} --bank-size {args.bank_size} "
+               f"--seed {args.seed} --known-good {args.known_good}")
 
     card = train(args.data, args.out, fpr=args.fpr, epochs=args.epochs, input_size=args.input_size,
                  batch_size=args.batch_size, seed=args.seed, bank_size=args.bank_size,
-                 threads=args.threads, progress=not args.no_progress, command=default_command())
+                 threads=args.threads, progress=not args.no_progress, command=command,
+                 known_good=args.known_good)
     m = card["val_metrics"]
     print(f"model written to {args.out}: threshold {card['threshold']:.4f} for FPR budget {args.fpr:g}; "
           f"val AUROC {m['auroc']:.4f}, val FPR at threshold {m['fpr_at_threshold']:.4%}, "

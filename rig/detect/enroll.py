@@ -41,16 +41,34 @@ def dihedral(rgb: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def entry_from_images(scorer, images: list, sources: list[str], bank_size: int = BANK_SIZE,
-                      augment: bool = True):
-    """Gallery entry for one SKU from RGB arrays (or paths) run through the scorer's backend."""
-    arrays = [read_rgb(im) if isinstance(im, (str, Path)) else im for im in images]
+def image_outputs(scorer, images: list, sources: list[str], augment: bool = True,
+                  first_index: int = 0) -> tuple[list[dict], list[int]]:
+    """Backend outputs for RGB arrays (or paths) and, per output, the index of its image."""
     outputs, src = [], []
-    for i, (a, s) in enumerate(zip(arrays, sources)):
+    for i, (im, s) in enumerate(zip(images, sources)):
+        a = read_rgb(im) if isinstance(im, (str, Path)) else im
         views = dihedral(a) if augment else [a]
         batch = np.stack([scorer.prepare_view(v, None, where=f"reference {s}") for v in views])
         outputs += scorer.run_batch(batch)
-        src += [i] * len(views)
+        src += [first_index + i] * len(views)
+    return outputs, src
+
+
+def entry_from_images(scorer, images: list, sources: list[str], bank_size: int = BANK_SIZE,
+                      augment: bool = True, known_good: list | None = None,
+                      known_good_sources: list[str] | None = None):
+    """Gallery entry for one SKU from reference images run through the scorer's backend.
+
+    ``known_good``: further pristine crops (for example the train split's ok
+    views, which training adds) enrolled as they are, without orientations.
+    """
+    outputs, src = image_outputs(scorer, images, sources, augment)
+    sources = list(sources)
+    if known_good:
+        more, more_src = image_outputs(scorer, known_good, known_good_sources, False, len(sources))
+        outputs += more
+        src += more_src
+        sources += list(known_good_sources)
     return build_sku_entry(outputs, sources, bank_size, source_index=src)
 
 
@@ -88,7 +106,7 @@ def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = Tru
 
 def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[str] | None = None,
                    replace_all: bool = False, note: str = "", bank_size: int = BANK_SIZE,
-                   progress: bool = False) -> str:
+                   progress: bool = False, known_good_per_sku: int = 0, seed: int = 0) -> str:
     """Enroll every SKU of DATASET/references (or the listed ones) as one new gallery version.
 
     ``replace_all`` starts from an empty gallery (training does this);
@@ -112,9 +130,21 @@ def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[st
         from tqdm import tqdm
 
         it = tqdm(wanted, desc="gallery", unit="sku")
+    rng = np.random.default_rng(seed)
+    good: dict[str, list] = {}
+    if known_good_per_sku > 0:
+        for item in dataset.split("train"):
+            if not item.damaged:
+                good.setdefault(item.sku, []).extend((item, v) for v in item.views)
     for sku in it:
         paths = refs[sku]
-        skus_out[sku] = entry_from_images(scorer, paths, [str(p) for p in paths], bank_size)
+        views = good.get(sku, [])
+        if len(views) > known_good_per_sku:
+            views = [views[i] for i in sorted(rng.choice(len(views), known_good_per_sku, replace=False))]
+        kg = [dataset.load_rgb(item, v) for item, v in views]
+        kg_src = [f"{item.id}/{v}" for item, v in views]
+        skus_out[sku] = entry_from_images(scorer, paths, [str(p) for p in paths], bank_size,
+                                          known_good=kg, known_good_sources=kg_src)
     version = save_gallery(model_dir, Gallery(skus_out),
                            note or f"references of {len(wanted)} SKU(s) from {dataset.root}")
     if scorer.model_dir is not None and Path(scorer.model_dir) == Path(model_dir):
