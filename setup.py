@@ -22,6 +22,7 @@ setup(
     package_dir=package_dir,
     package_data={
         "damage_rig.rig": ["data/*.yaml"],
+        "damage_rig.rig.review": ["static/*"],
         "damage_rig.kernels": ["*.cu", "*.h", "*.cuh"],
         "damage_rig.models": ["shipped/*", "trt_onnx_ops.txt"],
     },

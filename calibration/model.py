@@ -54,6 +54,14 @@ class CameraModel:
     def T_cam_ref(self) -> np.ndarray:
         return invert_T(self.T_ref_cam)
 
+    def depth_imager(self) -> CameraModel:
+        """The depth imager as a camera of its own (pose = colour pose @ T_color_depth);
+        the colour camera itself when no depth imager is described."""
+        if self.depth is None:
+            return self
+        return CameraModel(f"{self.name}:depth", self.depth.K, self.depth.dist, tuple(self.depth.size),
+                           self.T_ref_cam @ self.depth.T_color_depth, None)
+
     def project(self, pts_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Project Nx3 reference-frame points (no distortion): (uv Nx2, z N)."""
         T = self.T_cam_ref

@@ -18,6 +18,10 @@ def add_arguments(p):
     m.add_argument("--val-share", type=float, default=0.5,
                    help="share of the test images that become split=val (default 0.5)")
     m.add_argument("--seed", type=int, default=0)
+    from ..review.export import add_export_arguments
+
+    e = sub.add_parser("export", help="write the rig's reviewed items (event log) in the dataset format")
+    add_export_arguments(e)
 
 
 def _summary(ds) -> str:
@@ -40,6 +44,10 @@ def run(args) -> int:
     if args.action == "check":
         print(_summary(read_dataset(args.dataset)))
         return 0
+    if args.action == "export":
+        from ..review.export import run_export
+
+        return run_export(args)
     for name in ("reference_share", "val_share"):
         if not 0.0 < getattr(args, name) < 1.0:
             raise RigError(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")

@@ -14,6 +14,7 @@ the pipeline. Sensor noise is applied per frame.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,19 +53,11 @@ class BeltItem:
         return (t - self.t_center) * speed + self.spec.x_mm / 1000.0
 
 
-def depth_camera(cam: CameraModel) -> CameraModel:
-    """The depth imager as a camera of its own (pose = colour pose @ T_color_depth)."""
-    if cam.depth is None:
-        return cam
-    return CameraModel(cam.name + ":depth", cam.depth.K, cam.depth.dist, tuple(cam.depth.size),
-                       cam.T_ref_cam @ cam.depth.T_color_depth, None)
-
-
 class BeltSim:
     """Deterministic belt: ``frame(camera, t)`` -> (rgb uint8, depth uint16 in the depth units)."""
 
     def __init__(self, calib: Calibration, cameras: list[str], settings: SimSettings, speed_mps: float,
-                 pitch_m: float, noise: bool = True, lead_in_s: float = 1.0):
+                 pitch_m: float, noise: bool = True, lead_in_s: float = 1.0, n_items: int | None = None):
         self.calib = calib
         self.cameras = list(cameras)
         self.settings = settings
@@ -72,15 +65,21 @@ class BeltSim:
         self.pitch = float(pitch_m)
         self.noise = noise
         self.lead_in = lead_in_s
+        self.n_items = n_items  # None: an endless belt
         self.catalogue = catalogue_for(settings)
         self.light = Lighting()
         self._items: dict[int, BeltItem] = {}
+        self._items_lock = threading.Lock()  # cameras and the prefetcher share the belt
         self._bg: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._rng = np.random.default_rng([settings.seed, 4242])
         self._noise_bank: dict[str, list[np.ndarray]] = {}
 
     # -- items ---------------------------------------------------------------
     def item(self, k: int) -> BeltItem:
+        with self._items_lock:
+            return self._item(k)
+
+    def _item(self, k: int) -> BeltItem:
         if k not in self._items:
             spec = draw_spec(self.catalogue, self.settings.seed, k, self.settings.damage_rate, x_jitter_mm=0.0)
             spec.light = self.light
@@ -98,6 +97,8 @@ class BeltSim:
         lo = int(np.floor(k_now - VISIBLE_M / self.pitch)) - 1
         hi = int(np.ceil(k_now + VISIBLE_M / self.pitch)) + 1
         out = []
+        if self.n_items is not None:
+            hi = min(hi, self.n_items - 1)
         for k in range(max(lo, 0), hi + 1):
             it = self.item(k)
             if abs(it.x_m(t, self.speed)) < VISIBLE_M:
@@ -108,9 +109,9 @@ class BeltSim:
         """'NAME' is the colour imager, 'NAME:depth' its depth imager."""
         base, _, imager = cam_name.partition(":")
         cam = self.calib.cameras[base]
-        return depth_camera(cam) if imager == "depth" else cam
+        return cam.depth_imager() if imager == "depth" else cam
 
-    def _sprite(self, it: BeltItem, cam_name: str) -> Sprite | None:
+    def sprite(self, it: BeltItem, cam_name: str) -> Sprite | None:
         if cam_name not in it.sprites:
             surf = build_item(it.spec)
             placed = Placed(surf, it.spec.x_mm, it.spec.y_mm, it.spec.yaw, 0)
@@ -140,7 +141,7 @@ class BeltSim:
         cam = self._camera(cam_name)
         h, w = depth.shape
         for it in self.items_at(t):
-            sp = self._sprite(it, cam_name)
+            sp = self.sprite(it, cam_name)
             if sp is None:
                 continue
             x = it.x_m(t, self.speed)

@@ -151,7 +151,7 @@ def render(K: np.ndarray, size: tuple[int, int], T_ref_cam: np.ndarray, items: l
 def _march(it: Placed, o, d, t_best, hit_item, hit_local) -> None:
     s = it.surface
     hx, hy = s.half_extent
-    gx_img, gy_img, hmax = it.gradients()
+    hmax = it.gradients()[2]
     c, si = np.cos(it.yaw), np.sin(it.yaw)
     # into item-local coordinates
     ol = np.array([c * (o[0] - it.x_mm) + si * (o[1] - it.y_mm), -si * (o[0] - it.x_mm) + c * (o[1] - it.y_mm), o[2]])

@@ -1,0 +1,121 @@
+"""`sim` capture: the belt simulator, live, at the camera's frame rate.
+
+All cameras of a rig share one :class:`SimBelt` (one belt, one clock). Frames
+are produced on the host's monotonic clock: frame n of every camera is exposed
+at ``start + n / fps`` (plus a small per-camera offset, so the synchroniser has
+real work). A camera that falls behind skips frames like a real sensor would.
+Items' renderings are prepared ahead of time by a prefetch thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ...calibration.model import Calibration
+from .base import Grab
+
+
+class SimBelt:
+    """One simulated belt shared by the sim cameras of a rig."""
+
+    def __init__(self, calib: Calibration, cameras: list[str], speed_mps: float, pitch_m: float,
+                 seed: int = 1, damage_rate: float = 0.2, n_items: int | None = None, noise: bool = True,
+                 start: float | None = None, lead_in_s: float = 1.0):
+        from ...tools.sim.belt import BeltSim
+        from ...tools.sim.generate import SimSettings
+
+        self.settings = SimSettings(seed=seed, damage_rate=damage_rate, noise=noise)
+        self.sim = BeltSim(calib, cameras, self.settings, speed_mps, pitch_m, noise=noise, lead_in_s=lead_in_s,
+                           n_items=n_items)
+        self.n_items = n_items
+        self.start = time.monotonic() if start is None else start
+        self._stop = threading.Event()
+        # render the first items now, so the belt does not stutter when it starts
+        for it in self.sim.items_at(lead_in_s):
+            for cam in self.sim.cameras:
+                self.sim.sprite(it, cam)
+                self.sim.sprite(it, cam + ":depth")
+        self._prefetch = threading.Thread(target=self._prefetch_run, name="sim-prefetch", daemon=True)
+        self._prefetch.start()
+
+    def begin(self) -> None:
+        """Start the belt's clock now (called as the rig starts)."""
+        self.start = time.monotonic()
+
+    @property
+    def end_time(self) -> float | None:
+        """Belt time (s) after which no item is in view."""
+        if self.n_items is None:
+            return None
+        last = self.sim.item(self.n_items - 1)
+        return last.t_center + 0.8 / self.sim.speed
+
+    def _prefetch_run(self) -> None:
+        while not self._stop.is_set():
+            t = time.monotonic() - self.start + 1.0
+            for it in self.sim.items_at(t):
+                for cam in self.sim.cameras:
+                    for name in (cam, cam + ":depth"):
+                        self.sim.sprite(it, name)  # cached on the item; cameras reuse it
+            self._stop.wait(0.1)
+
+    def frame(self, camera: str, t: float):
+        return self.sim.frame(camera, t)
+
+    def truth_near(self, t: float, x_m: float, y_m: float) -> dict | None:
+        """Ground truth of the item nearest (x, y) at time t (for demo summaries only)."""
+        best, best_d = None, 0.15
+        for it in self.sim.items_at(t):
+            d = abs(it.x_m(t, self.sim.speed) - x_m) + abs(it.spec.y_mm / 1000 - y_m)
+            if d < best_d:
+                best, best_d = it, d
+        return None if best is None else self.sim.truth(best.index)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class SimCamera:
+    name = "sim"
+
+    def __init__(self, belt: SimBelt, camera: str, fps: int, offset_ms: float = 0.0):
+        cam = belt.sim.calib.cameras[camera]
+        self.belt = belt
+        self.camera = camera
+        self.fps = fps
+        self.offset = offset_ms / 1000.0
+        self.color_size = tuple(cam.size)
+        self.depth_size = tuple(cam.depth.size) if cam.depth else tuple(cam.size)
+        self._n = 0
+
+    def open(self) -> None:
+        self._n = max(self._n, int((time.monotonic() - self.belt.start) * self.fps))
+
+    @property
+    def finished(self) -> bool:
+        end = self.belt.end_time
+        return end is not None and self._n / self.fps > end
+
+    def grab(self, timeout_s: float) -> Grab | None:
+        if self.finished:
+            return None
+        t_frame = self._n / self.fps + self.offset
+        now = time.monotonic() - self.belt.start
+        if now < t_frame:
+            if t_frame - now > timeout_s:
+                time.sleep(timeout_s)
+                return None
+            time.sleep(t_frame - now)
+        else:
+            behind = int((now - t_frame) * self.fps)
+            if behind > 0:  # the sensor does not wait for us
+                self._n += behind
+                t_frame = self._n / self.fps + self.offset
+        color, depth = self.belt.frame(self.camera, t_frame)
+        g = Grab(color, depth, t_frame * 1000.0, self._n, self.belt.start + t_frame)
+        self._n += 1
+        return g
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,117 @@
+"""`rig run --config FILE`: the service entry point (systemd runs this)."""
+
+from __future__ import annotations
+
+NAME = "run"
+HELP = "run the rig from a config until stopped (the systemd service's entry point)"
+
+
+def add_arguments(p):
+    p.add_argument("--config", required=True, help="rig configuration YAML")
+    p.add_argument("--state", default=None, help="state directory (default: storage.state_dir of the config)")
+    p.add_argument("--sim-items", type=int, default=None,
+                   help="with sim cameras: stop after this many items (default: an endless belt)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (testing)")
+
+
+def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
+    import os
+
+    rig = handle.rig
+    link = handle.link
+    counters = dict(rig.counters)
+    counters["dropped_frames"] = rig.dropped_frames()
+    cams = {name: {"fps": s["fps"], "drops": s["dropped"], "frames": s["frames"], "errors": s["errors"],
+                   "reconnects": s["reconnects"], "connected": s["last_frame_age_s"] is not None
+                   and s["last_frame_age_s"] < 2.0}
+            for name, s in rig.camera_stats().items()}
+    lc = getattr(link, "counters", {}) or {}
+    return {"state": state, "pid": os.getpid(), "started_at": started_at, "config": str(handle.cfg.source_path),
+            "cameras": cams,
+            "inference": {"backend": rig.scorer.backend.name, "describe": rig.scorer.backend.describe(),
+                          "preprocess": rig.pre.name},
+            "model_version": str(getattr(rig.scorer, "version", "")),
+            "controller": {"link": "up" if link.healthy else "down", "last_error": link.last_error,
+                           "retransmits": lc.get("retransmits", 0), "faults": lc.get("faults", 0),
+                           "crc_errors": lc.get("crc_errors", 0)},
+            "counters": counters, "latency_ms": rig.summary()["latency_ms"],
+            "stuck": watchdog.stuck() if watchdog is not None else []}
+
+
+def one_line(st: dict) -> str:
+    c = st["counters"]
+    return (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
+            f"{c['dropped_frames']} dropped frames, link {st['controller']['link']}")
+
+
+def run(args) -> int:
+    import signal
+    import sys
+    import threading
+    import time
+
+    from ..config import check_config
+    from ..errors import ConfigError
+    from ..runtime import open_rig
+    from ..service.notify import Notifier
+    from ..service.status import write_status
+    from ..service.watchdog import ProgressWatchdog
+
+    started_at = time.time()
+    notifier = Notifier()
+    try:
+        cfg = check_config(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        notifier.status("configuration invalid: " + exc.problems[0])
+        return 1
+    if args.state:
+        cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"state_dir": args.state})})
+        cfg = cfg.model_copy(update={"source_path": cfg.source_path})
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    watchdog = ProgressWatchdog(notifier, stages=("trigger", "prepare", "infer", "deadline"))
+    state_dir = cfg.state_dir if not args.state else __import__("pathlib").Path(args.state)
+    notifier.status("starting: opening cameras, model and divert link")
+    handle = open_rig(cfg, state_dir=state_dir, sim_items=args.sim_items, watchdog=watchdog)
+    rig = handle.rig
+    try:
+        if handle.sim_belt is not None:
+            handle.sim_belt.begin()
+        rig.start()
+        watchdog.start()
+        st = status_dict(handle, "running", started_at, watchdog)
+        write_status(state_dir, st)
+        notifier.ready(one_line(st))
+        t0 = time.monotonic()
+        while not stop.wait(1.0):
+            st = status_dict(handle, "running", started_at, watchdog)
+            write_status(state_dir, st)
+            notifier.status(one_line(st))
+            if args.max_seconds is not None and time.monotonic() - t0 > args.max_seconds:
+                break
+            if rig.sources_finished() and rig.idle():
+                break
+            if rig.crashed:
+                break
+        notifier.stopping("stopping: finishing items in flight")
+        write_status(state_dir, status_dict(handle, "stopping", started_at, watchdog))
+        rig.stop()
+        watchdog.stop()
+        final = status_dict(handle, "stopped", started_at, watchdog)
+        write_status(state_dir, final)
+        print(one_line(final))
+    finally:
+        handle.close()
+        notifier.close()
+    if rig.crashed:
+        print(f"rig run: stage {rig.crashed} crashed (see the log); exiting so the service manager restarts the rig",
+              file=sys.stderr)
+        return 1
+    return 0

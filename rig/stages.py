@@ -1,0 +1,71 @@
+"""Per-stage latency records shared by the pipeline, `rig demo` and `rig bench`.
+
+Every stage of an item's journey records how long it took (monotonic clock,
+milliseconds) and, for the trace export, when it started and on which thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+STAGES = ("capture", "sync", "trigger", "preprocess", "batch_wait", "infer", "identify", "anomaly", "fuse",
+          "divert_send", "ack")
+
+
+@dataclass
+class Span:
+    stage: str
+    start: float  # monotonic seconds
+    end: float
+    thread: str
+    item: int | None = None
+
+
+def percentiles(values) -> dict:
+    """p50/p95/p99/max (ms) of a sequence of milliseconds; zeros for an empty one."""
+    a = np.asarray(list(values), float)
+    if a.size == 0:
+        return {"p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "n": 0}
+    p50, p95, p99 = np.percentile(a, [50, 95, 99], method="linear")
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3), "p99_ms": round(float(p99), 3),
+            "max_ms": round(float(a.max()), 3), "n": int(a.size)}
+
+
+class StageClock:
+    """Thread-safe collector of stage durations and spans."""
+
+    def __init__(self, keep_spans: bool = False, max_spans: int = 200_000):
+        self._lock = threading.Lock()
+        self.durations: dict[str, list[float]] = {}
+        self.spans: list[Span] = []
+        self.keep_spans = keep_spans
+        self.max_spans = max_spans
+
+    def add(self, stage: str, start: float, end: float, item: int | None = None) -> None:
+        with self._lock:
+            self.durations.setdefault(stage, []).append((end - start) * 1000.0)
+            if self.keep_spans and len(self.spans) < self.max_spans:
+                self.spans.append(Span(stage, start, end, threading.current_thread().name, item))
+
+    def time(self, stage: str, item: int | None = None):
+        return _Timer(self, stage, item)
+
+    def summary(self) -> dict:
+        with self._lock:
+            return {k: percentiles(v) for k, v in self.durations.items()}
+
+
+class _Timer:
+    def __init__(self, clock: StageClock, stage: str, item):
+        self.clock, self.stage, self.item = clock, stage, item
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        self.clock.add(self.stage, self.t0, time.monotonic(), self.item)

@@ -1,0 +1,203 @@
+"""Trigger and tracking: an item is whatever rises above the belt plane.
+
+The trigger camera's depth image (its depth imager, unaligned) is turned into
+height above the belt with the calibrated geometry: for a depth pixel with ray
+r = K^-1 [u, v, 1] and depth z, the belt-frame point is R (z r) + t, so its
+height is z * (R[2] . r) + t_z — one multiply-add per pixel with the per-pixel
+factor precomputed. Pixels higher than ``min_height_mm`` form blobs; each blob
+becomes a belt-frame box (extent along x and y, height). Blobs are tracked from
+frame to frame by their predicted position (belt speed x elapsed time). A track
+is *captured* once, at its best frame: the frame where its centre was nearest
+the tunnel centre (x = 0), reported when the item has passed it or left view.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..calibration.model import CameraModel
+
+SUBSAMPLE = 2  # the trigger works on every 2nd pixel: items are large, this is 4x cheaper
+
+
+@dataclass
+class Blob:
+    x: float  # centre along the belt (m, belt frame)
+    y: float
+    x_min: float
+    x_max: float
+    y_min: float
+    y_max: float
+    height: float  # m
+    area_px: int
+    touches_edge: bool
+
+    def corners(self) -> np.ndarray:
+        pts = [[x, y, z] for x in (self.x_min, self.x_max) for y in (self.y_min, self.y_max)
+               for z in (0.0, self.height)]
+        return np.array(pts)
+
+
+@dataclass
+class Capture:
+    """One item ready for scoring: its frames (held ring slots) and where it was."""
+
+    item_no: int
+    frames: dict  # camera -> FrameRef (held: release when done)
+    blob: Blob
+    host_time: float  # exposure time of the frames (monotonic)
+    timestamp_ms: float
+    triggered_at: float  # monotonic time the trigger released it
+
+
+@dataclass
+class _Track:
+    no: int
+    blob: Blob
+    t: float
+    best: Blob | None = None
+    best_frames: dict | None = None
+    best_t: float = 0.0
+    best_ts: float = 0.0
+    seen: int = 1
+    captured: bool = False  # its best frame went out; the track stays to absorb its blob
+
+
+class HeightMapper:
+    """Depth (uint16, the camera's units) -> height above the belt and belt-frame x, y (metres)."""
+
+    def __init__(self, depth_cam: CameraModel, depth_units_mm: float, subsample: int = SUBSAMPLE):
+        w, h = depth_cam.size
+        us, vs = np.meshgrid(np.arange(0, w, subsample, dtype=np.float64),
+                             np.arange(0, h, subsample, dtype=np.float64))
+        K = depth_cam.K
+        rays = np.stack([(us - K[0, 2]) / K[0, 0], (vs - K[1, 2]) / K[1, 1], np.ones_like(us)], -1)
+        R, t = depth_cam.T_ref_cam[:3, :3], depth_cam.T_ref_cam[:3, 3]
+        scale = depth_units_mm / 1000.0  # raw units -> metres
+        self.ax, self.ay, self.az = ((rays @ R[k]) * scale for k in range(3))
+        self.ax, self.ay, self.az = (a.astype(np.float32) for a in (self.ax, self.ay, self.az))
+        self.t = t.astype(np.float32)
+        self.step = subsample
+
+    def __call__(self, depth: np.ndarray):
+        d = depth[:: self.step, :: self.step].astype(np.float32)
+        valid = d > 0
+        height = np.where(valid, d * self.az + self.t[2], 0.0)
+        return height, valid, d
+
+    def xy(self, d: np.ndarray, rows: np.ndarray, cols: np.ndarray):
+        z = d[rows, cols]
+        return z * self.ax[rows, cols] + self.t[0], z * self.ay[rows, cols] + self.t[1]
+
+
+class Trigger:
+    def __init__(self, depth_cam: CameraModel, depth_units_mm: float, speed_mps: float,
+                 min_height_mm: float = 5.0, min_area_px: int = 400, match_m: float = 0.12,
+                 merge_gap_m: float = 0.04, item_numbers=None):
+        self.mapper = HeightMapper(depth_cam, depth_units_mm)
+        self.speed = speed_mps
+        self.min_height = min_height_mm / 1000.0
+        self.min_area = max(1, min_area_px // (SUBSAMPLE * SUBSAMPLE))
+        self.match_m = match_m
+        self.tracks: list[_Track] = []
+        self._numbers = item_numbers or itertools.count(1)
+        self._kernel = np.ones((3, 3), np.uint8)
+        R, t = depth_cam.T_ref_cam[:3, :3], depth_cam.T_ref_cam[:3, 3]
+        belt_depth_m = -t[2] / R[2, 2]  # along the optical axis to the belt
+        gap_px = max(3, int(round(merge_gap_m * depth_cam.K[0, 0] / belt_depth_m / SUBSAMPLE)))
+        self._merge = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap_px | 1, gap_px | 1))
+
+    def blobs(self, depth: np.ndarray) -> list[Blob]:
+        height, valid, d = self.mapper(depth)
+        mask = (height > self.min_height).astype(np.uint8)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._kernel)
+        # parts of one item (the domes of a blister pack, contents beside a box) are
+        # joined when closer than the merge gap; the measurements use the parts only
+        joined = cv2.dilate(mask, self._merge)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+        out = []
+        hh, ww = mask.shape
+        for k in range(1, n):
+            x, y, w, h, _ = stats[k]
+            part = (labels[y:y + h, x:x + w] == k) & (mask[y:y + h, x:x + w] > 0)
+            area = int(part.sum())
+            if area < self.min_area:
+                continue
+            rows, cols = np.nonzero(part & valid[y:y + h, x:x + w])
+            if rows.size < 4:
+                continue
+            rows, cols = rows + y, cols + x
+            bx, by = self.mapper.xy(d, rows, cols)
+            hs = height[rows, cols]
+            out.append(Blob(float(np.median(bx)), float(np.median(by)), float(np.percentile(bx, 1)),
+                            float(np.percentile(bx, 99)), float(np.percentile(by, 1)),
+                            float(np.percentile(by, 99)), float(np.percentile(hs, 98)), int(area),
+                            bool(x == 0 or y == 0 or x + w >= ww or y + h >= hh)))
+        return out
+
+    def update(self, frames: dict, depth: np.ndarray, host_time: float, timestamp_ms: float) -> list[Capture]:
+        """Feed one synchronised frame set; returns the items captured now.
+
+        ``frames`` are held FrameRefs; the trigger holds those it keeps as a
+        track's best frame and releases them when superseded. A captured track
+        stays until its item leaves view, so its blob is never taken for a new item.
+        """
+        blobs = self.blobs(depth)
+        done: list[Capture] = []
+        unmatched = list(range(len(blobs)))
+        for tr in list(self.tracks):
+            pred = tr.blob.x + self.speed * (host_time - tr.t)
+            best_k, best_d = None, self.match_m
+            for k in unmatched:
+                b = blobs[k]
+                dist = abs(b.x - pred) + abs(b.y - tr.blob.y)
+                if dist < best_d:
+                    best_k, best_d = k, dist
+            if best_k is None:
+                # lost: it left the view (or vanished); capture its best frame if not done yet
+                self.tracks.remove(tr)
+                if not tr.captured and tr.best is not None:
+                    done.append(self._capture(tr))
+                continue
+            unmatched.remove(best_k)
+            b = blobs[best_k]
+            tr.blob, tr.t, tr.seen = b, host_time, tr.seen + 1
+            if tr.captured:
+                continue
+            if not b.touches_edge and (tr.best is None or abs(b.x) < abs(tr.best.x)):
+                self._set_best(tr, b, frames, host_time, timestamp_ms)
+            elif tr.best is not None and b.x > 0 and abs(b.x) > abs(tr.best.x):
+                done.append(self._capture(tr))  # past the centre: its best frame is final
+        for k in unmatched:
+            b = blobs[k]
+            if b.x > 0.05:  # appeared past the centre (e.g. after a restart): not ours to judge
+                continue
+            tr = _Track(next(self._numbers), b, host_time)
+            if not b.touches_edge:
+                self._set_best(tr, b, frames, host_time, timestamp_ms)
+            self.tracks.append(tr)
+        return done
+
+    def _set_best(self, tr: _Track, b: Blob, frames: dict, t: float, ts: float) -> None:
+        if tr.best_frames:
+            for f in tr.best_frames.values():
+                f.release()
+        tr.best, tr.best_t, tr.best_ts = b, t, ts
+        tr.best_frames = {c: f.hold() for c, f in frames.items()}
+
+    def _capture(self, tr: _Track) -> Capture:
+        import time
+
+        frames, tr.best_frames = tr.best_frames, None
+        tr.captured = True
+        return Capture(tr.no, frames, tr.best, tr.best_t, tr.best_ts, time.monotonic())
+
+    def flush(self) -> list[Capture]:
+        """Capture every open track that has a best frame (shutdown)."""
+        out = [self._capture(tr) for tr in self.tracks if tr.best is not None and not tr.captured]
+        self.tracks.clear()
+        return out
