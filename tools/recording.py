@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,10 +249,16 @@ class Recording:
         playback.set_real_time(False)
         aligner = rs.align(rs.stream.color) if align else None
         try:
+            waited = 0
             while True:
-                ok, fs = pipe.try_wait_for_frames(2000)
+                ok, fs = pipe.try_wait_for_frames(100)
                 if not ok:
-                    break
+                    waited += 100
+                    stopped = playback.current_status() == rs.playback_status.stopped
+                    if stopped or waited >= 3000:
+                        break
+                    continue
+                waited = 0
                 if aligner is not None:
                     if not (fs.get_depth_frame() and fs.get_color_frame()):
                         continue
@@ -286,12 +293,15 @@ class Recording:
         for attempt in range(MAX_REPLAYS):
             want = (set(range(total)) if total is not None else _AllInts()) - done
             new = 0
-            for _ in self._play_once(want, color, depth, stamps, librealsense_aligned):
-                new += 1
-                while nxt in color and nxt in depth:
-                    yield RecordedFrame(nxt, stamps.pop(nxt), color.pop(nxt), depth.pop(nxt))
-                    done.add(nxt)
-                    nxt += 1
+            with closing(self._play_once(want, color, depth, stamps, librealsense_aligned)) as play:
+                for _ in play:
+                    new += 1
+                    while nxt in color and nxt in depth:
+                        yield RecordedFrame(nxt, stamps.pop(nxt), color.pop(nxt), depth.pop(nxt))
+                        done.add(nxt)
+                        nxt += 1
+                    if total is not None and nxt >= total:
+                        return  # every frame delivered: no need to wait for the end of the file
             if total is not None and nxt >= total:
                 return
             if total is None and new == 0 and not color and not depth:

@@ -33,6 +33,7 @@ def agreement(ours, theirs) -> dict:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     import cv2
@@ -43,6 +44,10 @@ def run(args) -> int:
     from ..errors import DeviceError
 
     rec = Recording(args.recording)
+    if any(rec.color_coeffs) or any(rec.depth_coeffs):
+        print(f"warning: {args.recording} has non-zero distortion coefficients (colour "
+              f"{rec.color_coeffs}, depth {rec.depth_coeffs}); the alignment treats both cameras "
+              "as pinhole, like rs.align does for most distortion models", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ours = {}

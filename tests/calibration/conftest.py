@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from damage_rig.calibration.board import BoardSpec
 
 SMALL_BOARD = BoardSpec(squares_x=7, squares_y=5, square_mm=60.0, marker_mm=45.0,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from damage_rig.calibration.align import align_depth_to_color, uses_pixel_rectangles
 from damage_rig.calibration.model import CameraModel, DepthModel
 from damage_rig.rig.errors import CalibrationError
@@ -42,7 +41,7 @@ def test_zero_depth_writes_nothing_and_nearest_wins():
     out = align_depth_to_color(d, K, K, (64, 48), T, 0.001)
     vals = set(np.unique(out)) - {0}
     assert vals <= {500, 2000}
-    shift = int(round(K[0, 0] * 0.01 / 0.5))  # ~1 px for the near pixel
+    shift = round(K[0, 0] * 0.01 / 0.5)  # ~1 px for the near pixel
     assert out[20, 30 + shift] == 500
 
 
@@ -114,7 +113,6 @@ def test_identical_to_librealsense_rs_align(tmp_path, dsize, dfov, csize, cfov, 
 @pytest.mark.realsense
 def test_rig_align_cli_writes_one_png_per_frame(tmp_path):
     import cv2
-
     from damage_rig.rig.cli import main
     from damage_rig.tools.recording import write_recording
 

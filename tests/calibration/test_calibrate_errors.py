@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 import yaml
-
 from damage_rig.calibration.pipeline import run_calibration
 from damage_rig.calibration.quality import camera_verdict
 from damage_rig.rig.cli import main

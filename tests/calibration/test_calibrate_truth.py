@@ -7,7 +7,6 @@ import json
 
 import cv2
 import numpy as np
-
 from damage_rig.calibration.model import load_calibration
 from damage_rig.calibration.pipeline import compare_with_truth, run_calibration
 from damage_rig.rig.cli import main

@@ -6,9 +6,13 @@ import builtins
 
 import numpy as np
 import pytest
-
-from damage_rig.calibration.belt_plane import (compare_with_belt_frame, depth_to_points, fit_belt_plane,
-                                               height_above_plane, transform_plane)
+from damage_rig.calibration.belt_plane import (
+    compare_with_belt_frame,
+    depth_to_points,
+    fit_belt_plane,
+    height_above_plane,
+    transform_plane,
+)
 from damage_rig.calibration.model import invert_T
 from damage_rig.rig.errors import CalibrationError, DeviceError
 from damage_rig.tools.sim.rigs import jetson_3cam_calibration
@@ -32,7 +36,6 @@ def test_missing_pyrealsense2_is_a_device_error(monkeypatch, tmp_path):
 
 def _belt_depth(cam, height_mm=0.0, box=True):
     """Depth image (mm) of the empty belt (plus a box) seen by cam's depth imager."""
-    dcam = cam.depth_imager() if hasattr(cam, "depth_imager") else cam
     K, (w, h) = cam.depth.K, cam.depth.size
     T_belt_d = cam.T_ref_cam @ cam.depth.T_color_depth
     v, u = np.mgrid[0:h, 0:w]
@@ -42,9 +45,8 @@ def _belt_depth(cam, height_mm=0.0, box=True):
     s = (height_mm / 1000.0 - t[2]) / dirs[..., 2]
     z = s  # rays have z = 1 in the depth frame: the depth is the ray scale
     if box:
-        hit = np.abs((t[0] + s * dirs[..., 0])) < 0.05
+        hit = np.abs(t[0] + s * dirs[..., 0]) < 0.05
         z = np.where(hit, s * 0.85, z)
-    del dcam
     return np.clip(np.rint(z * 1000), 0, 65535).astype(np.uint16)
 
 
