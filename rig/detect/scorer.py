@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class ItemScore:
     type_probs: dict[str, float] = field(default_factory=dict)
     features: np.ndarray | None = None   # the fusion's inputs (for fitting and for the report)
     threshold: float = 0.5
+    timing_ms: dict[str, float] = field(default_factory=dict)  # identify/anomaly/fuse, for `rig bench`
 
 
 def sha256(path: str | Path) -> str:
@@ -228,12 +230,14 @@ class Scorer:
                 raise ModelError(f"item {item_id!r} view {v!r}: backend outputs lack {missing}")
         if self.gallery is None:
             raise ModelError("no gallery loaded: enroll references first ('rig enroll')")
+        t_id = time.perf_counter()
         sku_pred, sku_conf, margin = self.identify(view_outputs)
         if sku is not None:
             if sku not in self.gallery.skus:
                 raise ModelError(f"item {item_id!r}: SKU {sku!r} has no references in gallery "
                                  f"{self.gallery.version}; enroll it with 'rig enroll'")
             sku_pred = sku
+        t_anom = time.perf_counter()
         entry = self.gallery.skus[sku_pred]
         p_scale, g_scale = self.gallery.scales(sku_pred)
         bank = entry.bank.astype(np.float32)
@@ -249,6 +253,7 @@ class Scorer:
             p_anoms.append(pa)
             g_anoms.append(ga)
             types.append(1 / (1 + np.exp(-np.ravel(out["type_logits"]).astype(np.float64))))
+        t_fuse = time.perf_counter()
         feats = np.array([max(logits), float(np.mean(logits)), max(p_anoms), max(g_anoms), margin])
         score = float(self.fusion(feats))
         thr = self.threshold if threshold is None else float(threshold)
@@ -256,8 +261,11 @@ class Scorer:
         type_p = np.max(np.stack(types), axis=0)
         type_probs = {t: float(p) for t, p in zip(self.damage_types, type_p)}
         dtype = self.damage_types[int(np.argmax(type_p))] if damaged and len(type_p) else ""
+        t_end = time.perf_counter()
+        timing = {"identify": (t_anom - t_id) * 1000.0, "anomaly": (t_fuse - t_anom) * 1000.0,
+                  "fuse": (t_end - t_fuse) * 1000.0}
         return ItemScore(score, damaged, dtype, sku_pred, sku_conf,
-                         max(v.anomaly for v in views.values()), views, type_probs, feats, thr)
+                         max(v.anomaly for v in views.values()), views, type_probs, feats, thr, timing)
 
     # ---- operating point -----------------------------------------------
     def threshold_for_fpr(self, fpr: float) -> float:
