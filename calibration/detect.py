@@ -58,7 +58,9 @@ def list_captures(captures: Path, cameras: list[str] | None = None) -> dict[str,
     if not captures.is_dir():
         raise CalibrationError(f"captures folder {captures} does not exist: it must hold one "
                                "folder per camera (DIR/CAMERA_NAME/*.png)")
-    found = {p.name: p for p in sorted(captures.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    # A report written inside the captures folder (it has index.html) is not a camera.
+    found = {p.name: p for p in sorted(captures.iterdir())
+             if p.is_dir() and not p.name.startswith(".") and not (p / "index.html").exists()}
     names = list(cameras) if cameras else sorted(found)
     if not names:
         raise CalibrationError(f"{captures} has no camera folders: put each camera's images in "

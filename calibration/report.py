@@ -23,6 +23,8 @@ def _fit(img: np.ndarray, width: int = PANEL_W) -> np.ndarray:
 
 def _text(img, lines, colour=(255, 255, 255), y0=22, scale=0.55):
     for i, line in enumerate(lines):
+        # OpenCV's Hershey fonts are ASCII only
+        line = line.replace("\u2014", "-").encode("ascii", "replace").decode()
         y = y0 + i * int(26 * scale / 0.55)
         cv2.putText(img, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
         cv2.putText(img, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
@@ -83,8 +85,8 @@ def camera_panel(run, name: str) -> np.ndarray:
     _text(right, [f"{name}: coverage {fig['coverage']['fraction']:.0%} of cells",
                   f"{fig['views']} views, RMS {fig['rms_px']:.3f} px"])
     top = np.hstack([left, right])
-    lines = [f"{name}: {fig['verdict'].upper()}"] + [
-        r["message"] for r in fig["reasons"]] or ["no problems found"]
+    lines = [f"{name}: {fig['verdict'].upper()}"] + (
+        [r["message"] for r in fig["reasons"]] or ["no problems found"])
     wrapped = []
     for line in lines:
         while len(line) > 150:

@@ -80,7 +80,7 @@ class _CameraRays:
         us = np.arange(w * s) / s - (s - 1) / (2 * s)
         vs = np.arange(h * s) / s - (s - 1) / (2 * s)
         K = cam.K
-        xd = (us[None, :] - K[0, 2] - K[0, 1] * 0) / K[0, 0]
+        xd = (us[None, :] - K[0, 2]) / K[0, 0]
         yd = (vs[:, None] - K[1, 2]) / K[1, 1]
         xd, yd = np.broadcast_to(xd, (h * s, w * s)), np.broadcast_to(yd, (h * s, w * s))
         x, y = _undistort_normalized(xd.astype(np.float64), yd.astype(np.float64), cam.dist)
