@@ -194,7 +194,8 @@ def record_belt(out_dir: Path, calib: Calibration, settings: SimSettings, n_item
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    belt = BeltSim(calib, sorted(calib.cameras), settings, speed_mps, pitch_m, noise=settings.noise, lead_in_s=0.6)
+    belt = BeltSim(calib, sorted(calib.cameras), settings, speed_mps, pitch_m, noise=settings.noise, lead_in_s=0.6,
+                   n_items=n_items)
     duration = belt.lead_in * 2 + n_items * pitch_m / speed_mps
     times = np.arange(0, duration, 1.0 / fps)
     paths = []
