@@ -39,7 +39,9 @@ def normalize_rgb(rgb: np.ndarray, size: int, mean=IMAGENET_MEAN, std=IMAGENET_S
                   where: str = "view") -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (3, size, size) float32, ImageNet-normalised."""
     _check_rgb(rgb, where)
-    img = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    # resized as float32, exactly like the rig's preprocessors (rig/preprocess): uint8 resizing
+    # rounds every pixel and would put eval ~0.01 away from the running rig
+    img = cv2.resize(rgb.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
     img *= np.float32(1.0 / 255.0)
     img -= np.asarray(mean, np.float32)
     img /= np.asarray(std, np.float32)
