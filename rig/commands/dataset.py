@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 NAME = "dataset"
-HELP = "dataset tools: check a dataset, import an MVTec-AD-style tree"
+HELP = "dataset tools: check a dataset, import an MVTec-AD-style tree, export reviewed items"
 
 
 def add_arguments(p):
