@@ -26,6 +26,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -41,8 +42,11 @@ KERNEL_DIR = Path(__file__).resolve().parent
 SHIM = KERNEL_DIR / "twin_shim.h"
 HEADERS = ("common.cuh",)
 
-TWIN_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
-              "-ffp-contract=off")  # no FMA contraction (aarch64 g++ fuses by default)
+# -ffp-contract=off: no FMA contraction (aarch64 g++ fuses by default).
+# -fvisibility=hidden: only the twin_* launchers are exported, so g++ may inline the
+# kernel into the grid loop (an exported kernel is interposable: one PLT call per thread).
+TWIN_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden",
+              "-Wall", "-Wextra", "-Werror", "-ffp-contract=off")
 NVCC_FLAGS = ("-O3", "-Werror", "all-warnings", "-std=c++17")
 
 _C_TYPES = {"ptr": "void*", "int": "int", "float": "float"}
@@ -65,14 +69,15 @@ class KernelSpec:
 # Every kernel of every .cu file, declared once.
 MODULES: dict[str, tuple[KernelSpec, ...]] = {
     "preprocess": (
-        KernelSpec("preprocess_rgb_f32", ("ptr", "ptr", "int", "ptr", "int", "int", "int")
+        KernelSpec("preprocess_taps", ("ptr", "int", "ptr")),
+        KernelSpec("preprocess_rgb_f32", ("ptr", "ptr", "ptr", "int", "ptr", "int", "int", "int")
                    + ("float",) * 6),
-        KernelSpec("preprocess_rgb_f16", ("ptr", "ptr", "int", "ptr", "int", "int", "int")
+        KernelSpec("preprocess_rgb_f16", ("ptr", "ptr", "ptr", "int", "ptr", "int", "int", "int")
                    + ("float",) * 6),
-        KernelSpec("resize_plane_f32", ("ptr", "ptr", "int", "ptr", "int", "int", "int", "int",
-                                        "float", "float")),
-        KernelSpec("resize_plane_f16", ("ptr", "ptr", "int", "ptr", "int", "int", "int", "int",
-                                        "float", "float")),
+        KernelSpec("resize_plane_f32", ("ptr", "ptr", "ptr", "int", "ptr", "int", "int", "int",
+                                        "int", "float", "float")),
+        KernelSpec("resize_plane_f16", ("ptr", "ptr", "ptr", "int", "ptr", "int", "int", "int",
+                                        "int", "float", "float")),
     ),
     "height": (
         KernelSpec("height_map", ("ptr", "int", "int", "int") + ("float",) * 9 + ("ptr",)),
@@ -144,17 +149,65 @@ def _run_compiler(cmd: list[str], what: str) -> None:
 
 # ---------------------------------------------------------------- CPU twin
 
+_EXPORT = 'extern "C" __attribute__((visibility("default")))'
+
+
 def _twin_wrapper(module: str) -> str:
-    """C++ source: the shim, the .cu, and one extern "C" launcher per kernel."""
-    lines = [f'#include "{source_path(module).name}"', ""]
+    """C++ source: the shim, the .cu, one exported launcher per kernel, and the thread setter."""
+    lines = [f'#include "{source_path(module).name}"', "",
+             f"{_EXPORT} void twin_set_threads(int n) {{ twin::threads = n; }}"]
     for spec in MODULES[module]:
         params = ", ".join(f"{_C_TYPES[k]} a{i}" for i, k in enumerate(spec.params))
         args = ", ".join(f"a{i}" for i in range(len(spec.params)))
         lines.append(
-            f'extern "C" void twin_{spec.name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, '
+            f"{_EXPORT} void twin_{spec.name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, "
             f"unsigned by, unsigned bz, {params}) {{\n"
-            f"    twin::launch({spec.name}, dim3(gx, gy, gz), dim3(bx, by, bz), {args});\n}}")
+            f"    twin::launch(dim3(gx, gy, gz), dim3(bx, by, bz), [=] {{ twin::call({spec.name}, {args}); }});\n}}")
     return "\n".join(lines) + "\n"
+
+
+def _cpu_has_f16c() -> bool:
+    """Whether this x86 CPU converts float->half in hardware (Linux: /proc/cpuinfo flags).
+
+    Checked when the twin is built, on the machine that runs it (builds live in the
+    user's cache and the flag is part of the cache key), so a twin built here never
+    meets a CPU without the instruction. Anything else keeps the portable software
+    conversion in twin_shim.h.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "f16c" in line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return False
+
+
+def twin_flags() -> tuple[str, ...]:
+    """g++ flags for the CPU twin on this machine (TWIN_FLAGS plus -mf16c where the CPU has it)."""
+    return TWIN_FLAGS + (("-mf16c",) if _cpu_has_f16c() else ())
+
+
+def default_twin_threads() -> int:
+    """Host threads per twin launch: $DAMAGE_RIG_TWIN_THREADS, else the CPUs this process
+    may run on (what OpenCV's default uses too), at most 16."""
+    env = os.environ.get("DAMAGE_RIG_TWIN_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise DeviceError(f"DAMAGE_RIG_TWIN_THREADS must be a whole number, got {env!r}") from None
+        if n < 1:
+            raise DeviceError(f"DAMAGE_RIG_TWIN_THREADS must be at least 1, got {n}")
+        return n
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 16))
 
 
 def find_cxx() -> str | None:
@@ -169,6 +222,16 @@ class KernelModule:
         self.backend = backend  # "twin" or "cuda"
         self._functions = functions
         self.path = path
+        self.threads = 1  # host threads per twin launch (see set_threads)
+        self._set_threads = None
+
+    def set_threads(self, n: int) -> None:
+        """Host threads per launch of the CPU twin (1 = serial); no effect on the GPU."""
+        if self.backend == "twin":
+            if int(n) < 1:
+                raise DeviceError(f"twin threads must be at least 1, got {n}")
+            self._set_threads(int(n))
+            self.threads = int(n)
 
     def launch(self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], *args,
                stream=None) -> None:
@@ -199,9 +262,10 @@ def load_twin(module: str) -> KernelModule:
             raise DeviceError("the CPU twin needs a C++ compiler (g++); install it "
                               "(Debian/Ubuntu: apt-get install g++) or use preprocess backend 'opencv'")
         wrapper = _twin_wrapper(module)
+        flags = twin_flags()
         h = hashlib.sha256()
         for part in (SHIM.read_bytes(), _source_bytes(module), wrapper.encode(),
-                     " ".join(TWIN_FLAGS).encode(), _tool_version(cxx).encode()):
+                     " ".join(flags).encode(), _tool_version(cxx).encode()):
             h.update(part)
             h.update(b"\0")
         lib_path = cache_dir() / "twin" / f"{module}-{h.hexdigest()[:20]}.so"
@@ -211,7 +275,7 @@ def load_twin(module: str) -> KernelModule:
                 src.write_text(wrapper)
 
                 def build(out: Path) -> None:
-                    _run_compiler([cxx, *TWIN_FLAGS, "-include", str(SHIM), f"-I{KERNEL_DIR}",
+                    _run_compiler([cxx, *flags, "-include", str(SHIM), f"-I{KERNEL_DIR}",
                                    str(src), "-o", str(out)], f"CPU twin of {module}.cu")
 
                 _atomic_build(lib_path, build)
@@ -224,6 +288,10 @@ def load_twin(module: str) -> KernelModule:
             fn.argtypes = [ctypes.c_uint] * 6 + [_CTYPES[k] for k in spec.params]
             functions[spec.name] = fn
         km = KernelModule(module, "twin", functions, lib_path)
+        km._set_threads = lib.twin_set_threads
+        km._set_threads.restype = None
+        km._set_threads.argtypes = [ctypes.c_int]
+        km.set_threads(default_twin_threads())
         _loaded[(module, "twin")] = km
         return km
 

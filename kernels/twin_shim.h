@@ -3,13 +3,16 @@
 // Why: no machine in CI has a GPU, but the kernels must still be proven against
 // the OpenCV/numpy references. The twin compiles the *same* .cu source with this
 // header force-included (g++ -include twin_shim.h -x c++ ...) and runs each
-// launch as a serial loop over the grid: for every block, for every thread,
-// set blockIdx/threadIdx and call the kernel body once.
+// launch as a loop over the grid: for every block, for every thread, set
+// blockIdx/threadIdx and call the kernel body once. Large grids are split into
+// contiguous ranges of blocks run on a few host threads (twin::threads, set by
+// the loader; 1 = serial); blockIdx/threadIdx are thread_local, and since every
+// kernel writes one output per thread, any split gives the same bytes.
 //
 // What a serial grid loop can and cannot emulate:
 //  * one-output-per-thread kernels (all of ours): exact, in any order.
 //  * atomics: emulated explicitly below with GCC __atomic compare-and-swap loops,
-//    so they stay correct even if the loop is ever parallelised over blocks.
+//    so they stay correct when the loop runs blocks on several host threads.
 //    atomicMin is order-independent, so a z-buffer built with it is identical
 //    to the GPU's whatever order the threads ran in.
 //  * __syncthreads, shared-memory exchange between threads, warp shuffles:
@@ -24,8 +27,15 @@
 #define DAMAGE_RIG_TWIN_SHIM_H
 
 #include <math.h>
+
 #include <cstdint>
 #include <cstring>
+#include <system_error>
+#include <thread>
+#include <vector>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #define __global__
 #define __device__
@@ -38,8 +48,12 @@ struct dim3 {
     constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
-// The twin runs one grid at a time on one host thread, so plain statics suffice.
-static dim3 threadIdx, blockIdx, blockDim, gridDim;
+// One grid runs at a time; its shape is shared, the running block and thread are
+// per host thread. initial-exec TLS: one %fs-relative access, no __tls_get_addr
+// call per kernel invocation (fine for a few bytes in a dlopen'ed library).
+static dim3 blockDim, gridDim;
+static thread_local dim3 threadIdx __attribute__((tls_model("initial-exec")));
+static thread_local dim3 blockIdx __attribute__((tls_model("initial-exec")));
 
 // Deliberately undefined: see the header comment.
 void __syncthreads_is_not_emulated_by_the_cpu_twin();
@@ -67,6 +81,16 @@ struct __half {
     uint16_t bits;
 };
 
+#if defined(__F16C__)
+// The loader adds -mf16c only when this machine's CPU has F16C (checked when it
+// builds the twin): VCVTPS2PH with round-to-nearest-even, what the GPU does.
+static inline __half __float2half_rn(float f) {
+    __half h;
+    h.bits = static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+    return h;
+}
+#else
+// Portable software conversion (bit for bit the same as F16C for non-NaN input).
 static inline __half __float2half_rn(float f) {
     uint32_t x;
     std::memcpy(&x, &f, 4);
@@ -103,6 +127,7 @@ static inline __half __float2half_rn(float f) {
     h.bits = static_cast<uint16_t>(sign | q);
     return h;
 }
+#endif
 
 // ---- atomics (see header comment) ----
 static inline unsigned int atomicMin(unsigned int* addr, unsigned int val) {
@@ -122,21 +147,59 @@ static inline int atomicMin(int* addr, int val) {
 
 // ---- the grid loop: what <<<grid, block>>> means for the twin ----
 namespace twin {
+// Host threads a launch may use (the loader sets it through twin_set_threads).
+inline int threads = 1;
+// Below this many kernel threads a launch stays on the caller's thread: starting
+// a host thread costs tens of microseconds, more than such a grid takes.
+constexpr unsigned long long kMinParallelWork = 1ull << 15;
+
+// Call a kernel with the launcher's arguments (void* -> T* needs the explicit cast).
 template <typename... Params, typename... Args>
-inline void launch(void (*kernel)(Params...), dim3 grid, dim3 block, Args... args) {
+inline void call(void (*kernel)(Params...), Args... args) {
+    kernel(static_cast<Params>(args)...);
+}
+
+// Run body() once per thread of the grid. `body` is a lambda naming the kernel
+// directly (see loader.py's launchers), so g++ inlines the kernel into the loop;
+// each host thread works on its own copy, so the arguments stay in registers.
+template <typename Body>
+inline void launch(dim3 grid, dim3 block, const Body& body) {
     gridDim = grid;
     blockDim = block;
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-                blockIdx = dim3(bx, by, bz);
-                for (unsigned tz = 0; tz < block.z; ++tz)
-                    for (unsigned ty = 0; ty < block.y; ++ty)
-                        for (unsigned tx = 0; tx < block.x; ++tx) {
-                            threadIdx = dim3(tx, ty, tz);
-                            kernel(static_cast<Params>(args)...);
-                        }
-            }
+    const unsigned long long per_block = 1ull * block.x * block.y * block.z;
+    const unsigned long long blocks = 1ull * grid.x * grid.y * grid.z;
+    // Blocks [first, last) in x-fastest order, each block's threads in x-fastest order.
+    auto run_blocks = [grid, block, &body](unsigned long long first, unsigned long long last) {
+        const Body kernel_call = body;
+        for (unsigned long long b = first; b < last; ++b) {
+            blockIdx = dim3(static_cast<unsigned>(b % grid.x), static_cast<unsigned>((b / grid.x) % grid.y),
+                            static_cast<unsigned>(b / (1ull * grid.x * grid.y)));
+            for (unsigned tz = 0; tz < block.z; ++tz)
+                for (unsigned ty = 0; ty < block.y; ++ty)
+                    for (unsigned tx = 0; tx < block.x; ++tx) {
+                        threadIdx = dim3(tx, ty, tz);
+                        kernel_call();
+                    }
+        }
+    };
+    unsigned long long n = threads > 1 ? static_cast<unsigned long long>(threads) : 1ull;
+    if (n > blocks) n = blocks;
+    if (n <= 1 || blocks * per_block < kMinParallelWork) {
+        run_blocks(0, blocks);
+        return;
+    }
+    std::vector<std::thread> helpers;
+    helpers.reserve(n - 1);
+    for (unsigned long long k = 1; k < n; ++k) {
+        const unsigned long long first = blocks * k / n, last = blocks * (k + 1) / n;
+        try {
+            helpers.emplace_back(run_blocks, first, last);
+        } catch (const std::system_error&) {  // no thread to be had: run that range here
+            run_blocks(first, last);
+        }
+    }
+    run_blocks(0, blocks / n);
+    for (std::thread& t : helpers) t.join();
 }
 }  // namespace twin
 
