@@ -1,0 +1,107 @@
+"""`rig bench`: per-stage latency, end-to-end latency, throughput and the load sweep (tools/bench does the work)."""
+
+from __future__ import annotations
+
+NAME = "bench"
+HELP = "profile the pipeline's latency per stage at an item rate or over a load sweep; trace and plot"
+
+
+def add_arguments(p):
+    p.add_argument("--config", default=None, help="rig config with sim cameras (default: the embedded demo config)")
+    p.add_argument("--items", type=int, default=30, help="items on the simulated belt per run (default 30)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--rate", type=float, default=None, metavar="ITEMS_PER_S",
+                   help="item rate (default: the config's belt speed / item pitch)")
+    g.add_argument("--sweep", action="store_true",
+                   help="find the highest item rate with no late decision, then report the run at 80 %% of it")
+    p.add_argument("--sweep-low", type=float, default=0.5, help="lowest rate the sweep tries (default 0.5)")
+    p.add_argument("--sweep-high", type=float, default=None,
+                   help="highest rate the sweep tries (default: a 10 m/s belt at the pitch)")
+    p.add_argument("--sweep-steps", type=int, default=4, help="bisection steps after both ends (default 4)")
+    p.add_argument("--model-seconds", type=float, default=3.0,
+                   help="how long the model runs alone for its throughput (default 3)")
+    p.add_argument("--seed", type=int, default=1, help="belt seed (default 1)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON")
+    p.add_argument("--trace", default=None, metavar="OUT.json", help="write a Chrome trace of the reported run")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="write latency histograms/CDFs and the sweep")
+
+
+def _check(args) -> None:
+    from pathlib import Path
+
+    from ..errors import RigError
+
+    if args.items < 1:
+        raise RigError(f"--items must be at least 1, got {args.items}")
+    if args.rate is not None and not args.rate > 0:
+        raise RigError(f"--rate must be > 0 items per second, got {args.rate:g}")
+    if not args.sweep_low > 0:
+        raise RigError(f"--sweep-low must be > 0, got {args.sweep_low:g}")
+    if args.sweep_high is not None and not args.sweep_high > args.sweep_low:
+        raise RigError(f"--sweep-high ({args.sweep_high:g}) must be above --sweep-low ({args.sweep_low:g})")
+    if not 0 <= args.sweep_steps <= 20:
+        raise RigError(f"--sweep-steps must be between 0 and 20, got {args.sweep_steps}")
+    if not args.model_seconds > 0:
+        raise RigError(f"--model-seconds must be > 0, got {args.model_seconds:g}")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise RigError(f"--plot must name a .png file, got {args.plot}")
+    for opt in ("json", "trace", "plot"):
+        out = getattr(args, opt)
+        if out and not Path(out).expanduser().resolve().parent.is_dir():
+            raise RigError(f"--{opt} {out}: folder {Path(out).parent} does not exist")
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ...tools.bench import driver, plot, trace
+    from ..config import DEMO_CONFIG, check_config
+    from ..stages import STAGES
+
+    _check(args)
+    cfg = check_config(args.config or DEMO_CONFIG)
+    report, final, points = driver.bench(
+        cfg, items=args.items, rate=args.rate, sweep=args.sweep, sweep_low=args.sweep_low,
+        sweep_high=args.sweep_high, sweep_steps=args.sweep_steps, seed=args.seed,
+        model_seconds=args.model_seconds, progress=lambda m: print(f"rig bench: {m}", flush=True))
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"rig bench: report -> {args.json}")
+    if args.trace:
+        trace.write_trace(args.trace, trace.chrome_trace(final.spans, final.item_intervals))
+        print(f"rig bench: Chrome trace -> {args.trace} (open in chrome://tracing or ui.perfetto.dev)")
+    if args.plot:
+        plot.write_png(args.plot, plot.render(final.durations, final.latencies_ms, points, order=STAGES))
+        print(f"rig bench: plot -> {args.plot}")
+    return 0
+
+
+def format_report(r: dict) -> str:
+    """The human table: one line per stage, then the totals and the targets."""
+    head = (f"pipeline at {r['rate_items_per_s']:g} items/s (belt {r['belt_speed_mps']:g} m/s, pitch "
+            f"{r['item_pitch_m']:g} m), {r['items']} items, {r['views_per_item']:g} views/item, "
+            f"inference {r['inference']}")
+    lines = [head,
+             f"{'stage':<12}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}  ms"]
+    for name, p in list(r["stages"].items()) + [("end-to-end", r["end_to_end_ms"])]:
+        lines.append(f"{name:<12}{p['p50_ms']:>9.2f}{p['p95_ms']:>9.2f}{p['p99_ms']:>9.2f}{p['max_ms']:>9.2f}")
+    if r["stages_not_seen"]:
+        lines.append(f"(no samples: {', '.join(r['stages_not_seen'])})")
+    s = r["slack_ms"]
+    lines.append(f"gate time {r['gate_time_ms']:.0f} ms; slack at the gate min {s['min_ms']:.1f} ms, "
+                 f"p1 {s['p1_ms']:.1f} ms, p50 {s['p50_ms']:.1f} ms")
+    lines.append(f"late {r['late']}, fail-safe {r['failsafe']}, overload {r['overload']}, "
+                 f"dropped frames {r['dropped_frames']}; batches median {r['batch_size']['median']}")
+    lines.append(f"throughput {r['throughput_items_per_s']:.2f} items/s; pipeline capacity "
+                 f"{r['pipeline_capacity_items_per_s']:.2f} items/s vs model alone "
+                 f"{r['model_only_items_per_s']:.2f} items/s at batch {r['model_only']['batch']} "
+                 f"-> ratio {r['pipeline_to_model_ratio']:.2f}"
+                 + ("" if r["saturated"] else " (no run saturated the pipeline: capacity is a lower bound)"))
+    if "max_rate_items_per_s" in r:
+        lines.append(f"max rate with no late decision: {r['max_rate_items_per_s']:.2f} items/s")
+    t = r["targets"]
+    lines.append(f"targets: throughput >= 0.9 x model alone: {'met' if t['throughput_ratio_ge_0.9'] else 'MISSED'}; "
+                 f"p99 <= 2 x p50 at {t['p99_at']}: {'met' if t['p99_le_2x_p50'] else 'MISSED'}")
+    return "\n".join(lines)

@@ -1,0 +1,290 @@
+"""Drive the real pipeline at a chosen item rate and measure where the time goes.
+
+``run_at_rate`` opens the rig with :func:`damage_rig.rig.runtime.open_rig` —
+the code `rig run` runs — on the simulated belt, with the belt speed set so
+that ``rate = speed / pitch``, runs it until every item is decided, and
+collects the StageClock's per-stage durations and spans, each item's
+end-to-end latency and its slack at the gate. ``model_alone`` times the same
+inference backend on already-preprocessed batches, with no pipeline around
+it. ``bench`` puts them together into the report `rig bench` prints.
+
+Rates: the simulator's items are up to ~0.35 m long, so the pitch is kept at
+``MIN_PITCH_M`` or more and a higher rate means a faster belt; the gate
+distance stays, so the deadline shrinks as on a real line.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...rig.errors import ConfigError, RigError
+from ...rig.stages import STAGES, StageClock, percentiles
+from .sweep import SweepPoint, find_max_rate
+
+log = logging.getLogger(__name__)
+
+MIN_PITCH_M = 0.4
+FOUR = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+
+
+def four(p: dict) -> dict:
+    """The four figures the report shows, from a :func:`percentiles` dict."""
+    return {k: p[k] for k in FOUR}
+
+
+def config_at_rate(cfg, rate: float, min_pitch_m: float = MIN_PITCH_M):
+    """A copy of ``cfg`` whose belt brings ``rate`` items per second (pitch kept >= min_pitch_m)."""
+    from pydantic import ValidationError
+
+    from ...rig.config import RigConfig
+
+    if not rate > 0:
+        raise RigError(f"item rate must be > 0 items/s, got {rate}")
+    pitch = max(cfg.belt.item_pitch_m, min_pitch_m)
+    speed = rate * pitch
+    data = cfg.model_dump()
+    data["belt"].update(speed_mps=speed, item_pitch_m=pitch)
+    try:
+        out = RigConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise RigError(f"{rate:g} items/s at a {pitch:g} m pitch needs a belt at {speed:.2f} m/s, which the "
+                       f"config does not allow ({'.'.join(map(str, first['loc']))}: {first['msg']}); "
+                       "choose a lower rate") from None
+    return out.model_copy(update={"source_path": cfg.source_path})
+
+
+def load_scorer(cfg):
+    """The Scorer and inference backend exactly as ``open_rig`` builds them (loaded once, reused per run)."""
+    from ...rig.detect import Scorer
+    from ...rig.detect.scorer import read_card
+    from ...rig.infer import make_backend
+
+    card = read_card(cfg.model_dir)
+    backend = make_backend(cfg.inference.backend, Path(cfg.model_dir) / card["onnx"]["file"],
+                           max_batch=cfg.inference.max_batch, threads=cfg.inference.threads,
+                           allow_fallback=cfg.inference.allow_fallback, engine_dir=cfg.inference.engine_dir)
+    return Scorer.load(cfg.model_dir, backend=backend)
+
+
+@dataclass
+class RunResult:
+    """One pipeline run at one rate."""
+
+    rate: float
+    speed_mps: float
+    pitch_m: float
+    n_items: int
+    summary: dict                      # Rig.summary()
+    durations: dict[str, list[float]]  # stage -> ms
+    latencies_ms: list[float]          # end-to-end, capture to decision, every decided item
+    slack_ms: list[float]              # deadline (item at the gate) minus decision time
+    scored: int                        # items decided from their score
+    views_per_item: float
+    batch_sizes: list[int]
+    throughput: float                  # items scored per second of run
+    spans: list = field(default_factory=list)
+    item_intervals: list = field(default_factory=list)
+    gate_time_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Sustained: every item seen and decided from its score, none late, none failed safe."""
+        s = self.summary
+        return (s["items"] >= self.n_items and s["late"] == 0 and s["failsafe"] == 0 and s["overload"] == 0
+                and s["undecided"] == 0 and self.scored >= self.n_items)
+
+    def point(self) -> SweepPoint:
+        p = percentiles(self.latencies_ms)
+        return SweepPoint(self.rate, self.ok, p["p50_ms"], p["p99_ms"], self.summary["late"],
+                          self.summary["failsafe"] + self.summary["overload"],
+                          {"throughput_items_per_s": round(self.throughput, 3), "items": self.summary["items"],
+                           "dropped_frames": self.summary["dropped_frames"]})
+
+
+def _batch_sizes(spans) -> list[int]:
+    """Batch sizes the infer thread ran: one batch_wait span per view, all ending when the batch starts."""
+    ends = Counter((s.thread, s.end) for s in spans if s.stage == "batch_wait")
+    return list(ends.values())
+
+
+def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, damage_rate: float = 0.2,
+                state_dir: Path | None = None, keep_spans: bool = True, extra_s: float = 30.0) -> RunResult:
+    """Run the rig from ``cfg`` on a simulated belt of ``items`` items arriving at ``rate`` per second."""
+    from ...rig.runtime import open_rig, run_until_done
+
+    if items < 1:
+        raise RigError(f"the bench needs at least 1 item, got {items}")
+    if not any(c.source == "sim" for c in cfg.cameras):
+        raise ConfigError("rig bench drives the simulated belt: the config needs cameras with source 'sim'",
+                          [f"{cfg.source_path}: cameras: no camera has source: sim"])
+    rcfg = config_at_rate(cfg, rate)
+    clock = StageClock(keep_spans=keep_spans)
+    state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="damage-rig-bench-"))
+    handle = open_rig(rcfg, sim_items=items, sim_seed=seed, damage_rate=damage_rate, state_dir=state,
+                      clock=clock, with_events=False, scorer=scorer)
+    try:
+        if handle.rig.pre.name == "cuda":
+            from .nvtx import NvtxPreprocessor, available
+
+            if available():
+                handle.rig.pre = NvtxPreprocessor(handle.rig.pre)
+        belt_s = (handle.sim_belt.end_time or 0.0) + 2.0
+        run_until_done(handle, max_s=belt_s + extra_s)
+        rig = handle.rig
+        summary = rig.summary()
+        with rig._lock:
+            its = list(rig.items.values())
+            lat = list(rig.latencies_ms)
+    finally:
+        handle.close()
+    decided = [it for it in its if it.decided]
+    scored = [it for it in decided if it.reason == "score"]
+    slack = [(it.deadline - it.decided_at) * 1000.0 for it in decided]
+    spans = list(clock.spans)
+    t_first = min((it.capture.host_time for it in decided), default=0.0)
+    t_last = max((it.decided_at for it in scored), default=t_first)
+    n_scored = len(scored) + rig.counters.get("ignored_late_scores", 0)
+    throughput = n_scored / (t_last - t_first) if t_last > t_first and n_scored > 1 else 0.0
+    intervals = [(it.no, it.capture.host_time, it.decided_at, f"{it.decision} ({it.reason})") for it in decided]
+    with clock._lock:
+        durations = {k: list(v) for k, v in clock.durations.items()}
+    return RunResult(rate=rate, speed_mps=rcfg.belt.speed_mps, pitch_m=rcfg.belt.item_pitch_m, n_items=items,
+                     summary=summary, durations=durations, latencies_ms=lat, slack_ms=slack,
+                     scored=len(scored), views_per_item=statistics.fmean([it.expected for it in scored])
+                     if scored else float(len(cfg.cameras)),
+                     batch_sizes=_batch_sizes(spans), throughput=throughput, spans=spans,
+                     item_intervals=intervals,
+                     gate_time_ms=1000.0 * rcfg.belt.gate_distance_m / rcfg.belt.speed_mps)
+
+
+def model_alone(backend, batch: int, channels: int, size: int, *, seconds: float = 3.0, min_runs: int = 5,
+                seed: int = 0) -> dict:
+    """The inference backend alone on an already-preprocessed (batch, C, S, S) tensor, run back to back."""
+    from .nvtx import nvtx_range
+
+    x = np.random.default_rng(seed).standard_normal((batch, channels, size, size)).astype(np.float32)
+    backend.run(x)  # warm-up: first-run allocations and lazy initialisation
+    times = []
+    t_end = time.monotonic() + seconds
+    while len(times) < min_runs or time.monotonic() < t_end:
+        t0 = time.monotonic()
+        with nvtx_range(f"model_alone[{batch}]"):
+            backend.run(x)
+        times.append((time.monotonic() - t0) * 1000.0)
+    total_s = sum(times) / 1000.0
+    return {"batch": batch, "runs": len(times), "batch_ms": four(percentiles(times)),
+            "images_per_s": round(batch * len(times) / total_s, 2)}
+
+
+def run_report(r: RunResult) -> dict:
+    """The per-run part of the report: stages, end-to-end, slack, drops."""
+    stages = {s: four(percentiles(r.durations[s])) for s in STAGES if r.durations.get(s)}
+    stages.update({s: four(percentiles(v)) for s, v in r.durations.items() if s not in stages and v})
+    sl = np.asarray(r.slack_ms, float)
+    s = r.summary
+    return {
+        "rate_items_per_s": round(r.rate, 3), "belt_speed_mps": round(r.speed_mps, 3), "item_pitch_m": r.pitch_m,
+        "items": s["items"], "items_on_belt": r.n_items, "scored": r.scored,
+        "stages": stages, "stage_counts": {k: len(v) for k, v in r.durations.items()},
+        "stages_not_seen": [st for st in STAGES if not r.durations.get(st)],
+        "end_to_end_ms": four(percentiles(r.latencies_ms)),
+        "gate_time_ms": round(r.gate_time_ms, 1),
+        "slack_ms": {"min_ms": round(float(sl.min()), 3) if sl.size else 0.0,
+                     "p1_ms": round(float(np.percentile(sl, 1)), 3) if sl.size else 0.0,
+                     "p50_ms": round(float(np.percentile(sl, 50)), 3) if sl.size else 0.0},
+        "throughput_items_per_s": round(r.throughput, 3),
+        "late": s["late"], "dropped_frames": s["dropped_frames"], "failsafe": s["failsafe"],
+        "overload": s["overload"], "stage_errors": s["stage_errors"],
+        "views_per_item": round(r.views_per_item, 3),
+        "batch_size": {"median": statistics.median(r.batch_sizes) if r.batch_sizes else 0,
+                       "max": max(r.batch_sizes, default=0), "batches": len(r.batch_sizes)},
+    }
+
+
+def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = False, sweep_low: float = 0.5,
+          sweep_high: float | None = None, sweep_steps: int = 4, seed: int = 1, model_seconds: float = 3.0,
+          scorer=None, progress=None) -> tuple[dict, RunResult, list[SweepPoint]]:
+    """The whole `rig bench`: (report dict, the reported run, the sweep points).
+
+    Without ``sweep`` the pipeline runs once at ``rate`` (default: the
+    config's belt speed / pitch). With ``sweep`` it finds the highest rate with
+    no late decision, then runs once more at 80 % of it: that run is the one
+    reported (stages, end-to-end, trace). Then the model runs alone.
+    """
+    say = progress or (lambda msg: None)
+    if scorer is None:
+        scorer = load_scorer(cfg)
+    wrap_gpu_path(scorer)
+    runs: list[RunResult] = []
+
+    def measure(r: float) -> SweepPoint:
+        say(f"pipeline at {r:.2f} items/s ({items} items) ...")
+        res = run_at_rate(cfg, r, items, scorer=scorer, seed=seed, keep_spans=True)
+        runs.append(res)
+        pt = res.point()
+        say(f"  {'ok' if pt.ok else 'NOT sustained'}: p50 {pt.p50_ms:.1f} ms, p99 {pt.p99_ms:.1f} ms, "
+            f"{pt.late} late, {pt.failsafe} fail-safe, {res.throughput:.2f} items/s scored")
+        return pt
+
+    points: list[SweepPoint] = []
+    report: dict = {}
+    if sweep:
+        hi = sweep_high if sweep_high is not None else 10.0 / max(cfg.belt.item_pitch_m, MIN_PITCH_M)
+        res = find_max_rate(measure, sweep_low, hi, max_steps=sweep_steps)
+        points = res.curve()
+        report["max_rate_items_per_s"] = round(res.max_rate, 3)
+        report["sweep"] = [p.as_dict() for p in points]
+        if res.max_rate <= 0:
+            raise RigError(f"the pipeline did not sustain even {sweep_low:g} items/s; lower --sweep-low "
+                           "or look at the stage figures with --rate")
+        final = run_at_rate(cfg, 0.8 * res.max_rate, items, scorer=scorer, seed=seed)
+        say(f"reported run at 80 % of the max rate: {final.rate:.2f} items/s")
+    else:
+        r = rate if rate is not None else (cfg.belt.speed_mps or 0.5) / max(cfg.belt.item_pitch_m, MIN_PITCH_M)
+        measure(r)
+        final = runs[-1]
+    report.update(run_report(final))
+    say(f"model alone: batches of {cfg.inference.max_batch} for {model_seconds:g} s ...")
+    alone = model_alone(scorer.backend, cfg.inference.max_batch, scorer.channels, scorer.input_size,
+                        seconds=model_seconds)
+    report["model_only"] = alone
+    report["model_only_items_per_s"] = round(alone["images_per_s"] / max(final.views_per_item, 1e-9), 3)
+    med = int(report["batch_size"]["median"] or 1)
+    if med != cfg.inference.max_batch:
+        a2 = model_alone(scorer.backend, med, scorer.channels, scorer.input_size, seconds=min(model_seconds, 1.5))
+        report["model_only_at_pipeline_batch"] = a2
+    # capacity: the most items per second the pipeline scored in any run of this bench (a saturated
+    # run scores as fast as it can; a run below capacity scores at the arrival rate)
+    all_runs = runs + ([final] if final not in runs else [])
+    capacity = max(r.throughput for r in all_runs)
+    report["pipeline_capacity_items_per_s"] = round(capacity, 3)
+    report["pipeline_to_model_ratio"] = round(capacity / report["model_only_items_per_s"], 3) \
+        if report["model_only_items_per_s"] else 0.0
+    report["saturated"] = any(not r.ok for r in all_runs)
+    report["inference"] = scorer.backend.describe()
+    report["cameras"] = [c.name for c in cfg.cameras]
+    p = report["end_to_end_ms"]
+    report["targets"] = {
+        "throughput_ratio_ge_0.9": report["pipeline_to_model_ratio"] >= 0.9,
+        "p99_le_2x_p50": (p["p99_ms"] <= 2 * p["p50_ms"]) if p["p50_ms"] else False,
+        "p99_at": "80 % of the max rate" if sweep else f"{final.rate:g} items/s (no sweep)",
+    }
+    return report, final, points
+
+
+def wrap_gpu_path(scorer) -> None:
+    """NVTX ranges around inference when it runs on the GPU (no-op elsewhere or without NVTX)."""
+    from .nvtx import NvtxBackend, available
+
+    backend = scorer.backend
+    if getattr(backend, "name", "") == "tensorrt" and available() and not isinstance(backend, NvtxBackend):
+        scorer.backend = NvtxBackend(backend)
