@@ -8,8 +8,11 @@ from .base import CameraWorker, FrameRef, FrameRing, Grab
 from .sync import FrameSync
 
 
-def make_cameras(cfg: RigConfig, calib: Calibration, sim_belt=None) -> list:
-    """The configured backends, in config order. ``sim_belt`` serves the `sim` cameras."""
+def make_cameras(cfg: RigConfig, calib: Calibration, sim_belt=None, sim_faults: dict | None = None) -> list:
+    """The configured backends, in config order. ``sim_belt`` serves the `sim` cameras.
+
+    ``sim_faults`` ({camera: [{kind, at_s, for_s}, ...]}) injects faults into sim cameras (tests, fault table).
+    """
     cams = []
     for i, c in enumerate(cfg.cameras):
         if c.source == "sim":
@@ -20,7 +23,8 @@ def make_cameras(cfg: RigConfig, calib: Calibration, sim_belt=None) -> list:
                                    cfg.belt.speed_mps or 0.5, cfg.belt.item_pitch_m)
             from .sim import SimCamera
 
-            cams.append(SimCamera(sim_belt, c.name, c.fps, offset_ms=0.7 * i))
+            cams.append(SimCamera(sim_belt, c.name, c.fps, offset_ms=0.7 * i,
+                                  faults=(sim_faults or {}).get(c.name, ())))
         elif c.source == "recording":
             from .recording import RecordingCamera
 

@@ -211,12 +211,20 @@ class CameraWorker:
             st.fps = (len(st._window) - 1) / max(st._window[-1] - st._window[0], 1e-6)
         if self.on_frame is not None:
             self.on_frame(self.backend.camera)
-        if g.color.shape[:2] != self.ring.color.shape[1:3] or g.depth.shape != self.ring.depth.shape[1:]:
+        if g.color.shape != self.ring.color.shape[1:] or g.depth.shape != self.ring.depth.shape[1:]:
             st.errors += 1
             log.error("camera %s: frame of size colour %s depth %s, expected %s and %s; dropped",
                       self.backend.camera, g.color.shape, g.depth.shape, self.ring.color.shape[1:],
                       self.ring.depth.shape[1:])
             st.dropped += 1
+            return
+        if g.color.dtype != np.uint8 or g.depth.dtype != np.uint16:
+            # e.g. float depth with NaN from a broken driver: copying it into the uint16 ring would
+            # raise inside this thread and stop the camera for good
+            st.errors += 1
+            st.dropped += 1
+            log.error("camera %s: frame of dtype colour %s depth %s, expected uint8 and uint16; dropped",
+                      self.backend.camera, g.color.dtype, g.depth.dtype)
             return
         slot = self.ring.acquire()
         if slot is None:

@@ -5,15 +5,48 @@ are produced on the host's monotonic clock: frame n of every camera is exposed
 at ``start + n / fps`` (plus a small per-camera offset, so the synchroniser has
 real work). A camera that falls behind skips frames like a real sensor would.
 Items' renderings are prepared ahead of time by a prefetch thread.
+
+Fault injection (``faults=``, used by tools/fault_table.py and the `faults`
+tests) makes a sim camera misbehave the way real sensors do, in windows of
+belt time: the stream stops (grab and open raise DeviceError, as a RealSense
+does when frames stop arriving), the read hangs (a stuck USB transfer), or
+frames arrive all zeros, with NaN float depth (a broken driver/filter chain)
+or at the wrong size.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
+
+import numpy as np
 
 from ...calibration.model import Calibration
+from ..errors import ConfigError, DeviceError
 from .base import Grab
+
+FAULT_KINDS = ("stop", "hang", "zeros", "nan_depth", "wrong_size")
+
+
+@dataclass(frozen=True)
+class CameraFault:
+    """One injected fault: ``kind`` from ``at_s`` (belt time) for ``for_s`` seconds (None: until closed)."""
+
+    kind: str
+    at_s: float
+    for_s: float | None = None
+
+    @classmethod
+    def parse(cls, d: dict) -> CameraFault:
+        unknown = set(d) - {"kind", "at_s", "for_s"}
+        if unknown or d.get("kind") not in FAULT_KINDS or "at_s" not in d:
+            raise ConfigError(f"camera fault {d!r}: expected keys kind ({'|'.join(FAULT_KINDS)}), at_s, "
+                              "optional for_s")
+        return cls(d["kind"], float(d["at_s"]), None if d.get("for_s") is None else float(d["for_s"]))
+
+    def active(self, t: float) -> bool:
+        return self.at_s <= t and (self.for_s is None or t < self.at_s + self.for_s)
 
 
 class SimBelt:
@@ -79,8 +112,9 @@ class SimBelt:
 class SimCamera:
     name = "sim"
 
-    def __init__(self, belt: SimBelt, camera: str, fps: int, offset_ms: float = 0.0):
+    def __init__(self, belt: SimBelt, camera: str, fps: int, offset_ms: float = 0.0, faults=()):
         cam = belt.sim.calib.cameras[camera]
+        self.faults = [f if isinstance(f, CameraFault) else CameraFault.parse(f) for f in faults]
         self.belt = belt
         self.camera = camera
         self.fps = fps
@@ -89,8 +123,14 @@ class SimCamera:
         self.depth_size = tuple(cam.depth.size) if cam.depth else tuple(cam.size)
         self._n = 0
 
+    def _fault(self, t: float) -> str | None:
+        return next((f.kind for f in self.faults if f.active(t)), None)
+
     def open(self) -> None:
-        self._n = max(self._n, int((time.monotonic() - self.belt.start) * self.fps))
+        now = time.monotonic() - self.belt.start
+        if self._fault(now) == "stop":
+            raise DeviceError(f"camera {self.camera}: device not found (injected stream stop)")
+        self._n = max(self._n, int(now * self.fps))
 
     @property
     def finished(self) -> bool:
@@ -112,7 +152,21 @@ class SimCamera:
             if behind > 0:  # the sensor does not wait for us
                 self._n += behind
                 t_frame = self._n / self.fps + self.offset
+        fault = self._fault(t_frame)
+        if fault == "stop":
+            time.sleep(timeout_s)
+            raise DeviceError(f"camera {self.camera}: no frame within {timeout_s:.1f} s (injected stream stop)")
+        if fault == "hang":  # blocks like a stuck USB read, until the fault window or the belt ends
+            while self._fault(time.monotonic() - self.belt.start) == "hang" and not self.belt._stop.wait(0.05):
+                pass
+            return None
         color, depth = self.belt.frame(self.camera, t_frame)
+        if fault == "zeros":
+            color, depth = np.zeros_like(color), np.zeros_like(depth)
+        elif fault == "nan_depth":
+            depth = np.full(depth.shape, np.nan, np.float32)
+        elif fault == "wrong_size":
+            color, depth = color[::2, ::2].copy(), depth[::2, ::2].copy()
         g = Grab(color, depth, t_frame * 1000.0, self._n, self.belt.start + t_frame)
         self._n += 1
         return g
