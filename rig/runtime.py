@@ -50,8 +50,13 @@ def counts_per_m(cfg: RigConfig) -> float:
 
 def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1, damage_rate: float = 0.2,
              state_dir: Path | None = None, emulator_faults: dict | None = None, clock: StageClock | None = None,
-             watchdog=None, with_events: bool = True, scorer=None) -> RigHandle:
-    """Everything a rig needs, opened and connected but not started."""
+             watchdog=None, with_events: bool = True, scorer=None,
+             camera_faults: dict | None = None) -> RigHandle:
+    """Everything a rig needs, opened and connected but not started.
+
+    ``emulator_faults`` and ``camera_faults`` ({camera: [{kind, at_s, for_s}]}) inject faults into the
+    stand-ins (controller emulator, sim cameras) for tools/fault_table.py and the `faults` tests.
+    """
     from .detect import Scorer
     from .divert import open_link, spawn_emulator
     from .infer import make_backend
@@ -109,7 +114,7 @@ def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1,
                                cfg.belt.speed_mps or 0.5, cfg.belt.item_pitch_m, seed=sim_seed,
                                damage_rate=damage_rate, n_items=sim_items)
             closers.append(sim_belt.close)
-        cams = make_cameras(cfg, calib, sim_belt)
+        cams = make_cameras(cfg, calib, sim_belt, sim_faults=camera_faults)
         truth_fn = None
         if sim_belt is not None:
             def truth_fn(cap, belt=sim_belt):

@@ -12,6 +12,10 @@ def add_arguments(p):
     p.add_argument("--sim-items", type=int, default=None,
                    help="with sim cameras: stop after this many items (default: an endless belt)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (testing)")
+    p.add_argument("--camera-faults", default=None, metavar="JSON",
+                   help='testing: inject sim camera faults, e.g. \'{"top": [{"kind": "hang", "at_s": 4}]}\'')
+    p.add_argument("--emulator-faults", default=None, metavar="JSON",
+                   help='testing: controller emulator faults, e.g. \'{"silence_after_s": 5, "silence_for_s": 3}\'')
 
 
 def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
@@ -45,6 +49,7 @@ def one_line(st: dict) -> str:
 
 
 def run(args) -> int:
+    import json
     import signal
     import sys
     import threading
@@ -79,7 +84,15 @@ def run(args) -> int:
     watchdog = ProgressWatchdog(notifier, stages=("trigger", "prepare", "infer", "deadline"))
     state_dir = cfg.state_dir if not args.state else __import__("pathlib").Path(args.state)
     notifier.status("starting: opening cameras, model and divert link")
-    handle = open_rig(cfg, state_dir=state_dir, sim_items=args.sim_items, watchdog=watchdog)
+    faults = {}
+    for key in ("camera_faults", "emulator_faults"):
+        text = getattr(args, key, None)
+        if text:
+            try:
+                faults[key] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--{key.replace('_', '-')}: not JSON ({exc})") from exc
+    handle = open_rig(cfg, state_dir=state_dir, sim_items=args.sim_items, watchdog=watchdog, **faults)
     rig = handle.rig
     try:
         if handle.sim_belt is not None:
