@@ -1,11 +1,10 @@
 """`rig run` under a stand-in service manager: READY, STATUS, periodic WATCHDOG, then SIGTERM -> STOPPING.
 
-Needs the runtime's `rig run` (rig/commands/run.py); skipped with that reason until it exists.
+Runs on the demo config with the shipped model; skipped with that reason when models/shipped is absent.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import shutil
@@ -13,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -24,22 +24,31 @@ pytestmark = pytest.mark.slow
 READY_TARGET_S = 10.0  # issue 8: READY within 10 s of start on the demo config
 
 
-def has_rig_run() -> bool:
-    return importlib.util.find_spec("damage_rig.rig.commands.run") is not None
+def model_dir_for_tests():
+    """The shipped model (what CI has); RIG_TEST_MODEL_DIR points elsewhere for local runs without one."""
+    from damage_rig.models import SHIPPED_DIR
+
+    override = os.environ.get("RIG_TEST_MODEL_DIR")
+    d = Path(override) if override else Path(SHIPPED_DIR)
+    if not (d / "model_card.yaml").is_file():
+        pytest.skip(f"no model at {d} (models/shipped/model_card.yaml is committed by the models issue; "
+                    "or set RIG_TEST_MODEL_DIR to a `rig train` output)")
+    return d
 
 
 def demo_config_in(tmp_path):
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
     cfg["storage"]["state_dir"] = str(tmp_path / "state")
     shutil.copy(DEMO_CONFIG.parent / cfg["calibration"], tmp_path / cfg["calibration"])
+    if os.environ.get("RIG_TEST_MODEL_DIR"):
+        cfg["model"]["dir"] = str(model_dir_for_tests())
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
 def test_rig_run_speaks_sd_notify(tmp_path):
-    if not has_rig_run():
-        pytest.skip("`rig run` (rig/commands/run.py) does not exist yet: the runtime issue adds it")
+    model_dir_for_tests()
     config = demo_config_in(tmp_path)
     with NotifyListener(tmp_path / "notify.sock") as lis:
         env = dict(os.environ, NOTIFY_SOCKET=lis.env_value, WATCHDOG_USEC="2000000")
