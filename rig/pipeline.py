@@ -94,6 +94,15 @@ class Rig:
         self.trigger_camera = trig_name
         self.trigger = Trigger(trig_cam.depth_imager(), trig_cam.depth.depth_units_mm if trig_cam.depth else 1.0,
                                self.speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px)
+        # depth-to-colour alignment: the kernel (twin or GPU) when the preprocessing runs
+        # kernels, else the CPU reference; both give identical results (tests/kernels)
+        self._align = align_depth_to_color
+        if getattr(preprocessor, "name", "opencv") in ("twin", "cuda"):
+            from functools import partial
+
+            from ..kernels.align import align_depth_to_color as kernel_align
+
+            self._align = partial(kernel_align, backend=preprocessor.name)
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
         self._id_base = (int(time.time()) & 0xFFFF) << 16
         self.items: dict[int, ItemState] = {}
@@ -278,7 +287,7 @@ class Rig:
             rgb = ref.color[y0:y1, x0:x1].copy()
             depth_crop = None
             if cam.depth is not None:
-                aligned = align_depth_to_color(ref.depth, cam.depth.K, cam.K, cam.size, cam.depth.T_color_depth,
+                aligned = self._align(ref.depth, cam.depth.K, cam.K, cam.size, cam.depth.T_color_depth,
                                                cam.depth.depth_units_mm / 1000.0)
                 depth_crop = aligned[y0:y1, x0:x1].astype(np.float32) * np.float32(cam.depth.depth_units_mm)
             if not np.isfinite(rgb).all() or rgb.size == 0:
