@@ -150,10 +150,12 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     scored = [it for it in decided if it.reason == "score"]
     slack = [(it.deadline - it.decided_at) * 1000.0 for it in decided]
     spans = list(clock.spans)
-    t_first = min((it.capture.host_time for it in decided), default=0.0)
-    t_last = max((it.decided_at for it in scored), default=t_first)
+    # items scored per second between the first and the last score (n - 1 intervals): the arrival rate
+    # below capacity, the pipeline's service rate when saturated
+    t_scores = sorted(it.decided_at for it in scored)
     n_scored = len(scored) + rig.counters.get("ignored_late_scores", 0)
-    throughput = n_scored / (t_last - t_first) if t_last > t_first and n_scored > 1 else 0.0
+    throughput = (n_scored - 1) / (t_scores[-1] - t_scores[0]) if len(t_scores) > 1 and t_scores[-1] > t_scores[0] \
+        else 0.0
     intervals = [(it.no, it.capture.host_time, it.decided_at, f"{it.decision} ({it.reason})") for it in decided]
     with clock._lock:
         durations = {k: list(v) for k, v in clock.durations.items()}
