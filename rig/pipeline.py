@@ -410,7 +410,6 @@ class Rig:
             self.link.divert(item.no, self.cfg.divert.gate_id, item.fire_at, item.deadline,
                              self._on_result)
             self.clock.add("divert_send", t_send, time.monotonic(), item.no)
-        self._beat("decide")
 
     def _record(self, item: ItemState, latency_ms: float) -> None:
         if self.events is None:
