@@ -7,6 +7,9 @@ The typed wrappers that own memory live next to their users
 (:mod:`damage_rig.rig.preprocess`, :mod:`damage_rig.kernels.height`,
 :mod:`damage_rig.kernels.align`).
 
+The twin runs each launch on ``KernelModule.threads`` host threads (default
+:func:`default_twin_threads`); see kernels/twin_shim.h for why that is exact.
+
 Builds are cached under the user cache directory (``$DAMAGE_RIG_CACHE``, else
 ``$XDG_CACHE_HOME/damage-rig``, else ``~/.cache/damage-rig``), never the
 current directory, keyed by a hash of every source byte, the compiler's version

@@ -9,7 +9,7 @@
 // the loader; 1 = serial); blockIdx/threadIdx are thread_local, and since every
 // kernel writes one output per thread, any split gives the same bytes.
 //
-// What a serial grid loop can and cannot emulate:
+// What a grid loop can and cannot emulate:
 //  * one-output-per-thread kernels (all of ours): exact, in any order.
 //  * atomics: emulated explicitly below with GCC __atomic compare-and-swap loops,
 //    so they stay correct when the loop runs blocks on several host threads.
@@ -48,12 +48,15 @@ struct dim3 {
     constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
-// One grid runs at a time; its shape is shared, the running block and thread are
-// per host thread. initial-exec TLS: one %fs-relative access, no __tls_get_addr
-// call per kernel invocation (fine for a few bytes in a dlopen'ed library).
-static dim3 blockDim, gridDim;
-static thread_local dim3 threadIdx __attribute__((tls_model("initial-exec")));
-static thread_local dim3 blockIdx __attribute__((tls_model("initial-exec")));
+// Per host thread: each worker of a launch sets its own copies, so launches from
+// several Python threads at once do not disturb each other. initial-exec TLS: one
+// %fs-relative access, no __tls_get_addr call per kernel invocation (fine for a
+// few dozen bytes in a dlopen'ed library).
+#define DAMAGE_RIG_TWIN_TLS static thread_local __attribute__((tls_model("initial-exec")))
+DAMAGE_RIG_TWIN_TLS dim3 threadIdx;
+DAMAGE_RIG_TWIN_TLS dim3 blockIdx;
+DAMAGE_RIG_TWIN_TLS dim3 blockDim;
+DAMAGE_RIG_TWIN_TLS dim3 gridDim;
 
 // Deliberately undefined: see the header comment.
 void __syncthreads_is_not_emulated_by_the_cpu_twin();
@@ -164,13 +167,13 @@ inline void call(void (*kernel)(Params...), Args... args) {
 // each host thread works on its own copy, so the arguments stay in registers.
 template <typename Body>
 inline void launch(dim3 grid, dim3 block, const Body& body) {
-    gridDim = grid;
-    blockDim = block;
     const unsigned long long per_block = 1ull * block.x * block.y * block.z;
     const unsigned long long blocks = 1ull * grid.x * grid.y * grid.z;
     // Blocks [first, last) in x-fastest order, each block's threads in x-fastest order.
     auto run_blocks = [grid, block, &body](unsigned long long first, unsigned long long last) {
         const Body kernel_call = body;
+        gridDim = grid;
+        blockDim = block;
         for (unsigned long long b = first; b < last; ++b) {
             blockIdx = dim3(static_cast<unsigned>(b % grid.x), static_cast<unsigned>((b / grid.x) % grid.y),
                             static_cast<unsigned>(b / (1ull * grid.x * grid.y)));

@@ -114,3 +114,4 @@ def test_shim_half_conversion_equals_numpy(tmp_path, f16c):
     with np.errstate(over="ignore"):
         want = vals.astype(np.float16).view(np.uint16)
     np.testing.assert_array_equal(out, want)
+
