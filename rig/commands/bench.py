@@ -18,6 +18,8 @@ def add_arguments(p):
     p.add_argument("--sweep-high", type=float, default=None,
                    help="highest rate the sweep tries (default: a 10 m/s belt at the pitch)")
     p.add_argument("--sweep-steps", type=int, default=4, help="bisection steps after both ends (default 4)")
+    p.add_argument("--sweep-items", type=int, default=15,
+                   help="items per sweep step (default 15); --items is for the reported run")
     p.add_argument("--model-seconds", type=float, default=3.0,
                    help="how long the model runs alone for its throughput (default 3)")
     p.add_argument("--seed", type=int, default=1, help="belt seed (default 1)")
@@ -39,6 +41,8 @@ def _check(args) -> None:
         raise RigError(f"--sweep-low must be > 0, got {args.sweep_low:g}")
     if args.sweep_high is not None and not args.sweep_high > args.sweep_low:
         raise RigError(f"--sweep-high ({args.sweep_high:g}) must be above --sweep-low ({args.sweep_low:g})")
+    if args.sweep_items < 2:
+        raise RigError(f"--sweep-items must be at least 2, got {args.sweep_items}")
     if not 0 <= args.sweep_steps <= 20:
         raise RigError(f"--sweep-steps must be between 0 and 20, got {args.sweep_steps}")
     if not args.model_seconds > 0:
@@ -63,7 +67,7 @@ def run(args) -> int:
     cfg = check_config(args.config or DEMO_CONFIG)
     report, final, points = driver.bench(
         cfg, items=args.items, rate=args.rate, sweep=args.sweep, sweep_low=args.sweep_low,
-        sweep_high=args.sweep_high, sweep_steps=args.sweep_steps, seed=args.seed,
+        sweep_high=args.sweep_high, sweep_steps=args.sweep_steps, sweep_items=args.sweep_items, seed=args.seed,
         model_seconds=args.model_seconds, progress=lambda m: print(f"rig bench: {m}", flush=True))
     print(format_report(report))
     if args.json:
@@ -73,7 +77,7 @@ def run(args) -> int:
         trace.write_trace(args.trace, trace.chrome_trace(final.spans, final.item_intervals))
         print(f"rig bench: Chrome trace -> {args.trace} (open in chrome://tracing or ui.perfetto.dev)")
     if args.plot:
-        plot.write_png(args.plot, plot.render(final.durations, final.latencies_ms, points, order=STAGES))
+        plot.write_png(args.plot, plot.render(final.durations, final.latencies_ms, points, order=(*STAGES, *driver.DERIVED)))
         print(f"rig bench: plot -> {args.plot}")
     return 0
 
@@ -93,6 +97,8 @@ def format_report(r: dict) -> str:
     lines.append(f"gate time {r['gate_time_ms']:.0f} ms; slack at the gate min {s['min_ms']:.1f} ms, "
                  f"p1 {s['p1_ms']:.1f} ms, p50 {s['p50_ms']:.1f} ms")
     lines.append(f"late {r['late']}, fail-safe {r['failsafe']}, overload {r['overload']}, "
+                 f"missed by the trigger {r['missed_at_start']} at the start and {r['missed_later']} later "
+                 f"of {r['items_on_belt']}, "
                  f"dropped frames {r['dropped_frames']}; batches median {r['batch_size']['median']}")
     lines.append(f"throughput {r['throughput_items_per_s']:.2f} items/s; pipeline capacity "
                  f"{r['pipeline_capacity_items_per_s']:.2f} items/s vs model alone "

@@ -36,7 +36,7 @@ class SweepPoint:
 
     def as_dict(self) -> dict:
         return {"rate_items_per_s": round(self.rate, 3), "ok": self.ok, "p50_ms": self.p50_ms,
-                "p99_ms": self.p99_ms, "late": self.late, "failsafe": self.failsafe}
+                "p99_ms": self.p99_ms, "late": self.late, "failsafe": self.failsafe, **self.detail}
 
 
 @dataclass
