@@ -144,6 +144,24 @@ class Lite0Trunk(nn.Module):
             raise RuntimeError(f"pretrained trunk mismatch: missing {missing}, unexpected {unexpected}")
 
 
+def foreground_pool(f: torch.Tensor) -> torch.Tensor:
+    """Average of the patch features weighted by how much each differs from the belt.
+
+    The crop is a square ROI around the item, so its border ring is belt. A
+    plain average would describe the belt (random colours and textures from
+    item to item) as much as the product; weighting each patch by its distance
+    to the border ring's mean feature pools the item instead. Static slices
+    only, so it exports as plain ONNX ops.
+    """
+    h, w = f.shape[2], f.shape[3]
+    total = f.sum(dim=(2, 3))
+    inner = f[:, :, 1:h - 1, 1:w - 1].sum(dim=(2, 3))
+    belt = (total - inner) / float(h * w - (h - 2) * (w - 2))
+    d = (f - belt[:, :, None, None]).pow(2).sum(dim=1, keepdim=True).sqrt()
+    weight = d / (d.sum(dim=(2, 3), keepdim=True) + 1e-6)
+    return (f * weight).sum(dim=(2, 3))
+
+
 def neighbourhood(x: torch.Tensor) -> torch.Tensor:
     """3x3 average of patch features (PatchCore's local aggregation), same size."""
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
@@ -196,7 +214,7 @@ class Heads(nn.Module):
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
         damage_logit = self.damage(torch.cat([pooled, dmap.amax(dim=(2, 3))], dim=1))
         type_logits = self.types(pooled)
-        gap = feats.mean(dim=(2, 3))
+        gap = foreground_pool(feats)
         embedding = F.normalize(self.embed(gap), dim=1)
         global_desc = F.normalize(gap, dim=1)
         local = neighbourhood(feats)

@@ -211,7 +211,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     say(f"cached {n} views' trunk features in {t_feat:.0f} s")
 
     # ---- 2. PCA of the neighbourhood-averaged patch features (memory bank space) ----
-    from .arch import neighbourhood
+    from .arch import foreground_pool, neighbourhood
 
     ok_rows = np.flatnonzero(y_view == 0)
     pick = rng.choice(ok_rows, size=min(len(ok_rows), 400), replace=False)
@@ -271,7 +271,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
             if wt.sum() > 0:
                 lt = bce(heads.types(pooled), torch.from_numpy(y_type[b]), reduction="none").mean(1)
                 loss = loss + 0.5 * (lt * wt).sum() / wt.sum()
-            emb = torch.nn.functional.normalize(heads.embed(f.mean(dim=(2, 3))), dim=1)
+            emb = torch.nn.functional.normalize(heads.embed(foreground_pool(f)), dim=1)
             cls = torch.nn.functional.normalize(classifier, dim=1)
             loss = loss + 0.5 * torch.nn.functional.cross_entropy(16.0 * emb @ cls.T,
                                                                   torch.from_numpy(y_sku[b]))

@@ -22,10 +22,23 @@ def nn_distance(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2.min(axis=1), 0.0))
 
 
-def patch_map(patch_features: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """(P, h, w) patch features of one view -> (h, w) nearest-neighbour distance map."""
+def border_ring(h: int, w: int) -> np.ndarray:
+    ring = np.zeros((h, w), bool)
+    ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
+    return ring.ravel()
+
+
+def patch_map(patch_features: np.ndarray, bank: np.ndarray, own_border: bool = True) -> np.ndarray:
+    """(P, h, w) patch features of one view -> (h, w) nearest-neighbour distance map.
+
+    With ``own_border`` the view's own border ring (the belt around the item
+    in a square ROI) counts as normal too: belts differ from item to item and
+    are not the product's concern.
+    """
     p, h, w = patch_features.shape
     q = patch_features.reshape(p, h * w).T
+    if own_border and h > 2 and w > 2:
+        bank = np.concatenate([bank, q[border_ring(h, w)]])
     return nn_distance(q, bank).reshape(h, w)
 
 
