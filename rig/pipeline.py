@@ -44,6 +44,7 @@ class ItemState:
     fire_at: int
     deadline: float  # the item reaches the gate (monotonic)
     decide_by: float  # after this the fail-safe decides
+    dist_m: float = 0.0  # from where it was captured to the gate
     views: dict = field(default_factory=dict)  # view -> outputs
     crops: dict = field(default_factory=dict)  # view -> RGB crop
     expected: int = 0
@@ -88,12 +89,17 @@ class Rig:
         self.views_q: queue.Queue = queue.Queue(maxsize=4 * cfg.inference.max_batch)
         self.workers = [CameraWorker(c, self.frames_q, slots=qsize + 6, reconnect_s=cfg.capture.reconnect_s,
                                      on_frame=self._beat) for c in cameras]
-        self.sync = FrameSync(self.cam_names, cfg.capture.sync_tolerance_ms)
         trig_name = cfg.trigger.camera or next((c.name for c in cfg.cameras if c.role == "top"), self.cam_names[0])
         trig_cam = calib.camera(trig_name)
         self.trigger_camera = trig_name
+        # a camera that stops must not blind the rig: after 3 frame periods the trigger
+        # camera's frames go on alone, and the items they show fail safe (camera_missing)
+        fps = max(c.fps for c in cfg.cameras)
+        self.sync = FrameSync(self.cam_names, cfg.capture.sync_tolerance_ms, max_pending=6, primary=trig_name,
+                              stale_ms=3000.0 / fps)
         self.trigger = Trigger(trig_cam.depth_imager(), trig_cam.depth.depth_units_mm if trig_cam.depth else 1.0,
-                               self.speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px)
+                               self.speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px,
+                               n_cameras=len(cameras))
         # depth-to-colour alignment: the kernel (twin or GPU) when the preprocessing runs
         # kernels, else the CPU reference; both give identical results (tests/kernels)
         self._align = align_depth_to_color
@@ -108,6 +114,7 @@ class Rig:
         self.items: dict[int, ItemState] = {}
         self._lock = threading.Lock()
         self._deadlines: list[tuple[float, int]] = []
+        self._unsent: list[ItemState] = []  # diverts waiting for the link's belt position
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.counters = {"items": 0, "decisions": 0, "diverted": 0, "divert_acked": 0, "late": 0,
@@ -146,7 +153,7 @@ class Rig:
 
     def idle(self) -> bool:
         with self._lock:
-            pending = any(not it.decided for it in self.items.values())
+            pending = any(not it.decided for it in self.items.values()) or bool(self._unsent)
         return not pending and self.capture_q.empty() and self.views_q.empty() and self.frames_q.empty()
 
     def last_gate_time(self) -> float:
@@ -210,14 +217,8 @@ class Rig:
         dist = self.cfg.belt.gate_distance_m - cap.blob.x
         deadline = cap.host_time + dist / self.speed
         margin = (self.cfg.divert.ack_timeout_ms * (self.cfg.divert.retries + 1)) / 1000.0
-        try:
-            pos = self.link.position_at(cap.host_time)
-        except RigError as exc:
-            log.error("item %d: no belt position (%s)", no, exc)
-            pos = None
-        item = ItemState(no, f"{self.run_id}-{cap.item_no:06d}", cap,
-                         fire_at=(pos + int(round(dist * self.cpm))) if pos is not None else -1,
-                         deadline=deadline, decide_by=deadline - margin)
+        item = ItemState(no, f"{self.run_id}-{cap.item_no:06d}", cap, fire_at=-1, deadline=deadline,
+                         decide_by=deadline - margin, dist_m=dist)
         if self.truth_fn is not None:
             item.truth = self.truth_fn(cap)
         with self._lock:
@@ -226,14 +227,25 @@ class Rig:
             self.counters["items"] += 1
             if self.first_capture_at is None:
                 self.first_capture_at = cap.host_time
-        if pos is None:
-            self._failsafe(item, "fault")
+        missing = sorted(set(self.cam_names) - set(cap.frames))
+        if missing:  # a camera is down: this item cannot be seen from every side
+            log.warning("item %s: no frame from %s; fail-safe", item.item_id, ", ".join(missing))
+            self._failsafe(item, "camera_missing")
             return
         try:
             self.capture_q.put_nowait(item)
         except queue.Full:
             self.counters["overload"] += 1
             self._failsafe(item, "overload")
+
+    def _fire_at(self, item: ItemState) -> int | None:
+        """The belt position (counts) at which the item reaches the gate, from the
+        controller's clock model; None while the link has no position (cut, restarting)."""
+        try:
+            pos = self.link.position_at(item.capture.host_time)
+        except RigError:
+            return None
+        return pos + int(round(item.dist_m * self.cpm))
 
     # ------------------------------------------------------------------ prepare
     def _prepare_loop(self) -> None:
@@ -401,15 +413,47 @@ class Rig:
                 self.counters["diverted"] += 1
             self.latencies_ms.append(lat)
             self.last_decision_at = now
+        if decision == "divert":
+            item.fire_at = self._fire_at(item) or -1
         self._record(item, lat)
         if decision == "divert":
             if item.fire_at < 0:
-                item.result = None
-                return
-            t_send = time.monotonic()
-            self.link.divert(item.no, self.cfg.divert.gate_id, item.fire_at, item.deadline,
-                             self._on_result)
-            self.clock.add("divert_send", t_send, time.monotonic(), item.no)
+                # no belt position (the link is down): keep trying until the item reaches the gate
+                log.warning("item %s: divert waits for the controller's belt position", item.item_id)
+                with self._lock:
+                    self._unsent.append(item)
+            else:
+                self._send(item)
+
+    def _send(self, item: ItemState) -> None:
+        t_send = time.monotonic()
+        self.link.divert(item.no, self.cfg.divert.gate_id, item.fire_at, item.deadline, self._on_result)
+        self.clock.add("divert_send", t_send, time.monotonic(), item.no)
+
+    def _retry_unsent(self, now: float) -> None:
+        with self._lock:
+            waiting, self._unsent = self._unsent, []
+        keep = []
+        for item in waiting:
+            if now >= item.deadline:
+                log.error("item %s: the link never gave a belt position before the gate; late", item.item_id)
+                with self._lock:
+                    self.counters["late"] += 1
+                if self.events is not None:
+                    try:
+                        self.events.mark_result(item.item_id, False, "late")
+                    except RigError as exc:
+                        log.error("item %s: result not recorded: %s", item.item_id, exc)
+                continue
+            fire_at = self._fire_at(item)
+            if fire_at is None:
+                keep.append(item)
+                continue
+            item.fire_at = fire_at
+            self._send(item)
+        if keep:
+            with self._lock:
+                self._unsent.extend(keep)
 
     def _record(self, item: ItemState, latency_ms: float) -> None:
         if self.events is None:
@@ -475,6 +519,8 @@ class Rig:
             for it in due:
                 log.warning("item %s: no decision by its deadline; fail-safe", it.item_id)
                 self._failsafe(it, "late")
+            if self._unsent:
+                self._retry_unsent(now)
             self._stop.wait(0.005)
 
     # ------------------------------------------------------------------ reporting

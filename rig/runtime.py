@@ -18,7 +18,7 @@ from pathlib import Path
 from ..calibration.model import load_calibration
 from .capture import make_cameras
 from .config import RigConfig
-from .errors import DeviceError, RigError
+from .errors import DeviceError, ModelError, RigError
 from .pipeline import Rig
 from .stages import StageClock
 
@@ -46,6 +46,15 @@ class RigHandle:
 
 def counts_per_m(cfg: RigConfig) -> float:
     return float(cfg.belt.encoder_counts_per_m or 1000.0)
+
+
+def check_model_input(scorer) -> None:
+    """The network's input shape must be what the model card says (channels, size)."""
+    shape = list(getattr(scorer.backend, "input_shape", None) or [])
+    want = [scorer.channels, scorer.input_size, scorer.input_size]
+    if len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]) and shape[1:] != want:
+        raise ModelError(f"{scorer.onnx_path}: the network takes input {shape[1:]} (C, H, W) but the model "
+                         f"card says {want}; the card and the ONNX file are from different models")
 
 
 def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1, damage_rate: float = 0.2,
@@ -78,6 +87,7 @@ def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1,
                                    threads=cfg.inference.threads, allow_fallback=cfg.inference.allow_fallback,
                                    engine_dir=cfg.inference.engine_dir)
             scorer = Scorer.load(cfg.model_dir, backend=backend)
+        check_model_input(scorer)
         pre = make_preprocessor(cfg.preprocess.backend, scorer.input_size, scorer.mean, scorer.std)
         sd = Path(state_dir).expanduser() if state_dir is not None else cfg.state_dir
         sd.mkdir(parents=True, exist_ok=True)

@@ -97,13 +97,14 @@ class HeightMapper:
 class Trigger:
     def __init__(self, depth_cam: CameraModel, depth_units_mm: float, speed_mps: float,
                  min_height_mm: float = 5.0, min_area_px: int = 400, match_m: float = 0.12,
-                 merge_gap_m: float = 0.04, item_numbers=None):
+                 merge_gap_m: float = 0.04, item_numbers=None, n_cameras: int = 1):
         self.mapper = HeightMapper(depth_cam, depth_units_mm)
         self.speed = speed_mps
         self.min_height = min_height_mm / 1000.0
         self.min_area = max(1, min_area_px // (SUBSAMPLE * SUBSAMPLE))
         self.match_m = match_m
         self.tracks: list[_Track] = []
+        self.n_cameras = n_cameras  # a frame set from every camera beats a partial one as "best"
         self._numbers = item_numbers or itertools.count(1)
         self._kernel = np.ones((3, 3), np.uint8)
         R, t = depth_cam.T_ref_cam[:3, :3], depth_cam.T_ref_cam[:3, 3]
@@ -168,7 +169,7 @@ class Trigger:
             tr.blob, tr.t, tr.seen = b, host_time, tr.seen + 1
             if tr.captured:
                 continue
-            if not b.touches_edge and (tr.best is None or abs(b.x) < abs(tr.best.x)):
+            if not b.touches_edge and (tr.best is None or self._rank(frames, b) > self._rank(tr.best_frames, tr.best)):
                 self._set_best(tr, b, frames, host_time, timestamp_ms)
             elif tr.best is not None and b.x > 0 and abs(b.x) > abs(tr.best.x):
                 done.append(self._capture(tr))  # past the centre: its best frame is final
@@ -181,6 +182,10 @@ class Trigger:
                 self._set_best(tr, b, frames, host_time, timestamp_ms)
             self.tracks.append(tr)
         return done
+
+    def _rank(self, frames, b: Blob) -> tuple:
+        """Complete frame sets first, then nearness to the tunnel centre."""
+        return (len(frames or ()) >= self.n_cameras, -abs(b.x))
 
     def _set_best(self, tr: _Track, b: Blob, frames: dict, t: float, ts: float) -> None:
         if tr.best_frames:

@@ -116,3 +116,25 @@ def test_camera_worker_reconnects_after_a_device_error():
     assert w.finished.wait(10)
     assert src.opened == 2 and w.stats.reconnects == 1 and w.stats.errors == 1
     assert w.stats.frames == 10
+
+
+def test_primary_camera_goes_on_alone_when_a_partner_stops():
+    ring = FrameRing(32, (4, 4), (4, 4))
+    s = FrameSync(["top", "side"], tolerance_ms=5, max_pending=6, primary="top", stale_ms=100)
+    out = []
+    for k in range(3):  # both cameras: complete sets
+        out += s.push(_ref(ring, "side", k * 33.0))
+        out += s.push(_ref(ring, "top", k * 33.0 + 1))
+    assert [sorted(o) for o in out] == [["side", "top"]] * 3
+    partial = []
+    for k in range(3, 10):  # the side camera stopped
+        partial += s.push(_ref(ring, "top", k * 33.0 + 1))
+    # top frames older than 100 ms behind the newest go on alone, in order, none lost
+    assert [list(o) for o in partial] == [["top"]] * 3
+    assert [o["top"].timestamp_ms for o in partial] == [100.0, 133.0, 166.0]
+    assert s.partial == 3 and s.dropped == 0
+    for o in out + partial:
+        for f in o.values():
+            f.release()
+    s.flush()
+    assert ring.in_use == 0
