@@ -22,6 +22,8 @@ def add_arguments(p):
                    help="items per sweep step (default 15); --items is for the reported run")
     p.add_argument("--model-seconds", type=float, default=3.0,
                    help="how long the model runs alone for its throughput (default 3)")
+    p.add_argument("--warmup-items", type=int, default=2,
+                   help="items of a discarded warm-up run before measuring (default 2; 0: none)")
     p.add_argument("--seed", type=int, default=1, help="belt seed (default 1)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON")
     p.add_argument("--trace", default=None, metavar="OUT.json", help="write a Chrome trace of the reported run")
@@ -41,6 +43,8 @@ def _check(args) -> None:
         raise RigError(f"--sweep-low must be > 0, got {args.sweep_low:g}")
     if args.sweep_high is not None and not args.sweep_high > args.sweep_low:
         raise RigError(f"--sweep-high ({args.sweep_high:g}) must be above --sweep-low ({args.sweep_low:g})")
+    if args.warmup_items < 0:
+        raise RigError(f"--warmup-items must be 0 or more, got {args.warmup_items}")
     if args.sweep_items < 2:
         raise RigError(f"--sweep-items must be at least 2, got {args.sweep_items}")
     if not 0 <= args.sweep_steps <= 20:
@@ -68,6 +72,7 @@ def run(args) -> int:
     report, final, points = driver.bench(
         cfg, items=args.items, rate=args.rate, sweep=args.sweep, sweep_low=args.sweep_low,
         sweep_high=args.sweep_high, sweep_steps=args.sweep_steps, sweep_items=args.sweep_items, seed=args.seed,
+        warmup_items=args.warmup_items,
         model_seconds=args.model_seconds, progress=lambda m: print(f"rig bench: {m}", flush=True))
     print(format_report(report))
     if args.json:

@@ -59,7 +59,8 @@ class StandInScorer:
 def bench_run():
     cfg = load_config(DEMO_CONFIG)
     scorer = StandInScorer()
-    report, final, _points = driver.bench(cfg, items=3, rate=2.0, seed=2, model_seconds=0.2, scorer=scorer)
+    report, final, _points = driver.bench(cfg, items=3, rate=2.0, seed=2, model_seconds=0.2, warmup_items=0,
+                                            scorer=scorer)
     return cfg, scorer, report, final
 
 
@@ -132,6 +133,7 @@ def test_rate_beyond_the_configured_belt_speed_is_refused():
     (["--sweep", "--sweep-low", "3", "--sweep-high", "2"], "--sweep-high (2) must be above --sweep-low (3)"),
     (["--sweep-steps", "99"], "--sweep-steps must be between 0 and 20"),
     (["--sweep-items", "1"], "--sweep-items must be at least 2"),
+    (["--warmup-items", "-1"], "--warmup-items must be 0 or more"),
     (["--plot", "out.jpg"], "--plot must name a .png"),
     (["--json", "/no/such/folder/r.json"], "folder /no/such/folder does not exist"),
     (["--config", "/no/such/rig.yaml"], "does not exist"),

@@ -250,7 +250,8 @@ def run_report(r: RunResult) -> dict:
 
 def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = False, sweep_low: float = 0.5,
           sweep_high: float | None = None, sweep_steps: int = 4, sweep_items: int = 15, seed: int = 1,
-          model_seconds: float = 3.0, scorer=None, progress=None) -> tuple[dict, RunResult, list[SweepPoint]]:
+          model_seconds: float = 3.0, warmup_items: int = 2, scorer=None,
+          progress=None) -> tuple[dict, RunResult, list[SweepPoint]]:
     """The whole `rig bench`: (report dict, the reported run, the sweep points).
 
     Without ``sweep`` the pipeline runs once at ``rate`` (default: the
@@ -264,6 +265,12 @@ def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = Fals
     wrap_gpu_path(scorer)
     say("warming up the inference backend ...")
     warm_up(scorer.backend, cfg.inference.max_batch, scorer.channels, scorer.input_size)
+    if warmup_items:
+        # a short discarded run: the first item through a fresh process pays one-off costs (imports,
+        # first calls, caches) that are start-up, not the steady state the percentiles describe
+        say(f"warm-up run ({warmup_items} items, discarded) ...")
+        run_at_rate(cfg, sweep_low if sweep else (rate or 1.0), warmup_items, scorer=scorer, seed=seed + 1000,
+                    keep_spans=False)
     runs: list[RunResult] = []
 
     def measure(r: float, n: int = sweep_items if sweep else items) -> SweepPoint:
