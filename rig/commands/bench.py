@@ -22,8 +22,10 @@ def add_arguments(p):
                    help="items per sweep step (default 15); --items is for the reported run")
     p.add_argument("--model-seconds", type=float, default=3.0,
                    help="how long the model runs alone for its throughput (default 3)")
-    p.add_argument("--warmup-items", type=int, default=2,
-                   help="items of a discarded warm-up run before measuring (default 2; 0: none)")
+    p.add_argument("--warmup-items", type=int, default=3,
+                   help="items of a discarded warm-up run before measuring (default 3; 0: none)")
+    p.add_argument("--settle-s", type=float, default=2.0,
+                   help="the first seconds of each run are start-up, reported apart (default 2)")
     p.add_argument("--seed", type=int, default=1, help="belt seed (default 1)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON")
     p.add_argument("--trace", default=None, metavar="OUT.json", help="write a Chrome trace of the reported run")
@@ -43,6 +45,8 @@ def _check(args) -> None:
         raise RigError(f"--sweep-low must be > 0, got {args.sweep_low:g}")
     if args.sweep_high is not None and not args.sweep_high > args.sweep_low:
         raise RigError(f"--sweep-high ({args.sweep_high:g}) must be above --sweep-low ({args.sweep_low:g})")
+    if not 0 <= args.settle_s <= 60:
+        raise RigError(f"--settle-s must be between 0 and 60 s, got {args.settle_s:g}")
     if args.warmup_items < 0:
         raise RigError(f"--warmup-items must be 0 or more, got {args.warmup_items}")
     if args.sweep_items < 2:
@@ -72,7 +76,7 @@ def run(args) -> int:
     report, final, points = driver.bench(
         cfg, items=args.items, rate=args.rate, sweep=args.sweep, sweep_low=args.sweep_low,
         sweep_high=args.sweep_high, sweep_steps=args.sweep_steps, sweep_items=args.sweep_items, seed=args.seed,
-        warmup_items=args.warmup_items,
+        warmup_items=args.warmup_items, settle_s=args.settle_s,
         model_seconds=args.model_seconds, progress=lambda m: print(f"rig bench: {m}", flush=True))
     print(format_report(report))
     if args.json:
@@ -101,7 +105,11 @@ def format_report(r: dict) -> str:
     s = r["slack_ms"]
     lines.append(f"gate time {r['gate_time_ms']:.0f} ms; slack at the gate min {s['min_ms']:.1f} ms, "
                  f"p1 {s['p1_ms']:.1f} ms, p50 {s['p50_ms']:.1f} ms")
-    lines.append(f"late {r['late']}, fail-safe {r['failsafe']}, overload {r['overload']}, "
+    st = r["startup"]
+    lines.append(f"start-up (first {st['settle_s']:g} s, not in the figures above): {st['items']} items, "
+                 f"outcomes {st['outcomes'] or '-'}, max latency {st['max_latency_ms']:.0f} ms")
+    lines.append(f"late {r['late']}, fail-safe {r['failsafe']} {r['failsafe_reasons'] or ''}, "
+                 f"overload {r['overload']}, "
                  f"missed by the trigger {r['missed_at_start']} at the start and {r['missed_later']} later "
                  f"of {r['items_on_belt']}, "
                  f"dropped frames {r['dropped_frames']}; batches median {r['batch_size']['median']}")

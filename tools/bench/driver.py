@@ -32,6 +32,7 @@ from .sweep import SweepPoint, find_max_rate
 log = logging.getLogger(__name__)
 
 MIN_PITCH_M = 0.4
+SETTLE_S = 2.0  # the first seconds of a run are start-up, reported apart
 # waits the pipeline does not record as stages, derived per item from its timestamps and spans:
 # trigger_hold = best frame's exposure -> the trigger releases the item (it must pass the centre first),
 # capture_queue = released -> preprocessing starts (waiting in the capture queue)
@@ -87,7 +88,8 @@ class RunResult:
     speed_mps: float
     pitch_m: float
     n_items: int
-    summary: dict                      # Rig.summary()
+    summary: dict                      # Rig.summary() of the whole run, start-up included
+    counts: dict                       # steady state: items, late, failsafe, overload, undecided
     durations: dict[str, list[float]]  # stage -> ms
     latencies_ms: list[float]          # end-to-end, capture to decision, every decided item
     slack_ms: list[float]              # deadline (item at the gate) minus decision time
@@ -99,6 +101,8 @@ class RunResult:
     item_intervals: list = field(default_factory=list)
     gate_time_ms: float = 0.0
     seen: list[int] = field(default_factory=list)  # belt indexes of the items the trigger captured
+    failsafe_reasons: dict[str, int] = field(default_factory=dict)  # reason -> items decided without a score
+    startup: dict = field(default_factory=dict)  # the items of the first settle_s seconds, counted apart
 
     @property
     def missed_at_start(self) -> int:
@@ -114,16 +118,17 @@ class RunResult:
     def ok(self) -> bool:
         """Sustained: none late, failed safe or undecided, every item after the first captured one
         captured and scored, and at least half of the belt seen."""
-        s = self.summary
-        return (s["late"] == 0 and s["failsafe"] == 0 and s["overload"] == 0 and s["undecided"] == 0
-                and self.missed_later == 0 and self.scored == s["items"] and 2 * len(self.seen) >= self.n_items)
+        c = self.counts
+        return (c["late"] == 0 and c["failsafe"] == 0 and c["overload"] == 0 and c["undecided"] == 0
+                and self.missed_later == 0 and self.scored == c["items"] and 2 * len(self.seen) >= self.n_items)
 
     def point(self) -> SweepPoint:
         p = percentiles(self.latencies_ms)
-        return SweepPoint(self.rate, self.ok, p["p50_ms"], p["p99_ms"], self.summary["late"],
-                          self.summary["failsafe"] + self.summary["overload"],
-                          {"throughput_items_per_s": round(self.throughput, 3), "items": self.summary["items"],
+        return SweepPoint(self.rate, self.ok, p["p50_ms"], p["p99_ms"], self.counts["late"],
+                          self.counts["failsafe"],
+                          {"throughput_items_per_s": round(self.throughput, 3), "items": self.counts["items"],
                            "missed_at_start": self.missed_at_start, "missed_later": self.missed_later,
+                           "failsafe_reasons": self.failsafe_reasons, "startup": self.startup,
                            "dropped_frames": self.summary["dropped_frames"]})
 
 
@@ -149,8 +154,15 @@ def warm_up(backend, max_batch: int, channels: int, size: int) -> None:
 
 
 def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, damage_rate: float = 0.2,
-                state_dir: Path | None = None, keep_spans: bool = True, extra_s: float = 30.0) -> RunResult:
-    """Run the rig from ``cfg`` on a simulated belt of ``items`` items arriving at ``rate`` per second."""
+                state_dir: Path | None = None, keep_spans: bool = True, extra_s: float = 30.0,
+                settle_s: float = SETTLE_S) -> RunResult:
+    """Run the rig from ``cfg`` on a simulated belt of ``items`` items arriving at ``rate`` per second.
+
+    Figures describe the steady state: items exposed in the first ``settle_s``
+    seconds of the belt, and stage records that start then, are counted apart
+    (``startup``) — a freshly started rig misses or fails safe on its first items
+    while cameras and threads come up, which is start-up, not load.
+    """
     from ...rig.runtime import open_rig, run_until_done
 
     if items < 1:
@@ -159,7 +171,7 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
         raise ConfigError("rig bench drives the simulated belt: the config needs cameras with source 'sim'",
                           [f"{cfg.source_path}: cameras: no camera has source: sim"])
     rcfg = config_at_rate(cfg, rate)
-    clock = StageClock(keep_spans=keep_spans)
+    clock = StageClock(keep_spans=True)  # the spans give the steady-state durations
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="damage-rig-bench-"))
     handle = open_rig(rcfg, sim_items=items, sim_seed=seed, damage_rate=damage_rate, state_dir=state,
                       clock=clock, with_events=False, scorer=scorer)
@@ -173,33 +185,47 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
         run_until_done(handle, max_s=belt_s + extra_s)
         rig = handle.rig
         summary = rig.summary()
+        t_settle = handle.sim_belt.start + settle_s
         with rig._lock:
             its = list(rig.items.values())
-            lat = list(rig.latencies_ms)
     finally:
         handle.close()
-    decided = [it for it in its if it.decided]
+    startup = [it for it in its if it.capture.host_time < t_settle]
+    steady = [it for it in its if it.capture.host_time >= t_settle]
+    decided = [it for it in steady if it.decided]
     scored = [it for it in decided if it.reason == "score"]
-    slack = [(it.deadline - it.decided_at) * 1000.0 for it in decided]
-    spans = list(clock.spans)
+    spans = [s for s in clock.spans if s.start >= t_settle]
+    late = sum(1 for it in decided if it.reason == "late" or getattr(it.result, "late", False))
+    counts = {"items": len(steady), "late": late,
+              "failsafe": sum(1 for it in decided if it.reason not in ("score", "late")),
+              "overload": sum(1 for it in decided if it.reason == "overload"),
+              "undecided": len(steady) - len(decided)}
     # items scored per second between the first and the last score (n - 1 intervals): the arrival rate
     # below capacity, the pipeline's service rate when saturated
     t_scores = sorted(it.decided_at for it in scored)
-    n_scored = len(scored) + rig.counters.get("ignored_late_scores", 0)
-    throughput = (n_scored - 1) / (t_scores[-1] - t_scores[0]) if len(t_scores) > 1 and t_scores[-1] > t_scores[0] \
-        else 0.0
-    intervals = [(it.no, it.capture.host_time, it.decided_at, f"{it.decision} ({it.reason})") for it in decided]
-    with clock._lock:
-        durations = {k: list(v) for k, v in clock.durations.items()}
-    durations.update(_derived_waits(its, spans))
-    return RunResult(rate=rate, speed_mps=rcfg.belt.speed_mps, pitch_m=rcfg.belt.item_pitch_m, n_items=items,
-                     summary=summary, durations=durations, latencies_ms=lat, slack_ms=slack,
-                     scored=len(scored), views_per_item=statistics.fmean([it.expected for it in scored])
-                     if scored else float(len(cfg.cameras)),
-                     batch_sizes=_batch_sizes(spans), throughput=throughput, spans=spans,
-                     item_intervals=intervals,
-                     gate_time_ms=1000.0 * rcfg.belt.gate_distance_m / rcfg.belt.speed_mps,
-                     seen=sorted(it.truth["index"] for it in its if it.truth and "index" in it.truth))
+    throughput = (len(t_scores) - 1) / (t_scores[-1] - t_scores[0]) \
+        if len(t_scores) > 1 and t_scores[-1] > t_scores[0] else 0.0
+    durations: dict[str, list[float]] = {}
+    for sp in spans:
+        durations.setdefault(sp.stage, []).append((sp.end - sp.start) * 1000.0)
+    durations.update(_derived_waits(steady, spans))
+    return RunResult(
+        rate=rate, speed_mps=rcfg.belt.speed_mps, pitch_m=rcfg.belt.item_pitch_m, n_items=items, summary=summary,
+        counts=counts, durations=durations,
+        latencies_ms=[(it.decided_at - it.capture.host_time) * 1000.0 for it in decided],
+        slack_ms=[(it.deadline - it.decided_at) * 1000.0 for it in decided],
+        scored=len(scored),
+        views_per_item=statistics.fmean([it.expected for it in scored]) if scored else float(len(cfg.cameras)),
+        batch_sizes=_batch_sizes(spans), throughput=throughput, spans=spans if keep_spans else [],
+        item_intervals=[(it.no, it.capture.host_time, it.decided_at, f"{it.decision} ({it.reason})")
+                        for it in decided] if keep_spans else [],
+        gate_time_ms=1000.0 * rcfg.belt.gate_distance_m / rcfg.belt.speed_mps,
+        seen=sorted(it.truth["index"] for it in its if it.truth and "index" in it.truth),
+        failsafe_reasons=dict(Counter(it.reason for it in decided if it.reason != "score")),
+        startup={"items": len(startup), "settle_s": settle_s,
+                 "outcomes": dict(Counter(it.reason for it in startup if it.decided)),
+                 "max_latency_ms": round(max(((it.decided_at - it.capture.host_time) * 1000.0
+                                              for it in startup if it.decided), default=0.0), 1)})
 
 
 def model_alone(backend, batch: int, channels: int, size: int, *, seconds: float = 3.0, min_runs: int = 5,
@@ -222,14 +248,14 @@ def model_alone(backend, batch: int, channels: int, size: int, *, seconds: float
 
 
 def run_report(r: RunResult) -> dict:
-    """The per-run part of the report: stages, end-to-end, slack, drops."""
+    """The per-run part of the report: stages, end-to-end, slack, drops (steady state; ``startup`` apart)."""
     stages = {s: four(percentiles(r.durations[s])) for s in (*STAGES, *DERIVED) if r.durations.get(s)}
     stages.update({s: four(percentiles(v)) for s, v in r.durations.items() if s not in stages and v})
     sl = np.asarray(r.slack_ms, float)
-    s = r.summary
+    s, c = r.summary, r.counts
     return {
         "rate_items_per_s": round(r.rate, 3), "belt_speed_mps": round(r.speed_mps, 3), "item_pitch_m": r.pitch_m,
-        "items": s["items"], "items_on_belt": r.n_items, "missed_at_start": r.missed_at_start,
+        "items": c["items"], "items_on_belt": r.n_items, "startup": r.startup, "missed_at_start": r.missed_at_start,
         "missed_later": r.missed_later,
         "scored": r.scored,
         "stages": stages, "stage_counts": {k: len(v) for k, v in r.durations.items()},
@@ -240,8 +266,8 @@ def run_report(r: RunResult) -> dict:
                      "p1_ms": round(float(np.percentile(sl, 1)), 3) if sl.size else 0.0,
                      "p50_ms": round(float(np.percentile(sl, 50)), 3) if sl.size else 0.0},
         "throughput_items_per_s": round(r.throughput, 3),
-        "late": s["late"], "dropped_frames": s["dropped_frames"], "failsafe": s["failsafe"],
-        "overload": s["overload"], "stage_errors": s["stage_errors"],
+        "late": c["late"], "dropped_frames": s["dropped_frames"], "failsafe": c["failsafe"],
+        "overload": c["overload"], "stage_errors": s["stage_errors"], "failsafe_reasons": r.failsafe_reasons,
         "views_per_item": round(r.views_per_item, 3),
         "batch_size": {"median": statistics.median(r.batch_sizes) if r.batch_sizes else 0,
                        "max": max(r.batch_sizes, default=0), "batches": len(r.batch_sizes)},
@@ -250,7 +276,7 @@ def run_report(r: RunResult) -> dict:
 
 def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = False, sweep_low: float = 0.5,
           sweep_high: float | None = None, sweep_steps: int = 4, sweep_items: int = 15, seed: int = 1,
-          model_seconds: float = 3.0, warmup_items: int = 2, scorer=None,
+          model_seconds: float = 3.0, warmup_items: int = 3, settle_s: float = SETTLE_S, scorer=None,
           progress=None) -> tuple[dict, RunResult, list[SweepPoint]]:
     """The whole `rig bench`: (report dict, the reported run, the sweep points).
 
@@ -275,13 +301,14 @@ def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = Fals
 
     def measure(r: float, n: int = sweep_items if sweep else items) -> SweepPoint:
         say(f"pipeline at {r:.2f} items/s ({n} items) ...")
-        res = run_at_rate(cfg, r, n, scorer=scorer, seed=seed, keep_spans=True)
+        res = run_at_rate(cfg, r, n, scorer=scorer, seed=seed, settle_s=settle_s)
         runs.append(res)
         pt = res.point()
         say(f"  {'ok' if pt.ok else 'NOT sustained'}: p50 {pt.p50_ms:.1f} ms, p99 {pt.p99_ms:.1f} ms, "
             f"{pt.late} late, {pt.failsafe} fail-safe, missed by the trigger {pt.detail['missed_at_start']} at "
             f"the start and {pt.detail['missed_later']} later, "
-            f"{res.throughput:.2f} items/s scored")
+            + (f"fail-safe reasons {pt.detail['failsafe_reasons']}, " if pt.detail["failsafe_reasons"] else "")
+            + f"{res.throughput:.2f} items/s scored")
         return pt
 
     points: list[SweepPoint] = []
