@@ -100,7 +100,7 @@ def run(model: Path, sku: str | None, n: int, seed: int, work: Path, damage: str
     fig["after_enroll"] = {"false_diverts": int(sum(after_d)), "fpr": sum(after_d) / n,
                            "mean_score": float(np.mean([s.score for s in after_s])),
                            "sku_top1": float(np.mean([s.sku_pred == sku for s in after_s]))}
-    dmg_s, dmg_d = _score(scorer, _items(new, k, seed + 3, max(4, n // 4), [damage], calib), thr)
+    _, dmg_d = _score(scorer, _items(new, k, seed + 3, max(4, n // 4), [damage], calib), thr)
     fig["after_enroll"]["damaged_caught"] = f"{sum(dmg_d)}/{len(dmg_d)} ({damage})"
     return fig
 
