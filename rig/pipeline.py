@@ -70,7 +70,7 @@ class Rig:
 
     def __init__(self, cfg: RigConfig, calib: Calibration, cameras: list, scorer, preprocessor, link,
                  events=None, truth_fn=None, clock: StageClock | None = None, watchdog=None,
-                 counts_per_m: float = 1000.0):
+                 counts_per_m: float = 1000.0, keep_items: bool = False):
         self.cfg = cfg
         self.calib = calib
         self.scorer = scorer
@@ -112,6 +112,8 @@ class Rig:
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
         self._id_base = (int(time.time()) & 0xFFFF) << 16
         self.items: dict[int, ItemState] = {}
+        # a service forgets items once they are past the gate; demo and bench keep them for summaries
+        self.keep_items = keep_items
         self._lock = threading.Lock()
         self._deadlines: list[tuple[float, int]] = []
         self._unsent: list[ItemState] = []  # diverts waiting for the link's belt position
@@ -416,6 +418,7 @@ class Rig:
         if decision == "divert":
             item.fire_at = self._fire_at(item) or -1
         self._record(item, lat)
+        item.views, item.crops = {}, {}  # network outputs and crops are in the event log now
         if decision == "divert":
             if item.fire_at < 0:
                 # no belt position (the link is down): keep trying until the item reaches the gate
@@ -521,7 +524,19 @@ class Rig:
                 self._failsafe(it, "late")
             if self._unsent:
                 self._retry_unsent(now)
+            if not self.keep_items:
+                self._forget_past(now)
             self._stop.wait(0.005)
+
+    def _forget_past(self, now: float, after_s: float = 5.0) -> None:
+        """Drop decided items well past their gate (their record is in the event log)."""
+        with self._lock:
+            if len(self.items) < 64:
+                return
+            old = [no for no, it in self.items.items()
+                   if it.decided and now > it.deadline + after_s and it not in self._unsent]
+            for no in old:
+                del self.items[no]
 
     # ------------------------------------------------------------------ reporting
     def camera_stats(self) -> dict:

@@ -130,7 +130,7 @@ def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1,
             def truth_fn(cap, belt=sim_belt):
                 return belt.truth_near(cap.host_time - belt.start, cap.blob.x, cap.blob.y)
         rig = Rig(cfg, calib, cams, scorer, pre, link, events=events, truth_fn=truth_fn, clock=clock,
-                  watchdog=watchdog, counts_per_m=cpm)
+                  watchdog=watchdog, counts_per_m=cpm, keep_items=keep_items)
         handle = RigHandle(rig, cfg, link, emulator, events, sim_belt, closers)
         return handle
     except BaseException:

@@ -282,7 +282,7 @@ def run_in_process(config: Path, state: Path, *, items: int, camera_faults=None,
         slow = SlowBackend(inner)
         scorer = Scorer.load(cfg.model_dir, backend=slow)
     handle = open_rig(cfg, sim_items=items, state_dir=state, emulator_faults=emulator_faults,
-                      camera_faults=camera_faults, scorer=scorer)
+                      camera_faults=camera_faults, scorer=scorer, keep_items=True)
     marks: dict = {}
     stop = threading.Event()
     threads = []

@@ -60,7 +60,7 @@ def run(args) -> int:
           f"{[c.name for c in cfg.cameras]}, model {cfg.model_dir.name}, state {state}")
     t0 = time.monotonic()
     handle = open_rig(cfg, sim_items=args.items, sim_seed=args.seed, damage_rate=args.damage_rate,
-                      state_dir=state, emulator_faults=faults)
+                      state_dir=state, emulator_faults=faults, keep_items=True)
     try:
         print(f"rig demo: controller emulator on {handle.emulator.port}; inference "
               f"{handle.rig.scorer.backend.describe()}; preprocess {handle.rig.pre.name}")

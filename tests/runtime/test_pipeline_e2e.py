@@ -16,7 +16,7 @@ def test_every_item_decided_and_diverts_fire_at_the_gate(tmp_path, make_config):
     # a generous FPR budget puts the threshold low, so most items are diverted and the gate works hard
     cfg = make_config(**{"decision.fpr_budget": 0.9})
     n = 6
-    h = open_rig(cfg, sim_items=n, sim_seed=3, damage_rate=0.5)
+    h = open_rig(cfg, sim_items=n, sim_seed=3, damage_rate=0.5, keep_items=True)
     try:
         run_until_done(h, max_s=60)
         gate = h.emulator.gate_log()
@@ -58,7 +58,7 @@ def test_recording_backend_runs_the_pipeline_through_pyrealsense2(tmp_path, make
     cams = [{"name": n, "role": r, "source": "recording", "recording": str(out / "recordings" / f"{n}.db3"),
              "resolution": [640, 480], "fps": truth["fps"]} for n, r in (("top", "top"), ("side", "side"))]
     cfg = make_config(cameras=cams)
-    h = open_rig(cfg)
+    h = open_rig(cfg, keep_items=True)
     try:
         run_until_done(h, max_s=60)
         rig = h.rig
