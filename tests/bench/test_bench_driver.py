@@ -149,3 +149,31 @@ def test_rate_and_sweep_together_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--rate", "2", "--sweep"])
     assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def _result(seen, n=10, **counts):
+    c = {"items": len(seen), "late": 0, "failsafe": 0, "overload": 0, "undecided": 0, **counts}
+    return driver.RunResult(rate=1.0, speed_mps=0.5, pitch_m=0.5, n_items=n, summary={}, counts=c, durations={},
+                            latencies_ms=[], slack_ms=[], scored=len(seen) - c["failsafe"] - c["late"],
+                            views_per_item=2.0, batch_sizes=[], throughput=1.0, seen=list(seen))
+
+
+def test_sustained_means_no_late_no_fail_safe_and_no_miss_after_the_first_item_seen():
+    assert _result(range(10)).ok
+    r = _result(range(2, 10))  # the first two passed while the rig was starting: counted apart
+    assert r.ok and r.missed_at_start == 2 and r.missed_later == 0
+    r = _result([0, 1, 2, 4, 5, 6, 7, 8, 9])  # item 3 never captured: a real miss
+    assert not r.ok and r.missed_at_start == 0 and r.missed_later == 1
+    assert not _result(range(10), late=1).ok
+    assert not _result(range(10), failsafe=1).ok
+    assert not _result(range(6, 10)).ok  # fewer than half of the belt seen is no measurement
+    assert _result([]).missed_at_start == 10
+
+
+def test_a_config_without_simulated_cameras_is_refused_before_anything_opens():
+    from damage_rig.rig.errors import ConfigError
+
+    cfg = load_config(DEMO_CONFIG)
+    cams = [c.model_copy(update={"source": "realsense", "serial": "123"}) for c in cfg.cameras]
+    with pytest.raises(ConfigError, match="needs cameras with source 'sim'"):
+        driver.run_at_rate(cfg.model_copy(update={"cameras": cams}), 1.0, 3, scorer=StandInScorer())

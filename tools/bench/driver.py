@@ -174,7 +174,7 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     clock = StageClock(keep_spans=True)  # the spans give the steady-state durations
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="damage-rig-bench-"))
     handle = open_rig(rcfg, sim_items=items, sim_seed=seed, damage_rate=damage_rate, state_dir=state,
-                      clock=clock, with_events=False, scorer=scorer)
+                      clock=clock, with_events=False, scorer=scorer, keep_items=True)
     try:
         if handle.rig.pre.name == "cuda":
             from .nvtx import NvtxPreprocessor, available
