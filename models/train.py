@@ -108,6 +108,8 @@ def _card_input(size: int, channels: int) -> dict:
             "resize": "bilinear (cv2.INTER_LINEAR) of the whole crop to size x size",
             "scale": "1/255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "depth": ({"mode": "relative_height", "scale_mm": HEIGHT_SCALE_MM,
+                       "belt": "plane fitted to 1/z on the crop's border ring (width size/16); "
+                               f"fallback: the {FAR_PERCENTILE:g}th percentile of depth",
                        "far_percentile": FAR_PERCENTILE, "resize": "nearest",
                        "clip": [-1.0, 4.0], "missing": "0"} if channels > 3 else None)}
 

@@ -156,6 +156,7 @@ def _set_current(model_dir: Path, version: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".current.")
     with os.fdopen(fd, "w") as fh:
         fh.write(version + "\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; the rig may run as another user
     os.replace(tmp, root / "current")
 
 
@@ -189,6 +190,7 @@ def save_gallery(model_dir: str | Path, gallery: Gallery, note: str = "") -> str
     meta = {"version": version, "parent": parent, "note": note,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "skus": meta_skus}
     (tmp / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private
     os.replace(tmp, root / version)
     _set_current(Path(model_dir), version)
     gallery.version, gallery.note = version, note
