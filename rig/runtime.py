@@ -60,7 +60,7 @@ def check_model_input(scorer) -> None:
 def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1, damage_rate: float = 0.2,
              state_dir: Path | None = None, emulator_faults: dict | None = None, clock: StageClock | None = None,
              watchdog=None, with_events: bool = True, scorer=None,
-             camera_faults: dict | None = None) -> RigHandle:
+             camera_faults: dict | None = None, keep_items: bool = False) -> RigHandle:
     """Everything a rig needs, opened and connected but not started.
 
     ``emulator_faults`` and ``camera_faults`` ({camera: [{kind, at_s, for_s}]}) inject faults into the
