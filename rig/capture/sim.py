@@ -64,7 +64,9 @@ class SimBelt:
         self.n_items = n_items
         self.start = time.monotonic() if start is None else start
         self._stop = threading.Event()
-        # render the first items now, so the belt does not stutter when it starts
+        # render the belt and the first items now, so the cameras do not stutter when it starts
+        for cam in self.sim.cameras:
+            self.sim.frame(cam, 0.0)
         for it in self.sim.items_at(lead_in_s):
             for cam in self.sim.cameras:
                 self.sim.sprite(it, cam)
