@@ -1,4 +1,4 @@
-"""A trained model for end-to-end runtime tests: the shipped one (or $RIG_TEST_MODEL)."""
+"""A trained model for end-to-end runtime tests: the shipped one (or $RIG_TEST_MODEL_DIR)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from damage_rig.models import SHIPPED_DIR
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    d = Path(os.environ.get("RIG_TEST_MODEL", SHIPPED_DIR))
+    d = Path(os.environ.get("RIG_TEST_MODEL_DIR", SHIPPED_DIR))
     if not (d / "model_card.yaml").is_file():
         pytest.skip(f"no trained model at {d} (the shipped model is produced by the command in docs/models.md)")
     return d
