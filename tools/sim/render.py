@@ -185,7 +185,8 @@ def _march(it: Placed, o, d, t_best, hit_item, hit_local) -> None:
             # secant refinement between the previous sample (above) and this one (below)
             ph, fh, th = prev_f[hit], f[hit], t[hit]
             tp = prev_t[hit]
-            frac = np.where(np.isfinite(ph) & (ph - fh > 1e-9), ph / np.maximum(ph - fh, 1e-9), 1.0)
+            with np.errstate(invalid="ignore"):  # ph = inf on a ray's first sample (branch not taken)
+                frac = np.where(np.isfinite(ph) & (ph - fh > 1e-9), ph / np.maximum(ph - fh, 1e-9), 1.0)
             tt = tp + (th - tp) * np.clip(frac, 0, 1)
             rays = idx[hit]
             better = tt < t_best[rays]
