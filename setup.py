@@ -24,7 +24,7 @@ setup(
         "damage_rig.rig": ["data/*.yaml"],
         "damage_rig.rig.review": ["static/*"],
         "damage_rig.kernels": ["*.cu", "*.h", "*.cuh"],
-        "damage_rig.models": ["shipped/*", "trt_onnx_ops.txt"],
+        "damage_rig.models": ["shipped/**/*", "trt_onnx_ops.txt"],
     },
     include_package_data=True,
 )
