@@ -29,6 +29,7 @@ functions with fewer items.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -365,9 +366,10 @@ def case_camera_stop(work: Path, model_dir, items: int = 8) -> Row:
                          camera_faults={"side": [{"kind": "stop", "at_s": at, "for_s": dur}]})
     side = out.camera_stats["side"]
     rec = out.marks.get("recovered", float("nan")) - out.marks["fault_end"]
-    did = (f"side camera errors {side['errors']}, reconnect attempts {side['reconnects']}; no frame sets while it "
-           f"was down ({items - out.summary['items']} of {items} items passed unseen); "
-           f"{out.summary['items']} seen, all decided")
+    missing = sum(1 for it in out.items if it.reason == "camera_missing")
+    did = (f"side camera errors {side['errors']}, reconnect attempts {side['reconnects']}; the top camera went on "
+           f"alone: {missing} item(s) seen without the side view failed safe (camera_missing); "
+           f"{items - out.summary['items']} of {items} items passed unseen; {out.summary['items']} seen, all decided")
     return finish_row("camera stream stops 3 s and resumes", did, out, rec, "first synced frame set")
 
 
@@ -480,38 +482,65 @@ def case_slow_inference(work: Path, model_dir, items: int = 8) -> Row:
                       "first item captured after it decided from its score")
 
 
+def _mount_tmpfs(path: Path, size: str) -> str | None:
+    """Mount a small tmpfs at ``path`` (a real filesystem that can fill up); None, or why not."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run mount: {exc}"
+    return None if res.returncode == 0 else (res.stderr.strip() or f"mount exited {res.returncode}")
+
+
 def case_state_full(work: Path, model_dir, items: int = 8) -> Row:
-    """The event log's disk fills (SQLite capped at its size) for 3 s, then space comes back."""
+    """The state directory's filesystem really fills up (a small tmpfs, filled with a file) for 3 s,
+    then the file is removed. Needs permission to mount a tmpfs (root); otherwise the row says so."""
     at, dur = 3.0, 3.0
     cfg = demo_config(work, model_dir)
+    state = work / "state"
+    why = _mount_tmpfs(state, "64m")
+    if why is not None:
+        row = Row("state directory full 3 s", f"not run: a full filesystem needs a tmpfs mount ({why})",
+                  0, 0, None)
+        row.details["skipped"] = why
+        return row
 
     def fill(handle, marks, stop):
-        ev = handle.events
         belt = handle.sim_belt
         wait_until(lambda: time.monotonic() >= belt.start + at or stop.is_set(), 60)
-        with ev._lock:
-            pages = ev._conn.execute("PRAGMA page_count").fetchone()[0]
-            ev._conn.execute(f"PRAGMA max_page_count = {pages}")
+        filler = state / "filler.bin"
+        chunk = b"\0" * (1 << 20)
+        with open(filler, "wb") as fh:  # write until the filesystem says ENOSPC
+            try:
+                while True:
+                    fh.write(chunk)
+                    fh.flush()
+            except OSError as exc:
+                marks["enospc"] = exc.errno == errno.ENOSPC
         marks["fault_start"] = time.monotonic()
         wait_until(lambda: stop.is_set(), dur)
-        with ev._lock:
-            ev._conn.execute("PRAGMA max_page_count = 1073741823")
+        filler.unlink()
         marks["fault_end"] = time.monotonic()
-        n0 = len(read_db(work / "state"))
-        if wait_until(lambda: len(read_db(work / "state")) > n0 or stop.is_set(), 30, 0.05):
+        n0 = len(read_db(state))
+        if wait_until(lambda: len(read_db(state)) > n0 or stop.is_set(), 30, 0.05):
             marks["recovered"] = time.monotonic()
 
-    out = run_in_process(cfg, work / "state", items=items, action=fill)
-    unrecorded = [it.item_id for it in out.items if it.item_id not in out.db_rows]
-    rec = out.marks.get("recovered", float("nan")) - out.marks["fault_end"]
-    did = (f"decisions and diverts went on; {len(unrecorded)} item rows could not be written while full "
-           f"(logged, stage_errors {out.summary['stage_errors']}); rows committed before stayed")
-    row = finish_row("state directory full 3 s", did, out, rec, "next event row written",
-                     unrecorded=unrecorded)
-    # an acknowledgement for a row that was never written cannot be "lost after restart"; count only
-    # acks of rows that were committed
-    row.acked_lost = sum(1 for i in row.details["acked_lost_ids"] if i not in unrecorded)
-    return row
+    try:
+        out = run_in_process(cfg, state, items=items, action=fill)
+        unrecorded = [it.item_id for it in out.items if it.item_id not in out.db_rows]
+        rec = out.marks.get("recovered", float("nan")) - out.marks["fault_end"]
+        did = (f"filesystem full (ENOSPC: {out.marks.get('enospc')}): decisions and diverts went on; "
+               f"{len(unrecorded)} item row(s) could not be written while full (logged, stage_errors "
+               f"{out.summary['stage_errors']}); rows committed before stayed; writing resumed when space came back")
+        row = finish_row("state directory full 3 s", did, out, rec, "next event row written",
+                         unrecorded=unrecorded)
+        # an acknowledgement for a row that was never written cannot be "lost after restart"; count only
+        # acks of rows that were committed
+        row.acked_lost = sum(1 for i in row.details["acked_lost_ids"] if i not in unrecorded)
+        return row
+    finally:
+        subprocess.run(["umount", "-l", str(state)], capture_output=True, timeout=10)
 
 
 # ------------------------------------------------------------------------ subprocess cases
@@ -698,7 +727,7 @@ def broken_variants(work: Path, model_dir: Path) -> dict[str, tuple[Path, str]]:
             onnx.write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 3])
             out["model: truncated ONNX"] = (demo_config(work / name, m), str(onnx))
         else:
-            card["input_size"] = int(card.get("input_size", 224)) + 32
+            card["input"]["size"] = int(card["input"]["size"]) + 32  # the card no longer fits the network
             (m / "model_card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
             out["model: card does not match the ONNX"] = (demo_config(work / name, m), str(m))
     d, cfg = fresh("engine", **{"inference.backend": "tensorrt", "inference.allow_fallback": False,

@@ -85,8 +85,6 @@ def test_controller_silent(tmp_path, model_dir):
 
 
 @pytest.mark.faults
-@pytest.mark.xfail(strict=False, reason="known gap (docs/service.md fault table): items seen during the cut get no "
-                   "belt position, their divert is never sent, and they pass once the controller's fail-safe clears")
 def test_serial_link_cut_and_restored(tmp_path, model_dir):
     row = ft.case_link_cut(tmp_path, model_dir, items=ITEMS)
     check(row)
@@ -103,7 +101,10 @@ def test_inference_slower_than_deadline(tmp_path, model_dir):
 @pytest.mark.faults
 def test_state_directory_full(tmp_path, model_dir):
     row = ft.case_state_full(tmp_path, model_dir, items=ITEMS)
+    if row.details.get("skipped"):
+        pytest.skip(f"a really full filesystem needs a tmpfs mount: {row.details['skipped']}")
     check(row)
+    assert "ENOSPC: True" in row.did  # the filesystem really was full
     assert row.recover_s is not None
 
 
