@@ -117,6 +117,7 @@ class Rig:
         self._lock = threading.Lock()
         self._deadlines: list[tuple[float, int]] = []
         self._unsent: list[ItemState] = []  # diverts waiting for the link's belt position
+        self._preparing = False  # the prepare stage is working on an item (its views are on the way)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.counters = {"items": 0, "decisions": 0, "diverted": 0, "divert_acked": 0, "late": 0,
@@ -260,28 +261,35 @@ class Rig:
             if item.decided:  # the fail-safe got there first
                 self._release(item)
                 continue
-            t0 = time.monotonic()
+            self._preparing = True  # until its views are queued: the batcher waits for them
             try:
-                jobs = self._prepare(item)
-            except Exception:  # a bad frame must not stop the rig: this item fails safe
-                log.exception("item %s: preprocessing failed", item.item_id)
-                self.counters["stage_errors"] += 1
-                self._failsafe(item, "fault")
-                continue
+                self._prepare_item(item)
             finally:
-                self._release(item)
-            self.clock.add("preprocess", t0, time.monotonic(), item.no)
-            item.expected = len(jobs)
-            if not jobs:
-                self._failsafe(item, "no_view")
-                continue
-            for job in jobs:
-                try:
-                    self.views_q.put(job, timeout=max(0.0, item.decide_by - time.monotonic()))
-                except queue.Full:
-                    self.counters["overload"] += 1
-                    self._failsafe(item, "overload")
-                    break
+                self._preparing = False
+
+    def _prepare_item(self, item: ItemState) -> None:
+        t0 = time.monotonic()
+        try:
+            jobs = self._prepare(item)
+        except Exception:  # a bad frame must not stop the rig: this item fails safe
+            log.exception("item %s: preprocessing failed", item.item_id)
+            self.counters["stage_errors"] += 1
+            self._failsafe(item, "fault")
+            return
+        finally:
+            self._release(item)
+        self.clock.add("preprocess", t0, time.monotonic(), item.no)
+        item.expected = len(jobs)
+        if not jobs:
+            self._failsafe(item, "no_view")
+            return
+        for job in jobs:
+            try:
+                self.views_q.put(job, timeout=max(0.0, item.decide_by - time.monotonic()))
+            except queue.Full:
+                self.counters["overload"] += 1
+                self._failsafe(item, "overload")
+                return
 
     def _release(self, item: ItemState) -> None:
         frames, item.capture.frames = item.capture.frames, {}
@@ -332,6 +340,8 @@ class Rig:
                 left = max_wait - (time.monotonic() - t_first)
                 if left <= 0:
                     break
+                if self.views_q.empty() and self.capture_q.empty() and not self._preparing:
+                    break  # nothing else is on its way: waiting would only add latency
                 try:
                     jobs.append(self.views_q.get(timeout=left))
                 except queue.Empty:
