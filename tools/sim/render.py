@@ -18,6 +18,7 @@ import numpy as np
 from .products import ItemSurface
 
 STEP_MM = 1.5
+SKIP_MM = 8  # empty-space skipping: strides stay within this distance (x, y) of the last sample
 
 
 @dataclass
@@ -36,6 +37,13 @@ class Placed:
             gy = cv2.Sobel(h, cv2.CV_32F, 0, 1, ksize=3) / 8.0
             self._cache["g"] = (gx, gy, float(self.surface.height.max()))
         return self._cache["g"]
+
+    def skip_map(self) -> np.ndarray:
+        """Max height within +-SKIP_MM (x and y) of every cell: a ray above it may stride."""
+        if "d" not in self._cache:
+            k = 2 * SKIP_MM + 1
+            self._cache["d"] = cv2.dilate(self.surface.height, np.ones((k, k), np.uint8))
+        return self._cache["d"]
 
     def footprint_corners(self) -> np.ndarray:
         """The bounding box corners (8x3, mm, belt frame), margin included."""
@@ -170,6 +178,7 @@ def _march(it: Placed, o, d, t_best, hit_item, hit_local) -> None:
     t = np.maximum(tmin[cand], 0)
     tend = np.minimum(tmax[cand], t_best[cand])
     H = s.height
+    D = it.skip_map()
     gh, gw = H.shape
     prev_t = t.copy()
     prev_f = np.full(cand.size, np.inf)
@@ -197,8 +206,16 @@ def _march(it: Placed, o, d, t_best, hit_item, hit_local) -> None:
             hit_local[rays] = q[:, :2]
         cont = ~hit & (t < tend)
         prev_t, prev_f = t[cont], f[cont]
-        t = np.minimum(t[cont] + STEP_MM, tend[cont])
-        tend, idx, dsub = tend[cont], idx[cont], dsub[cont]
+        # stride over empty space: while the ray stays above every surface within SKIP_MM of
+        # this sample (the skip map), it cannot hit anything; else take the fine step
+        dc = dsub[cont]
+        gap = p[cont, 2] - D[row[cont], col[cont]]
+        with np.errstate(divide="ignore"):
+            safe = np.minimum(SKIP_MM / np.maximum(np.hypot(dc[:, 0], dc[:, 1]), 1e-9),
+                              gap / np.maximum(-dc[:, 2], 1e-9))
+        step = np.where(gap > 0, np.maximum(safe, STEP_MM), STEP_MM)
+        t = np.minimum(t[cont] + step, tend[cont])
+        tend, idx, dsub = tend[cont], idx[cont], dc
 
 
 def apply_sensor(out: RenderOut, rng: np.random.Generator, noise: bool = True, gain: float = 1.0,
