@@ -92,11 +92,13 @@ class Rig:
         trig_name = cfg.trigger.camera or next((c.name for c in cfg.cameras if c.role == "top"), self.cam_names[0])
         trig_cam = calib.camera(trig_name)
         self.trigger_camera = trig_name
-        # a camera that stops must not blind the rig: after 3 frame periods the trigger
-        # camera's frames go on alone, and the items they show fail safe (camera_missing)
+        # a camera that stops must not blind the rig: once its partners are 250 ms (at least
+        # 3 frame periods) late, the trigger camera's frames go on alone, and the items they
+        # show fail safe (camera_missing). A camera that is merely slow catches up before that.
         fps = max(c.fps for c in cfg.cameras)
-        self.sync = FrameSync(self.cam_names, cfg.capture.sync_tolerance_ms, max_pending=6, primary=trig_name,
-                              stale_ms=3000.0 / fps)
+        stale_ms = max(3000.0 / fps, 250.0)
+        self.sync = FrameSync(self.cam_names, cfg.capture.sync_tolerance_ms,
+                              max_pending=int(stale_ms * fps / 1000.0) + 3, primary=trig_name, stale_ms=stale_ms)
         self.trigger = Trigger(trig_cam.depth_imager(), trig_cam.depth.depth_units_mm if trig_cam.depth else 1.0,
                                self.speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px,
                                n_cameras=len(cameras))
