@@ -95,6 +95,17 @@ def invert_T(T: np.ndarray) -> np.ndarray:
     return out
 
 
+def rotation(axis: str, deg: float) -> np.ndarray:
+    """3x3 rotation by ``deg`` degrees about the x, y or z axis."""
+    a = np.deg2rad(deg)
+    c, s = np.cos(a), np.sin(a)
+    if axis == "x":
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    if axis == "y":
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """T_ref_cam for a camera at ``eye`` looking at ``target`` (OpenCV axes:
     x right, y down, z forward)."""

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from .board import BoardSpec, board_texture, save_board
-from .model import Calibration, CameraModel, invert_T, save_calibration
+from .model import Calibration, CameraModel, invert_T, rotation, save_calibration
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +164,6 @@ def render_view(rays: _CameraRays, T_cam_board: np.ndarray, spec: BoardSpec, tex
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def _rot(axis: str, deg: float) -> np.ndarray:
-    a = np.deg2rad(deg)
-    c, s = np.cos(a), np.sin(a)
-    if axis == "x":
-        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-    if axis == "y":
-        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
 def belt_board_pose(spec: BoardSpec, centre=(0.0, 0.0), yaw_deg: float = 0.0,
                     tilt=(0.0, 0.0), height: float = 0.0) -> np.ndarray:
     """T_belt_board for the board lying face up, its centre at ``centre`` (x, y) and
@@ -181,7 +171,7 @@ def belt_board_pose(spec: BoardSpec, centre=(0.0, 0.0), yaw_deg: float = 0.0,
     ``tilt`` (about belt x, about belt y; degrees)."""
     W, H = spec.size_m
     R_flat = np.diag([1.0, -1.0, -1.0])  # board x = belt x, board z = down
-    R = _rot("z", yaw_deg) @ _rot("x", tilt[0]) @ _rot("y", tilt[1]) @ R_flat
+    R = rotation("z", yaw_deg) @ rotation("x", tilt[0]) @ rotation("y", tilt[1]) @ R_flat
     centre_b = np.array([W / 2, H / 2, 0.0])
     T = np.eye(4)
     T[:3, :3] = R
@@ -205,7 +195,7 @@ def facing_pose(cam: CameraModel, spec: BoardSpec, uv, distance: float, tilt_deg
     R0 = np.stack([x, y, z], 1)
     axis = np.array([np.cos(np.deg2rad(tilt_dir_deg)), np.sin(np.deg2rad(tilt_dir_deg)), 0.0])
     R_tilt = cv2.Rodrigues(axis * np.deg2rad(tilt_deg))[0]
-    R = R0 @ R_tilt @ _rot("z", roll_deg)
+    R = R0 @ R_tilt @ rotation("z", roll_deg)
     W, H = spec.size_m
     T_cam_board = np.eye(4)
     T_cam_board[:3, :3] = R

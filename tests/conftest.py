@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+from pathlib import Path
 
+import pytest
 from damage_rig.calibration.model import load_calibration
 from damage_rig.rig.config import PACKAGE_DATA
 
@@ -22,3 +24,15 @@ def small_sim_dataset(tmp_path_factory):
     settings = SimSettings(items=24, seed=5, skus=8, refs_per_sku=1, damage_rate=0.5)
     return generate_dataset(out, load_calibration(PACKAGE_DATA / "demo_calib.yaml"), settings,
                             workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The trained model for end-to-end tests: the shipped one (what CI has), or $RIG_TEST_MODEL_DIR."""
+    from damage_rig.models import SHIPPED_DIR
+
+    d = Path(os.environ.get("RIG_TEST_MODEL_DIR") or SHIPPED_DIR)
+    if not (d / "model_card.yaml").is_file():
+        pytest.skip(f"no trained model at {d} (models/shipped is made by the command in docs/models.md; "
+                    "or set RIG_TEST_MODEL_DIR to a `rig train` output)")
+    return d

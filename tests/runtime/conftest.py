@@ -1,21 +1,8 @@
-"""A trained model for end-to-end runtime tests: the shipped one (or $RIG_TEST_MODEL_DIR)."""
+"""The demo config on the test model (tests/conftest.py model_dir), for end-to-end runtime tests."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-
-from damage_rig.models import SHIPPED_DIR
-
-
-@pytest.fixture(scope="session")
-def model_dir() -> Path:
-    d = Path(os.environ.get("RIG_TEST_MODEL_DIR", SHIPPED_DIR))
-    if not (d / "model_card.yaml").is_file():
-        pytest.skip(f"no trained model at {d} (the shipped model is produced by the command in docs/models.md)")
-    return d
 
 
 @pytest.fixture
@@ -27,7 +14,6 @@ def make_config(tmp_path, model_dir):
 def demo_config(tmp_path, model_dir, **overrides):
     """The demo config with its paths made absolute and some fields overridden (YAML snippets)."""
     import yaml
-
     from damage_rig.rig.config import DEMO_CONFIG, PACKAGE_DATA, load_config
 
     data = yaml.safe_load(DEMO_CONFIG.read_text())

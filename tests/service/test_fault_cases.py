@@ -9,9 +9,6 @@ for local runs).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from damage_rig.rig.capture.sim import CameraFault
@@ -19,18 +16,6 @@ from damage_rig.rig.errors import ConfigError
 from damage_rig.tools import fault_table as ft
 
 ITEMS = 5
-
-
-@pytest.fixture(scope="module")
-def model_dir():
-    from damage_rig.models import SHIPPED_DIR
-
-    override = os.environ.get("RIG_TEST_MODEL_DIR")
-    d = Path(override) if override else Path(SHIPPED_DIR)
-    if not (d / "model_card.yaml").is_file():
-        pytest.skip(f"no model at {d} (models/shipped/model_card.yaml is committed by the models issue; "
-                    "or set RIG_TEST_MODEL_DIR to a `rig train` output)")
-    return d
 
 
 def check(row: ft.Row):

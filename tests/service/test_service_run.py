@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -24,32 +23,18 @@ pytestmark = pytest.mark.slow
 READY_TARGET_S = 10.0  # issue 8: READY within 10 s of start on the demo config
 
 
-def model_dir_for_tests():
-    """The shipped model (what CI has); RIG_TEST_MODEL_DIR points elsewhere for local runs without one."""
-    from damage_rig.models import SHIPPED_DIR
-
-    override = os.environ.get("RIG_TEST_MODEL_DIR")
-    d = Path(override) if override else Path(SHIPPED_DIR)
-    if not (d / "model_card.yaml").is_file():
-        pytest.skip(f"no model at {d} (models/shipped/model_card.yaml is committed by the models issue; "
-                    "or set RIG_TEST_MODEL_DIR to a `rig train` output)")
-    return d
-
-
-def demo_config_in(tmp_path):
+def demo_config_in(tmp_path, model_dir):
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
     cfg["storage"]["state_dir"] = str(tmp_path / "state")
     shutil.copy(DEMO_CONFIG.parent / cfg["calibration"], tmp_path / cfg["calibration"])
-    if os.environ.get("RIG_TEST_MODEL_DIR"):
-        cfg["model"]["dir"] = str(model_dir_for_tests())
+    cfg["model"]["dir"] = str(model_dir)
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
 
-def test_rig_run_speaks_sd_notify(tmp_path):
-    model_dir_for_tests()
-    config = demo_config_in(tmp_path)
+def test_rig_run_speaks_sd_notify(tmp_path, model_dir):
+    config = demo_config_in(tmp_path, model_dir)
     with NotifyListener(tmp_path / "notify.sock") as lis:
         env = dict(os.environ, NOTIFY_SOCKET=lis.env_value, WATCHDOG_USEC="2000000")
         env.pop("WATCHDOG_PID", None)

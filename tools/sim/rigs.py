@@ -9,17 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...calibration.model import Calibration, CameraModel, DepthModel, look_at
-
-
-def _rot(axis: str, deg: float) -> np.ndarray:
-    a = np.deg2rad(deg)
-    c, s = np.cos(a), np.sin(a)
-    if axis == "x":
-        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-    if axis == "y":
-        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+from ...calibration.model import Calibration, CameraModel, DepthModel, look_at, rotation
 
 
 def intrinsics(w: int, h: int, hfov_deg: float, cx_off=0.0, cy_off=0.0) -> np.ndarray:
@@ -29,7 +19,7 @@ def intrinsics(w: int, h: int, hfov_deg: float, cx_off=0.0, cy_off=0.0) -> np.nd
 
 def _depth_model(w: int, h: int) -> DepthModel:
     T = np.eye(4)
-    T[:3, :3] = _rot("y", 0.25) @ _rot("x", -0.15)
+    T[:3, :3] = rotation("y", 0.25) @ rotation("x", -0.15)
     T[:3, 3] = [-0.015, 0.0002, 0.0004]  # depth imager 15 mm left of the colour imager
     return DepthModel(K=intrinsics(w, h, 74.0, 1.3, -0.8), size=(w, h), T_color_depth=T,
                       depth_units_mm=1.0)
