@@ -36,7 +36,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -48,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from ..rig.service.listener import NotifyListener
 
 log = logging.getLogger(__name__)
 
@@ -486,7 +487,7 @@ def _mount_tmpfs(path: Path, size: str) -> str | None:
     """Mount a small tmpfs at ``path`` (a real filesystem that can fill up); None, or why not."""
     path.mkdir(parents=True, exist_ok=True)
     try:
-        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False,
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot run mount: {exc}"
@@ -540,7 +541,7 @@ def case_state_full(work: Path, model_dir, items: int = 8) -> Row:
         row.acked_lost = sum(1 for i in row.details["acked_lost_ids"] if i not in unrecorded)
         return row
     finally:
-        subprocess.run(["umount", "-l", str(state)], capture_output=True, timeout=10)
+        subprocess.run(["umount", "-l", str(state)], capture_output=True, timeout=10, check=False)
 
 
 # ------------------------------------------------------------------------ subprocess cases
@@ -560,45 +561,8 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
-class Listener:
-    """A minimal NOTIFY_SOCKET receiver (the tests use tests/service/notify_listener.py, the same idea)."""
-
-    def __init__(self, path: Path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.05)
-        self.path = str(path)
-        self.messages: list[tuple[float, dict]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            self.messages.append((time.monotonic(), fields))
-
-    def times(self, key: str, since: float = 0.0) -> list[float]:
-        return [t for t, m in list(self.messages) if key in m and t >= since]
-
-    def wait(self, key: str, since: float = 0.0, timeout: float = 30.0) -> float | None:
-        ok = wait_until(lambda: bool(self.times(key, since)), timeout)
-        return self.times(key, since)[0] if ok else None
-
-    def close(self):
-        self._stop.set()
-        self._t.join(2)
-        self.sock.close()
-
-
-def start_rig(config: Path, lis: Listener, watchdog_s: float = 10.0, extra=()) -> subprocess.Popen:
-    env = dict(os.environ, NOTIFY_SOCKET=lis.path, WATCHDOG_USEC=str(int(watchdog_s * 1e6)))
+def start_rig(config: Path, lis: NotifyListener, watchdog_s: float = 10.0, extra=()) -> subprocess.Popen:
+    env = dict(os.environ, NOTIFY_SOCKET=lis.env_value, WATCHDOG_USEC=str(int(watchdog_s * 1e6)))
     env.pop("WATCHDOG_PID", None)
     return subprocess.Popen(rig_cmd("run", "--config", str(config), *extra), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -638,7 +602,7 @@ def case_sigkill(work: Path, model_dir, run_s: float = 7.0) -> Row:
 
     c = load_config(cfg)
     travel_s = (c.belt.gate_distance_m - 0.25) / (c.belt.speed_mps or 0.5)  # tunnel edge to gate, at least
-    lis = Listener(work / "notify.sock")
+    lis = NotifyListener(work / "notify.sock")
     orphans: list[int] = []
     try:
         proc = start_rig(cfg, lis)
@@ -775,7 +739,7 @@ def case_watchdog_freeze(work: Path, model_dir, watchdog_s: float = 2.0, restart
     WatchdogSec -> kill (SIGABRT, then SIGKILL), wait RestartSec, start again.
     """
     cfg = demo_config(work, model_dir)
-    lis = Listener(work / "notify.sock")
+    lis = NotifyListener(work / "notify.sock")
     orphans = []
     try:
         faults = json.dumps({"top": [{"kind": "hang", "at_s": freeze_at_s}]})

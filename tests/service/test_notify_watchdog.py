@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
+from damage_rig.rig.service.listener import NotifyListener
 from damage_rig.rig.service.notify import Notifier, watchdog_timeout_s
 from damage_rig.rig.service.watchdog import ProgressWatchdog
-from notify_listener import NotifyListener
 
 
 @pytest.mark.parametrize("abstract", [False, True])

@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 from damage_rig.rig.config import DEMO_CONFIG
-from notify_listener import NotifyListener
+from damage_rig.rig.service.listener import NotifyListener
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 """A stand-in for systemd's side of sd_notify: a real AF_UNIX datagram socket that records messages.
 
-Used by the notify/watchdog tests here and by the `rig run` service test.
+Used by the notify/watchdog and `rig run` tests and by tools/fault_table.py (the
+watchdog-restart case plays systemd with it).
 """
 
 from __future__ import annotations
@@ -43,6 +44,24 @@ class NotifyListener:
             with self._cond:
                 self.messages.append((time.monotonic(), fields))
                 self._cond.notify_all()
+
+    def times(self, key: str, since: float = 0.0) -> list[float]:
+        """Arrival times (monotonic) of the messages carrying ``key``, from ``since`` on."""
+        with self._cond:
+            return [t for t, m in self.messages if key in m and t >= since]
+
+    def wait(self, key: str, since: float = 0.0, timeout: float = 30.0) -> float | None:
+        """Arrival time of the first ``key`` message from ``since`` on, or None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [t for t, m in self.messages if key in m and t >= since]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
 
     def with_key(self, key: str) -> list[tuple[float, dict]]:
         with self._cond:
