@@ -22,6 +22,8 @@ import numpy as np
 from ..calibration.model import CameraModel
 
 SUBSAMPLE = 2  # the trigger works on every 2nd pixel: items are large, this is 4x cheaper
+MIN_FRAMES = 3  # a track seen in fewer frames is a fragment, not an item
+BEST_WITHIN_M = 0.25  # a lost track counts as an item only if it was seen this near the tunnel centre
 
 
 @dataclass
@@ -159,10 +161,15 @@ class Trigger:
                 if dist < best_d:
                     best_k, best_d = k, dist
             if best_k is None:
-                # lost: it left the view (or vanished); capture its best frame if not done yet
+                # lost: it left the view, or it was a fragment of an item entering the view
+                # (parts seen apart for a frame, then merged into the item's own track)
                 self.tracks.remove(tr)
-                if not tr.captured and tr.best is not None:
+                if tr.captured or tr.best is None:
+                    continue
+                if tr.seen >= MIN_FRAMES and abs(tr.best.x) <= BEST_WITHIN_M:
                     done.append(self._capture(tr))
+                else:
+                    self._drop(tr)
                 continue
             unmatched.remove(best_k)
             b = blobs[best_k]
@@ -193,6 +200,11 @@ class Trigger:
                 f.release()
         tr.best, tr.best_t, tr.best_ts = b, t, ts
         tr.best_frames = {c: f.hold() for c, f in frames.items()}
+
+    def _drop(self, tr: _Track) -> None:
+        for f in (tr.best_frames or {}).values():
+            f.release()
+        tr.best_frames = None
 
     def _capture(self, tr: _Track) -> Capture:
         import time
