@@ -72,6 +72,15 @@ def entry_from_images(scorer, images: list, sources: list[str], bank_size: int =
     return build_sku_entry(outputs, sources, bank_size, source_index=src)
 
 
+def _baseline(prev, entry) -> float:
+    """The damage-logit baseline of a product (Gallery.disc_shift): kept from the entry it
+    replaces (what the model was trained with), its own value for a product new to the gallery."""
+    for b in (getattr(prev, "ref_disc_base", np.nan), getattr(prev, "ref_disc", np.nan)):
+        if np.isfinite(b):
+            return float(b)
+    return entry.ref_disc
+
+
 def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = True, scorer=None,
            note: str = "", bank_size: int = BANK_SIZE) -> str:
     """Add (or, with replace=False, extend) SKU's references; returns the new gallery version.
@@ -94,6 +103,7 @@ def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = Tru
         images = [Path(s) for s in old] + list(images)
         sources = old + sources
     entry = entry_from_images(scorer, list(images), sources, bank_size)
+    entry.ref_disc_base = _baseline(gallery.skus.get(sku), entry)
     skus = dict(gallery.skus)
     action = "replaced" if sku in skus else "added"
     skus[sku] = entry
@@ -143,8 +153,10 @@ def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[st
             views = [views[i] for i in sorted(rng.choice(len(views), known_good_per_sku, replace=False))]
         kg = [dataset.load_rgb(item, v) for item, v in views]
         kg_src = [f"{item.id}/{v}" for item, v in views]
-        skus_out[sku] = entry_from_images(scorer, paths, [str(p) for p in paths], bank_size,
-                                          known_good=kg, known_good_sources=kg_src)
+        entry = entry_from_images(scorer, paths, [str(p) for p in paths], bank_size,
+                                  known_good=kg, known_good_sources=kg_src)
+        entry.ref_disc_base = _baseline(skus_out.get(sku), entry)
+        skus_out[sku] = entry
     version = save_gallery(model_dir, Gallery(skus_out),
                            note or f"references of {len(wanted)} SKU(s) from {dataset.root}")
     if scorer.model_dir is not None and Path(scorer.model_dir) == Path(model_dir):

@@ -52,6 +52,11 @@ class SkuEntry:
     patch_scale: float          # typical patch anomaly of a pristine reference (NaN: unknown)
     global_scale: float         # typical global anomaly of a pristine reference (NaN: unknown)
     sources: list[str] = field(default_factory=list)
+    # how "damaged" the supervised head finds this product's own pristine look(s): the 90th
+    # percentile over reference images of their damage logit (NaN: unknown, older galleries),
+    # and its value when the product was enrolled for training (the baseline the fusion knows)
+    ref_disc: float = float("nan")
+    ref_disc_base: float = float("nan")
 
     @property
     def n_refs(self) -> int:
@@ -100,8 +105,12 @@ def build_sku_entry(outputs: list[dict[str, np.ndarray]], sources: list[str],
                 g_scores.append(global_anomaly(desc[j], desc[src_arr != i]))
     p_scale = float(np.median(p_scores)) if p_scores else float("nan")
     g_scale = float(np.median(g_scores)) if g_scores else float("nan")
+    per_image: dict[int, list[float]] = {}
+    for j, o in enumerate(outputs):
+        per_image.setdefault(src_of[j], []).append(float(np.ravel(o["damage_logit"])[0]))
+    ref_disc = float(np.percentile([np.median(v) for v in per_image.values()], 90))
     return SkuEntry(emb.astype(np.float16), desc.astype(np.float16), bank.astype(np.float16),
-                    bank_src, p_scale, g_scale, list(sources))
+                    bank_src, p_scale, g_scale, list(sources), ref_disc)
 
 
 @dataclass
@@ -115,6 +124,16 @@ class Gallery:
         ps = [e.patch_scale for e in self.skus.values() if np.isfinite(e.patch_scale)]
         gs = [e.global_scale for e in self.skus.values() if np.isfinite(e.global_scale)]
         return (float(np.median(ps)) if ps else 1.0, float(np.median(gs)) if gs else 0.05)
+
+    def disc_shift(self, sku: str) -> float:
+        """How much more "damaged-like" the supervised head finds this product's references now
+        than when the model was trained (>= 0). The scorer subtracts it from the damage logit:
+        after reviewed new-packaging images are enrolled, the new look is judged against its own
+        references without retraining; a product the model was trained on has shift 0."""
+        e = self.skus[sku]
+        if not (np.isfinite(e.ref_disc) and np.isfinite(e.ref_disc_base)):
+            return 0.0
+        return max(0.0, e.ref_disc - e.ref_disc_base)
 
     def scales(self, sku: str) -> tuple[float, float]:
         e = self.skus[sku]
@@ -185,6 +204,7 @@ def save_gallery(model_dir: str | Path, gallery: Gallery, note: str = "") -> str
         arrays[f"bank_{i}"], arrays[f"src_{i}"] = e.bank, e.bank_src
         meta_skus[sku] = {"index": i, "n_refs": e.n_refs, "bank": len(e.bank),
                           "patch_scale": float(e.patch_scale), "global_scale": float(e.global_scale),
+                          "ref_disc": float(e.ref_disc), "ref_disc_base": float(e.ref_disc_base),
                           "sources": list(e.sources)}
     np.savez(tmp / "arrays.npz", **arrays)
     meta = {"version": version, "parent": parent, "note": note,
@@ -211,7 +231,8 @@ def load_gallery(model_dir: str | Path, version: str | None = None) -> Gallery:
         i = m["index"]
         skus[sku] = SkuEntry(arrays[f"emb_{i}"], arrays[f"desc_{i}"], arrays[f"bank_{i}"],
                              arrays[f"src_{i}"], float(m["patch_scale"]), float(m["global_scale"]),
-                             list(m.get("sources", [])))
+                             list(m.get("sources", [])), float(m.get("ref_disc", float("nan"))),
+                             float(m.get("ref_disc_base", float("nan"))))
     if not skus:
         raise ModelError(f"{d}: gallery version {version} holds no SKU")
     return Gallery(skus, version, meta.get("note", ""))

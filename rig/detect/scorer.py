@@ -241,9 +241,10 @@ class Scorer:
         entry = self.gallery.skus[sku_pred]
         p_scale, g_scale = self.gallery.scales(sku_pred)
         bank = entry.bank.astype(np.float32)
+        shift = self.gallery.disc_shift(sku_pred)  # judged against the product's own references
         views, logits, p_anoms, g_anoms, types = {}, [], [], [], []
         for v, out in view_outputs.items():
-            logit = float(np.ravel(out["damage_logit"])[0])
+            logit = float(np.ravel(out["damage_logit"])[0]) - shift
             amap = patch_map(np.asarray(out["patch_features"], np.float32), bank) / p_scale
             pa = map_score(amap)
             ga = global_anomaly(np.ravel(out["global_desc"]), entry.descs) / g_scale
