@@ -9,6 +9,8 @@ Why this shape
   stays frozen: training only fits small heads on cached trunk
   features, which keeps ``rig train`` cheap on a 2-core CPU, and frozen
   ImageNet features generalise to products never seen in training.
+  Optionally blocks 5-10 are fine-tuned on cached stride-8 maps
+  (``Lite0Trunk.from_mid``; off by default, it did not help on val).
 * Padding is TensorFlow "same" padding computed once for the fixed input size
   (static ``Pad`` nodes), never shape-dependent, so the exported graph stays
   small and TensorRT-friendly (see DESIGN.md pitfalls).
@@ -118,6 +120,24 @@ class Lite0Trunk(nn.Module):
             elif i == PATCH_BLOCK:
                 patch = x
         return mid, patch, x
+
+    def from_mid(self, mid, grad_deep: bool = False):
+        """(stride-16 map, stride-32 map) from a cached stride-8 map (block MID_BLOCK's output).
+
+        Fine-tuning trains blocks MID_BLOCK+1..PATCH_BLOCK on cached stride-8
+        activations, so the expensive early blocks run once per view. The
+        stride-32 blocks stay frozen; without ``grad_deep`` no gradient flows
+        back through them (it would cost a backward pass for little gain).
+        """
+        x = mid
+        for blk in self.blocks[MID_BLOCK + 1:PATCH_BLOCK + 1]:
+            x = blk(x)
+        patch = x
+        with torch.set_grad_enabled(grad_deep and torch.is_grad_enabled()):
+            y = patch if grad_deep else patch.detach()
+            for blk in self.blocks[PATCH_BLOCK + 1:]:
+                y = blk(y)
+        return patch, y
 
     def load_pretrained(self) -> None:
         """Copy the packaged ImageNet weights (a plain state dict in the lukemelas naming)."""
@@ -264,6 +284,21 @@ class DamageNet(nn.Module):
         return tuple(out[k] for k in OUTPUT_NAMES)
 
 
+TRUNK_PREFIX = "trunk."
+
+
+def split_state(state: dict) -> tuple[dict, dict]:
+    """heads.pt -> (heads state, fine-tuned trunk state); the trunk keys carry TRUNK_PREFIX.
+
+    A model whose trunk blocks were fine-tuned stores those blocks (float16,
+    the precision the exported ONNX was made from) next to the heads, so the
+    file stays small and older heads-only files still load.
+    """
+    heads = {k: v for k, v in state.items() if not k.startswith(TRUNK_PREFIX)}
+    trunk = {k[len(TRUNK_PREFIX):]: v.float() for k, v in state.items() if k.startswith(TRUNK_PREFIX)}
+    return heads, trunk
+
+
 def load_trained(model_dir) -> DamageNet:
     """Rebuild the torch model of a trained model dir (pretrained trunk + its heads.pt)."""
     from pathlib import Path
@@ -272,11 +307,16 @@ def load_trained(model_dir) -> DamageNet:
 
     model_dir = Path(model_dir)
     card = read_card(model_dir)
-    state = torch.load(model_dir / "heads.pt", map_location="cpu", weights_only=True)
+    state, trunk_state = split_state(torch.load(model_dir / "heads.pt", map_location="cpu",
+                                                weights_only=True))
     model = DamageNet(int(card["input"]["size"]), int(card["input"]["channels"]),
                       len(card["damage_types"]), hidden=state["map.weight"].shape[1],
                       embed_dim=state["embed.weight"].shape[0],
                       patch_dim=state["pca_components"].shape[0])
     model.trunk.load_pretrained()
+    if trunk_state:
+        _missing, unexpected = model.trunk.load_state_dict(trunk_state, strict=False)
+        if unexpected:
+            raise RuntimeError(f"{model_dir / 'heads.pt'}: unknown trunk weights {unexpected[:3]}")
     model.heads.load_state_dict(state)
     return model.eval()

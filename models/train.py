@@ -1,10 +1,12 @@
-"""`rig train`: cached frozen-trunk features -> small trained heads -> ONNX -> gallery -> fusion -> threshold.
+"""`rig train`: cached trunk features -> small trained heads -> ONNX -> gallery -> fusion -> threshold.
 
 The pipeline, and why each step is cheap on a 2-core CPU:
-1. every train view passes once through the frozen EfficientNet-Lite0 trunk;
+1. every train view passes once through the EfficientNet-Lite0 trunk;
    its 14x14 feature maps are cached in float16 (and the depth channel,
    already 4x average-pooled as the depth branch's first layer does);
-2. the heads train on the cache for a few epochs (no trunk backprop);
+2. the heads train on the cache for a few epochs (no trunk backprop), then
+   trunk blocks 5-10 are fine-tuned with them for FINETUNE_EPOCHS epochs,
+   starting from the cached stride-8 maps (so blocks 0-4 never run again);
 3. trunk + heads export to one ONNX (dynamic batch, opset 18), checked against
    the TensorRT operator list and against the torch model's outputs;
 4. the gallery is built from DATASET/references through that ONNX on ONNX
@@ -42,6 +44,7 @@ HEIGHT_SCALE_MM = 100.0
 PATCH_DIM = 64
 EMBED_DIM = 128
 HIDDEN = 64
+FINETUNE_EPOCHS = 0   # epochs of trunk fine-tuning after the head epochs (0: frozen trunk; see docs)
 
 
 def say(msg: str) -> None:
@@ -117,12 +120,13 @@ def _card_input(size: int, channels: int) -> dict:
 def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int = 30,
           input_size: int = 224, batch_size: int = 64, seed: int = 0, bank_size: int = BANK_SIZE,
           threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None,
-          known_good: int = 64) -> dict:
+          known_good: int = 64, finetune_epochs: int = FINETUNE_EPOCHS,
+          finetune_lr: float = 3e-4) -> dict:
     """Train, export and calibrate a model from DATASET into OUT; returns the model card."""
     import torch
     from tqdm import tqdm
 
-    from .arch import DEEP_CHANNELS, OUTPUT_NAMES, DamageNet
+    from .arch import DEEP_CHANNELS, OUTPUT_NAMES, TRUNK_PREFIX, DamageNet, trunk_features
     from .export import export_onnx
 
     t_start = time.monotonic()
@@ -166,6 +170,9 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     feats = np.zeros((n, model.feat_channels, grid, grid), np.float16)
     deep_grid = (grid + 1) // 2
     deeps = np.zeros((n, DEEP_CHANNELS, deep_grid, deep_grid), np.float16)
+    mid_grid = 2 * grid  # the stride-8 maps the fine-tuning phase starts from
+    mids = (np.zeros((n, model.trunk.mid_channels, mid_grid, mid_grid), np.float16)
+            if finetune_epochs > 0 and supervised else None)
     depth_small = np.zeros((n, 1, input_size // 4, input_size // 4), np.float32) if has_depth else None
     y_view = np.zeros(n, np.float32)
     y_patch = np.zeros((n, grid, grid), np.float32)
@@ -182,9 +189,11 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
             return
         x = torch.from_numpy(np.stack(buf))
         with torch.no_grad():
-            f, d = model.features(x)
-            feats[idx] = f.numpy().astype(np.float16)
+            m, p, d = model.trunk(x[:, :3])
+            feats[idx] = trunk_features(m, p).numpy().astype(np.float16)
             deeps[idx] = d.numpy().astype(np.float16)
+            if mids is not None:
+                mids[idx] = m.numpy().astype(np.float16)
             if has_depth:
                 depth_small[idx] = pool(x[:, 3:4]).numpy()
         bar.update(len(buf))
@@ -216,19 +225,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     t_feat = time.monotonic() - t_start
     say(f"cached {n} views' trunk features in {t_feat:.0f} s")
 
-    # ---- 2. PCA of the neighbourhood-averaged patch features (memory bank space) ----
-    from .arch import foreground_pool, neighbourhood
-
-    ok_rows = np.flatnonzero(y_view == 0)
-    pick = rng.choice(ok_rows, size=min(len(ok_rows), 400), replace=False)
-    with torch.no_grad():
-        local = neighbourhood(torch.from_numpy(feats[pick].astype(np.float32)))
-    flat = local.permute(0, 2, 3, 1).reshape(-1, model.feat_channels).numpy()
-    mu = flat.mean(0)
-    _, _, vt = np.linalg.svd(flat[rng.choice(len(flat), min(len(flat), 20000), replace=False)] - mu,
-                             full_matrices=False)
-    model.heads.pca_mean.copy_(torch.from_numpy(mu))
-    model.heads.pca_components.copy_(torch.from_numpy(vt[:PATCH_DIM].copy()))
+    from .arch import MID_BLOCK, PATCH_BLOCK, foreground_pool, neighbourhood
 
     # ---- 3. train the heads on the cache --------------------------------------------
     heads = model.heads
@@ -245,43 +242,43 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     t_fit = time.monotonic()
     bar = tqdm(range(epochs), desc="training heads", unit="epoch", disable=not progress)
+
+    # the per-batch loss, shared by the head phase and the fine-tuning phase
+    def batch_loss(f, g, d, b, k=0, flip=False):
+        x = f
+        if heads.depth is not None:
+            x = torch.cat([f, heads.depth.net(d)], dim=1)
+        h = heads.hidden(x)
+        dmap = heads.map(h)[:, 0]
+        pooled = heads.pooled(h, g)
+        logit = heads.damage(torch.cat([pooled, dmap.amax(dim=(1, 2))[:, None]], dim=1))[:, 0]
+        wd = torch.from_numpy(w_damage[b])
+        yv = torch.from_numpy(y_view[b])
+        loss = (bce(logit, yv, pos_weight=pos_weight, reduction="none") * wd).sum() / wd.sum().clamp(min=1)
+        wp = torch.from_numpy(w_patch[b])
+        if wp.sum() > 0:
+            yp = _orient(torch.from_numpy(y_patch[b]), k, flip)
+            lp = bce(dmap, yp, pos_weight=pos_weight, reduction="none").mean(dim=(1, 2))
+            loss = loss + 0.5 * (lp * wp).sum() / wp.sum()
+        wt = wd * yv
+        if wt.sum() > 0:
+            lt = bce(heads.types(pooled), torch.from_numpy(y_type[b]), reduction="none").mean(1)
+            loss = loss + 0.5 * (lt * wt).sum() / wt.sum()
+        emb = torch.nn.functional.normalize(heads.embed(foreground_pool(f)), dim=1)
+        cls = torch.nn.functional.normalize(classifier, dim=1)
+        return loss + 0.5 * torch.nn.functional.cross_entropy(16.0 * emb @ cls.T,
+                                                              torch.from_numpy(y_sku[b]))
+
     for _epoch in bar:
         order = rng.permutation(n)
         total = 0.0
         for s in range(0, n, batch_size):
             b = order[s:s + batch_size]
-            f = torch.from_numpy(feats[b].astype(np.float32))
-            g = torch.from_numpy(deeps[b].astype(np.float32))
-            if rng.random() < 0.5:  # a flipped feature map is a plausible view of a flipped item
-                f, g = f.flip(3), g.flip(3)
-                flip = True
-            else:
-                flip = False
-            x = f
-            if heads.depth is not None:
-                d = torch.from_numpy(depth_small[b])
-                x = torch.cat([f, heads.depth.net(d.flip(3) if flip else d)], dim=1)
-            h = heads.hidden(x)
-            dmap = heads.map(h)[:, 0]
-            pooled = heads.pooled(h, g)
-            logit = heads.damage(torch.cat([pooled, dmap.amax(dim=(1, 2))[:, None]], dim=1))[:, 0]
-            wd = torch.from_numpy(w_damage[b])
-            yv = torch.from_numpy(y_view[b])
-            loss = (bce(logit, yv, pos_weight=pos_weight, reduction="none") * wd).sum() / wd.sum().clamp(min=1)
-            wp = torch.from_numpy(w_patch[b])
-            if wp.sum() > 0:
-                yp = torch.from_numpy(y_patch[b])
-                yp = yp.flip(2) if flip else yp
-                lp = bce(dmap, yp, pos_weight=pos_weight, reduction="none").mean(dim=(1, 2))
-                loss = loss + 0.5 * (lp * wp).sum() / wp.sum()
-            wt = wd * yv
-            if wt.sum() > 0:
-                lt = bce(heads.types(pooled), torch.from_numpy(y_type[b]), reduction="none").mean(1)
-                loss = loss + 0.5 * (lt * wt).sum() / wt.sum()
-            emb = torch.nn.functional.normalize(heads.embed(foreground_pool(f)), dim=1)
-            cls = torch.nn.functional.normalize(classifier, dim=1)
-            loss = loss + 0.5 * torch.nn.functional.cross_entropy(16.0 * emb @ cls.T,
-                                                                  torch.from_numpy(y_sku[b]))
+            flip = bool(rng.random() < 0.5)  # a flipped feature map is a plausible view of a flipped item
+            f = _orient(torch.from_numpy(feats[b].astype(np.float32)), 0, flip)
+            g = _orient(torch.from_numpy(deeps[b].astype(np.float32)), 0, flip)
+            d = _orient(torch.from_numpy(depth_small[b]), 0, flip) if has_depth else None
+            loss = batch_loss(f, g, d, b, 0, flip)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -289,16 +286,84 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
             total += loss.item() * len(b)
         bar.set_postfix(loss=f"{total / n:.4f}")
     bar.close()
-    heads.eval()
     say(f"trained the heads for {epochs} epochs in {time.monotonic() - t_fit:.0f} s")
-    feats = deeps = None  # free the cache before export and val scoring
+
+    # ---- 3b. fine-tune the stride-16 trunk blocks on the cached stride-8 maps -----------
+    # Thin tears and shallow crushes are smaller than what frozen ImageNet features
+    # separate; adapting blocks MID_BLOCK+1..PATCH_BLOCK (0.65 M weights) to the task
+    # lifts them. The stride-8 maps are cached, so a step costs those blocks only;
+    # flips and 90-degree rotations of the cached maps stand in for image augmentation.
+    tuned = finetune_epochs > 0 and supervised
+    if tuned:
+        t_ft = time.monotonic()
+        tuned_blocks = model.trunk.blocks[MID_BLOCK + 1:PATCH_BLOCK + 1]
+        tuned_params = [p for blk in tuned_blocks for p in blk.parameters()]
+        for p in model.trunk.parameters():
+            p.requires_grad_(False)
+        for p in tuned_params:
+            p.requires_grad_(True)
+        model.trunk.eval()  # BatchNorm keeps its ImageNet statistics (small, mixed batches)
+        opt = torch.optim.AdamW([{"params": params, "lr": lr * 0.3},
+                                 {"params": tuned_params, "lr": finetune_lr}], weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[lr * 0.3, finetune_lr], total_steps=max(1, finetune_epochs * steps_per_epoch))
+        bar = tqdm(range(finetune_epochs), desc="fine-tuning trunk", unit="epoch", disable=not progress)
+        for _epoch in bar:
+            order = rng.permutation(n)
+            total = 0.0
+            for s in range(0, n, batch_size):
+                b = np.sort(order[s:s + batch_size])
+                k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+                m = _orient(torch.from_numpy(mids[b].astype(np.float32)), k, flip)
+                patch, g = model.trunk.from_mid(m)
+                f = trunk_features(m, patch)
+                d = _orient(torch.from_numpy(depth_small[b]), k, flip) if has_depth else None
+                loss = batch_loss(f, g, d, b, k, flip)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(b)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        bar.close()
+        for p in tuned_params:  # heads.pt stores them in float16: export what will be reloaded
+            p.requires_grad_(False)
+            p.data.copy_(p.data.half().float())
+        say(f"fine-tuned trunk blocks {MID_BLOCK + 1}-{PATCH_BLOCK} for {finetune_epochs} epochs "
+            f"in {time.monotonic() - t_ft:.0f} s")
+
+    # ---- 3c. PCA of the neighbourhood-averaged patch features (memory bank space) ----
+    ok_rows = np.flatnonzero(y_view == 0)
+    pick = np.sort(rng.choice(ok_rows, size=min(len(ok_rows), 400), replace=False))
+    with torch.no_grad():
+        if tuned:
+            m = torch.from_numpy(mids[pick].astype(np.float32))
+            sample_feats = torch.cat([trunk_features(m[i:i + 64], model.trunk.from_mid(m[i:i + 64])[0])
+                                      for i in range(0, len(pick), 64)])
+        else:
+            sample_feats = torch.from_numpy(feats[pick].astype(np.float32))
+        local = neighbourhood(sample_feats)
+    flat = local.permute(0, 2, 3, 1).reshape(-1, model.feat_channels).numpy()
+    mu = flat.mean(0)
+    _, _, vt = np.linalg.svd(flat[rng.choice(len(flat), min(len(flat), 20000), replace=False)] - mu,
+                             full_matrices=False)
+    model.heads.pca_mean.copy_(torch.from_numpy(mu))
+    model.heads.pca_components.copy_(torch.from_numpy(vt[:PATCH_DIM].copy()))
+    heads.eval()
+    feats = deeps = mids = None  # free the cache before export and val scoring
 
     # ---- 4. export + checks ---------------------------------------------------------
     onnx_path = out / "model.onnx"
     say(f"exporting {onnx_path}")
     sample = np.stack([load_view(prep, ds, it, v) for it, v in records[: min(4, len(records))]])
     parity = export_onnx(model, onnx_path, sample)
-    torch.save(model.heads.state_dict(), out / "heads.pt")  # to re-export or check parity later
+    state = dict(model.heads.state_dict())
+    if tuned:  # the fine-tuned blocks, float16 (see arch.split_state)
+        for name, value in model.trunk.named_parameters():  # weights only: BN statistics stay ImageNet's
+            block = int(name.split(".")[1]) if name.startswith("blocks.") else -1
+            if MID_BLOCK < block <= PATCH_BLOCK:
+                state[TRUNK_PREFIX + name] = value.detach().half()
+    torch.save(state, out / "heads.pt")  # to re-export or check parity later
     say(f"ONNX export ok: torch vs ONNX Runtime max |diff| {parity['max_abs_diff']:.2e}")
 
     # ---- 5. gallery through the runtime path ----------------------------------------
@@ -377,6 +442,19 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     (out / CARD_NAME).write_text(yaml.safe_dump(_plain(card), sort_keys=False))
     say(f"wrote {out} in {time.monotonic() - t_start:.0f} s")
     return card
+
+
+def _orient(t, k: int, flip: bool):
+    """Mirror (last axis) then rotate by k x 90 degrees a (..., H, W) map: items lie any way up."""
+    if flip:
+        t = t.flip(-1)
+    return torch_rot90(t, k) if k else t
+
+
+def torch_rot90(t, k: int):
+    import torch
+
+    return torch.rot90(t, k, dims=(-2, -1))
 
 
 def _plain(obj):
