@@ -39,7 +39,18 @@ system_packages() {
 venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     echo "bootstrap: creating $VENV"
-    "$PY" -m venv "$VENV"
+    if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+      # Debian ships venv (ensurepip) separately: python3-venv
+      rm -rf "$VENV"
+      if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq >/dev/null || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      else
+        echo "bootstrap: '$PY -m venv' failed; install Debian's python3-venv (sudo apt-get install python3-venv)" >&2
+        exit 1
+      fi
+      "$PY" -m venv "$VENV"
+    fi
   fi
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 }
