@@ -350,18 +350,24 @@ def finish_row(case: str, did: str, out: Outcome, recover_s, recover_what: str, 
 
 # ------------------------------------------------------------------------------------- cases
 
+def _until_frames_again(fault_end_s: float):
+    """An in-process action: mark the fault's end (belt time) and the first frame set after it."""
+    def watch(handle, marks, stop):
+        belt = handle.sim_belt
+        wait_until(lambda: time.monotonic() >= belt.start + fault_end_s or stop.is_set(), 60)
+        marks["fault_end"] = time.monotonic()
+        n0 = handle.rig.sync.sets
+        if wait_until(lambda: handle.rig.sync.sets > n0, 20):
+            marks["recovered"] = time.monotonic()
+    return watch
+
+
 def case_camera_stop(work: Path, model_dir, items: int = 8) -> Row:
     """The side camera's stream stops for 3 s (grab and open fail), then resumes."""
     at, dur = 2.5, 3.0
     cfg = demo_config(work, model_dir, **{"capture.reconnect_s": 0.5})
 
-    def watch(handle, marks, stop):
-        belt = handle.sim_belt
-        wait_until(lambda: time.monotonic() >= belt.start + at + dur or stop.is_set(), 60)
-        marks["fault_end"] = time.monotonic()
-        n0 = handle.rig.sync.sets
-        if wait_until(lambda: handle.rig.sync.sets > n0, 20):
-            marks["recovered"] = time.monotonic()
+    watch = _until_frames_again(at + dur)
 
     out = run_in_process(cfg, work / "state", items=items, action=watch,
                          camera_faults={"side": [{"kind": "stop", "at_s": at, "for_s": dur}]})
@@ -378,13 +384,7 @@ def _frame_fault(kind: str, label: str, work: Path, model_dir, items: int) -> Ro
     at, dur = 2.5, 2.0
     cfg = demo_config(work, model_dir)
 
-    def watch(handle, marks, stop):
-        belt = handle.sim_belt
-        wait_until(lambda: time.monotonic() >= belt.start + at + dur or stop.is_set(), 60)
-        marks["fault_end"] = time.monotonic()
-        n0 = handle.rig.sync.sets
-        if wait_until(lambda: handle.rig.sync.sets > n0, 20):
-            marks["recovered"] = time.monotonic()
+    watch = _until_frames_again(at + dur)
 
     out = run_in_process(cfg, work / "state", items=items, action=watch,
                          camera_faults={"top": [{"kind": kind, "at_s": at, "for_s": dur}]})

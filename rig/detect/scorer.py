@@ -18,7 +18,6 @@ from every side.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 import yaml
 
 from ..errors import ModelError
+from ..hashing import file_sha256 as sha256  # noqa: F401 - the card hashes (models/train.py, tests)
 from .anomaly import global_anomaly, map_score, patch_map
 from .fusion import Fusion
 from .gallery import Gallery, load_gallery
@@ -70,14 +70,6 @@ class ItemScore:
     features: np.ndarray | None = None   # the fusion's inputs (for fitting and for the report)
     threshold: float = 0.5
     timing_ms: dict[str, float] = field(default_factory=dict)  # identify/anomaly/fuse, for `rig bench`
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_card(model_dir: str | Path) -> dict:

@@ -14,7 +14,6 @@ config allows it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DeviceError, ModelError
+from ..hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,6 @@ class EngineKey:
         d = asdict(self)
         d["batch_profile"] = list(self.batch_profile)
         return d
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_key(onnx_path, tensorrt_version: str, gpu_name: str, compute_capability: str,
