@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2) + (0 if args.verbose else 10)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .service.logs import configure
+
+    configure(level)  # journald priorities under systemd, the human format elsewhere
     try:
         return int(args._run(args) or 0)
     except RigError as exc:

@@ -109,6 +109,48 @@ class StorageConfig(_Strict):
     save_crops: bool = True
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics served by `rig run` itself (rig/service/metrics.py)."""
+
+    listen: Annotated[str, Field(pattern=r"^[^:\s]*:\d{1,5}$")] = "127.0.0.1:9464"  # host:port; loopback unless set
+
+
+class MqttConfig(_Strict):
+    """Every decision published over MQTT (rig/service/mqtt.py)."""
+
+    url: Annotated[str, Field(pattern=r"^mqtts?://[^/\s]+(:\d{1,5})?/?$")] = "mqtt://127.0.0.1:1883"
+    topic_prefix: Annotated[str, Field(min_length=1, pattern=r"^[^#+\s]+$")] = "damage-rig"
+    client_id: str | None = None  # default: damage-rig-<rig name>
+    username_env: str = "RIG_MQTT_USERNAME"  # read from the environment (systemd/damage-rig.env)
+    password_env: str = "RIG_MQTT_PASSWORD"
+    ca_file: str | None = None  # mqtts: the broker's CA bundle (default: the system's)
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    outbox_max: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000  # events kept on disk while the broker is away
+    queue_size: Annotated[int, Field(ge=10, le=1_000_000)] = 10_000  # decisions waiting for the outbox thread
+
+
+class ScanSimConfig(_Strict):
+    """The simulator's scanner (scan.url 'sim'): what fraction of scans are wrong, missing or unreadable."""
+
+    wrong_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    missing_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    unreadable_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    seed: int = 7
+
+
+class ScanConfig(_Strict):
+    """The expected product from upstream (rig/scan): a barcode scanner on a serial line or the WMS over MQTT."""
+
+    url: Annotated[str, Field(min_length=1)]  # a serial URL or device ('/dev/ttyACM0', 'loop://'), 'mqtt', or 'sim'
+    baud: Annotated[int, Field(ge=1200, le=4_000_000)] = 9600
+    distance_m: Annotated[float, Field(ge=0, le=100)] = 1.0  # scanner upstream of the cameras' trigger point
+    match_window_m: Annotated[float, Field(gt=0, le=5)] = 0.2  # a scan joins the item within this belt distance
+    on_wrong_item: Literal["divert", "pass"] = "divert"
+    min_id_conf: Annotated[float, Field(ge=0, le=1)] = 0.9  # image identification must be this sure to overrule
+    codes: dict[str, str] = {}  # barcode -> SKU, for scanners that send codes (GTIN, ...) rather than SKUs
+    sim: ScanSimConfig = ScanSimConfig()
+
+
 class RigConfig(_Strict):
     name: str = "rig"
     cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=16)]
@@ -122,6 +164,9 @@ class RigConfig(_Strict):
     decision: DecisionConfig = DecisionConfig()
     divert: DivertConfig = DivertConfig()
     storage: StorageConfig = StorageConfig()
+    metrics: MetricsConfig | None = None
+    mqtt: MqttConfig | None = None
+    scan: ScanConfig | None = None
 
     # resolved at load time; not part of the file
     source_path: Path | None = Field(default=None, exclude=True)
@@ -134,6 +179,10 @@ class RigConfig(_Strict):
             raise ValueError(f"camera names must be unique; repeated: {dupes}")
         if self.trigger.camera is not None and self.trigger.camera not in names:
             raise ValueError(f"trigger.camera {self.trigger.camera!r} is not one of the cameras {names}")
+        if self.scan is not None and self.scan.url == "mqtt" and self.mqtt is None:
+            raise ValueError("scan.url 'mqtt' reads the expected topic from the broker: add an 'mqtt' section")
+        if self.scan is not None and self.scan.url == "sim" and any(c.source != "sim" for c in self.cameras):
+            raise ValueError("scan.url 'sim' needs the simulated belt (every camera's source 'sim')")
         return self
 
     def resolve(self, relative: str) -> Path:

@@ -35,6 +35,9 @@ from .trigger import Capture, Trigger
 
 log = logging.getLogger(__name__)
 
+#: reasons of decisions taken on the item's score (every other reason is the fail-safe's)
+SCORED_REASONS = frozenset({"score", "wrong_item", "no_scan", "unreadable_scan"})
+
 
 @dataclass
 class ItemState:
@@ -55,6 +58,7 @@ class ItemState:
     decided_at: float = 0.0
     truth: dict | None = None
     result: object = None
+    scan: object = None  # the upstream scan joined to this item (rig/scan), when the rig has a scan input
 
 
 @dataclass
@@ -123,7 +127,13 @@ class Rig:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.counters = {"items": 0, "decisions": 0, "diverted": 0, "divert_acked": 0, "late": 0,
-                         "faults": 0, "failsafe": 0, "overload": 0, "stage_errors": 0, "ignored_late_scores": 0}
+                         "faults": 0, "failsafe": 0, "overload": 0, "stage_errors": 0, "ignored_late_scores": 0,
+                         "event_write_failures": 0}
+        # decision observers (metrics, MQTT, health): ``sink.decision(item, latency_ms)`` must return at
+        # once (each feeds its own bounded queue or counters); ``sink.divert_result(item, res)`` likewise
+        self.sinks: list = []
+        # the expected product from upstream (rig/scan.ExpectedProducts) when the config has a scan input
+        self.expected = None
         self.latencies_ms: list[float] = []
         self.first_capture_at: float | None = None
         self.last_decision_at: float | None = None
@@ -226,6 +236,8 @@ class Rig:
                          decide_by=deadline - margin, dist_m=dist)
         if self.truth_fn is not None:
             item.truth = self.truth_fn(cap)
+        if self.expected is not None:
+            item.scan = self.expected.match(cap.host_time, cap.blob.x)
         with self._lock:
             self.items[no] = item
             heapq.heappush(self._deadlines, (item.decide_by, no))
@@ -371,7 +383,14 @@ class Rig:
     def _score_and_decide(self, item: ItemState) -> None:
         t0 = time.monotonic()
         try:
-            score = self.scorer.score_item(item.views, threshold=self._threshold())
+            if self.expected is not None:  # the scanned product, image identification as its cross-check
+                from .scan.decide import decide_with_scan
+
+                decision, reason, score = decide_with_scan(self.scorer, item.views, item.scan, self._threshold(),
+                                                           self.cfg.scan, item.item_id)
+            else:
+                score = self.scorer.score_item(item.views, threshold=self._threshold())
+                decision, reason = ("divert" if score.damaged else "pass"), "score"
         except Exception:
             log.exception("item %s: scoring failed", item.item_id)
             self.counters["stage_errors"] += 1
@@ -387,7 +406,7 @@ class Rig:
                     t += timing[stage] / 1000.0
         else:
             self.clock.add("score", t0, t1, item.no)
-        self._decide(item, "divert" if score.damaged else "pass", "score", score)
+        self._decide(item, decision, reason, score)
 
     def _threshold(self) -> float | None:
         fpr = self.cfg.decision.fpr_budget
@@ -421,7 +440,7 @@ class Rig:
             self.counters["decisions"] += 1
             if reason == "late":
                 self.counters["late"] += 1
-            elif reason != "score":
+            elif reason not in SCORED_REASONS:
                 self.counters["failsafe"] += 1
             if decision == "divert":
                 self.counters["diverted"] += 1
@@ -430,6 +449,8 @@ class Rig:
         if decision == "divert":
             item.fire_at = self._fire_at(item) or -1
         self._record(item, lat)
+        for sink in self.sinks:
+            sink.decision(item, lat)
         item.views, item.crops = {}, {}  # network outputs and crops are in the event log now
         if decision == "divert":
             if item.fire_at < 0:
@@ -494,6 +515,7 @@ class Rig:
         except RigError as exc:  # the decision stands; the log says why it could not be stored
             log.error("item %s: event not recorded: %s", item.item_id, exc)
             self.counters["stage_errors"] += 1
+            self.counters["event_write_failures"] += 1
 
     def _on_result(self, res) -> None:
         with self._lock:
@@ -503,6 +525,8 @@ class Rig:
             return
         item.result = res
         self.clock.add("ack", res.sent_at, res.done_at, item.no)
+        for sink in self.sinks:
+            sink.divert_result(item, res)
         with self._lock:
             if res.acked:
                 self.counters["divert_acked"] += 1

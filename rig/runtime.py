@@ -34,6 +34,13 @@ class RigHandle:
     events: object = None
     sim_belt: object = None
     closers: list = field(default_factory=list)
+    # set by rig/service/site.attach: health figures, and what the config's metrics/mqtt/scan sections add
+    state_dir: Path | None = None
+    status_write_error: str | None = None
+    stats: object = None
+    metrics: object = None
+    mqtt: object = None
+    expected: object = None
 
     def close(self) -> None:
         for fn in reversed(self.closers):
@@ -60,7 +67,7 @@ def check_model_input(scorer) -> None:
 def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1, damage_rate: float = 0.2,
              state_dir: Path | None = None, emulator_faults: dict | None = None, clock: StageClock | None = None,
              watchdog=None, with_events: bool = True, scorer=None,
-             camera_faults: dict | None = None, keep_items: bool = False) -> RigHandle:
+             camera_faults: dict | None = None, keep_items: bool = False, serve_metrics: bool = True) -> RigHandle:
     """Everything a rig needs, opened and connected but not started.
 
     ``emulator_faults`` and ``camera_faults`` ({camera: [{kind, at_s, for_s}]}) inject faults into the
@@ -132,6 +139,9 @@ def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1,
         rig = Rig(cfg, calib, cams, scorer, pre, link, events=events, truth_fn=truth_fn, clock=clock,
                   watchdog=watchdog, counts_per_m=cpm, keep_items=keep_items)
         handle = RigHandle(rig, cfg, link, emulator, events, sim_belt, closers)
+        from .service.site import attach
+
+        attach(handle, sd, serve_metrics=serve_metrics)
         return handle
     except BaseException:
         for fn in reversed(closers):  # undo what was opened, then report the first failure

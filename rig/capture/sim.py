@@ -64,6 +64,7 @@ class SimBelt:
         self.n_items = n_items
         self.start = time.monotonic() if start is None else start
         self._stop = threading.Event()
+        self.started = threading.Event()  # set by begin(): the belt clock runs
         # render the belt and the first items now, so the cameras do not stutter when it starts
         for cam in self.sim.cameras:
             self.sim.frame(cam, 0.0)
@@ -77,6 +78,7 @@ class SimBelt:
     def begin(self) -> None:
         """Start the belt's clock now (called as the rig starts)."""
         self.start = time.monotonic()
+        self.started.set()
 
     @property
     def end_time(self) -> float | None:
@@ -107,8 +109,15 @@ class SimBelt:
                 best, best_d = it, d
         return None if best is None else self.sim.truth(best.index)
 
+    def scanner(self, distance_m: float, log_path=None, **rates):
+        """The upstream barcode scanner of this belt, on a pty (tools/sim/scanner.py); ``.port`` to open."""
+        from ...tools.sim.scanner import SimScanner
+
+        return SimScanner(self, distance_m, log_path=log_path, **rates)
+
     def close(self) -> None:
         self._stop.set()
+        self.started.set()  # a scanner waiting for the belt gives up
 
 
 class SimCamera:

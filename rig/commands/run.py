@@ -30,15 +30,32 @@ def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
                    and s["last_frame_age_s"] < 2.0}
             for name, s in rig.camera_stats().items()}
     lc = getattr(link, "counters", {}) or {}
-    return {"state": state, "pid": os.getpid(), "started_at": started_at, "config": str(handle.cfg.source_path),
+    from ..service.health import free_bytes
+
+    hb = getattr(link, "heartbeat_age_s", None)
+    writes_failing = []
+    if counters.get("event_write_failures", 0) > getattr(handle, "_write_failures_seen", 0):
+        writes_failing.append(f"event log ({counters['event_write_failures']} failed writes since start)")
+    handle._write_failures_seen = counters.get("event_write_failures", 0)
+    if getattr(handle, "status_write_error", None):
+        writes_failing.append(f"status file ({handle.status_write_error})")
+    extra = {"decisions": handle.stats.snapshot() if handle.stats is not None else None,
+             "writes_failing": writes_failing, "state_dir_free_bytes": free_bytes(handle.state_dir)}
+    if handle.mqtt is not None:
+        extra["mqtt"] = handle.mqtt.stats()
+    if handle.expected is not None:
+        extra["scan"] = dict(handle.expected.counters, pending=handle.expected.pending())
+    return {**extra, "state": state, "pid": os.getpid(), "started_at": started_at, "config": str(handle.cfg.source_path),
             "cameras": cams,
             "inference": {"backend": rig.scorer.backend.name, "describe": rig.scorer.backend.describe(),
                           "preprocess": rig.pre.name},
             "model_version": str(getattr(rig.scorer, "version", "")),
             "controller": {"link": "up" if link.healthy else "down", "last_error": link.last_error,
+                           "port": getattr(link, "url", None),
+                           "last_heartbeat_s": None if hb is None else round(hb, 3),
                            "retransmits": lc.get("retransmits", 0), "faults": lc.get("faults", 0),
                            "crc_errors": lc.get("crc_errors", 0)},
-            "counters": counters, "latency_ms": rig.summary()["latency_ms"],
+            "counters": counters,
             "stuck": watchdog.stuck() if watchdog is not None else []}
 
 
@@ -49,6 +66,9 @@ def one_line(st: dict) -> str:
 
 
 def run(args) -> int:
+    import logging
+
+    log = logging.getLogger("damage_rig.rig.run")
     import json
     import signal
     import sys
@@ -56,7 +76,7 @@ def run(args) -> int:
     import time
 
     from ..config import check_config
-    from ..errors import ConfigError
+    from ..errors import ConfigError, DeviceError
     from ..runtime import open_rig
     from ..service.notify import Notifier
     from ..service.status import write_status
@@ -105,7 +125,13 @@ def run(args) -> int:
         t0 = time.monotonic()
         while not stop.wait(1.0):
             st = status_dict(handle, "running", started_at, watchdog)
-            write_status(state_dir, st)
+            try:
+                write_status(state_dir, st)
+                handle.status_write_error = None
+            except DeviceError as exc:  # a full disk must not stop the rig: the status goes stale, health says why
+                if handle.status_write_error is None:
+                    log.error("%s", exc)
+                handle.status_write_error = str(exc)
             notifier.status(one_line(st))
             if args.max_seconds is not None and time.monotonic() - t0 > args.max_seconds:
                 break

@@ -1,9 +1,17 @@
-"""`rig status`: the service's health from its state directory (or the config that names it)."""
+"""`rig status`: the rig's health from its state directory (or the config that names it); a health check.
+
+Exit code: 0 healthy, 1 degraded, 2 down (rig/service/health.py says which
+condition is which). ``--json`` prints one object: state, problems, decisions,
+diverted, late, failsafe (and its reasons), latency_ms {p50, p99} over the last
+minute, link, mqtt, scan, and the status file, event-log counts, recent
+decisions and drift flags it was computed from.
+"""
 
 from __future__ import annotations
 
 NAME = "status"
-HELP = "show the rig's health: cameras, inference, model, controller link, recent decisions, drift"
+HELP = ("health check: cameras, inference, model, controller link, decisions, latency, recent decisions, drift; "
+        "exits 0 healthy, 1 degraded, 2 down")
 
 
 def add_arguments(p):
@@ -12,9 +20,7 @@ def add_arguments(p):
     where.add_argument("--config", metavar="FILE", help="rig configuration (its storage.state_dir is read); "
                        "default: the demo config")
     p.add_argument("--recent", type=int, default=10, help="recent decisions to show (default 10)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--serve-metrics", type=int, metavar="PORT",
-                   help="instead of printing, serve Prometheus metrics on 127.0.0.1:PORT/metrics until Ctrl-C")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
 def state_dir_from(args):
@@ -31,23 +37,21 @@ def state_dir_from(args):
 def run(args) -> int:
     import json
 
+    from ..errors import DeviceError
+    from ..service.health import DOWN, EXIT_CODES, summary
     from ..service.report import format_text, gather
 
     state = state_dir_from(args)
-    if args.serve_metrics is not None:
-        import threading
-
-        from ..service.metrics import MetricsServer
-
-        server = MetricsServer(state, port=args.serve_metrics).start()
-        print(f"serving http://127.0.0.1:{server.port}/metrics for {state} (Ctrl-C stops)", flush=True)
-        try:
-            threading.Event().wait()
-        finally:
-            server.stop()
-    info = gather(state, recent=args.recent)
+    try:
+        info = gather(state, recent=args.recent)
+    except DeviceError as exc:  # an unreadable status file or event log: the rig cannot be vouched for
+        h = {"state": DOWN, "problems": [str(exc)], "exit_code": EXIT_CODES[DOWN]}
+        print(json.dumps(h) if args.json else f"health: DOWN ({exc})")
+        return EXIT_CODES[DOWN]
+    h = summary(info)
     if args.json:
-        print(json.dumps(info, indent=1, default=str))
+        print(json.dumps({**h, "state_dir": info["state_dir"], "status": info["status"], "counts": info["counts"],
+                          "recent": info["recent"], "drift": info["drift"]}, indent=1, default=str))
     else:
         print(format_text(info))
-    return 0
+    return h["exit_code"]

@@ -70,6 +70,10 @@ class ItemScore:
     features: np.ndarray | None = None   # the fusion's inputs (for fitting and for the report)
     threshold: float = 0.5
     timing_ms: dict[str, float] = field(default_factory=dict)  # identify/anomaly/fuse, for `rig bench`
+    # set by rig/scan/decide.py when the item was scanned upstream: the scanned SKU and what the image said
+    expected_sku: str = ""
+    image_sku: str = ""
+    image_conf: float = 0.0
 
 
 def read_card(model_dir: str | Path) -> dict:

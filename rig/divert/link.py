@@ -170,6 +170,12 @@ class SerialLink:
         return (self._ser is not None and not self._closed.is_set() and last is not None
                 and time.monotonic() - last < self.controller_timeout)
 
+    @property
+    def heartbeat_age_s(self) -> float | None:
+        """Seconds since the controller last sent anything (None: nothing yet)."""
+        last = self._last_rx
+        return None if last is None else time.monotonic() - last
+
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until the first controller heartbeat (after open or reopen) has arrived."""
         return self._ready.wait(timeout_s)

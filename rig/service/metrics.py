@@ -1,69 +1,211 @@
-"""Optional Prometheus metrics on loopback: GET /metrics, built fresh from the state directory.
+"""Prometheus metrics served by `rig run` itself (prometheus_client, one registry).
 
-Loopback only, by rule: the rig's network is the warehouse's, and nothing here
-is meant to be reachable from it; a scraper on the same host (or an SSH
-tunnel) reads it.
+Enabled by the config's ``metrics: {listen: "127.0.0.1:9464"}``: loopback unless
+the site sets another address (then it is logged). Observed as things happen:
+
+* ``damage_rig_decision_latency_seconds`` (histogram): capture to decision, per item.
+* ``damage_rig_stage_seconds{stage}`` (histogram): every stage the pipeline times
+  (capture, sync, trigger, preprocess, batch_wait, infer, identify, anomaly, fuse,
+  divert_send, ack).
+* ``damage_rig_decisions_total{decision,reason}``, ``damage_rig_late_total``,
+  ``damage_rig_failsafe_total{reason}``, ``damage_rig_divert_results_total{result}``.
+
+Read from the running rig at each scrape (no bookkeeping on the decision path):
+
+* ``damage_rig_dropped_frames_total{camera}`` (``camera="sync"``: sets the synchroniser
+  gave up), ``damage_rig_queue_overflows_total``, ``damage_rig_event_write_failures_total``,
+  ``damage_rig_stage_errors_total``.
+* gauges ``damage_rig_camera_fps{camera}``, ``damage_rig_camera_connected{camera}``,
+  ``damage_rig_link_up``, ``damage_rig_link_heartbeat_age_seconds``,
+  ``damage_rig_queue_depth{queue}``, ``damage_rig_state_dir_free_bytes``,
+  ``damage_rig_items_in_flight``.
+* MQTT: ``damage_rig_mqtt_connected``, ``damage_rig_mqtt_outbox_depth``,
+  ``damage_rig_mqtt_published_total``, ``damage_rig_mqtt_redelivered_total``,
+  ``damage_rig_mqtt_dropped_total{where}``.
+* Scans: ``damage_rig_scans_total{result}``, ``damage_rig_scans_unmatched_total``.
+* ``damage_rig_model_info{version,gallery,backend,preprocess}``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 from ..errors import ConfigError
+from .health import free_bytes
 
 log = logging.getLogger(__name__)
 
+LATENCY_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-def require_loopback(host: str) -> None:
-    """Raise ConfigError unless ``host`` is an IPv4 loopback address (127.0.0.0/8) or 'localhost'."""
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
     try:
-        ok = host == "localhost" or (ipaddress.ip_address(host).version == 4
-                                     and ipaddress.ip_address(host).is_loopback)
+        port_n = int(port)
     except ValueError:
-        ok = False
-    if not ok:
-        raise ConfigError(f"refusing to listen on {host!r}: this endpoint is loopback only "
-                          "(use 127.0.0.1)")
+        port_n = -1
+    if not 0 <= port_n <= 65535:
+        raise ConfigError(f"metrics.listen {listen!r}: expected HOST:PORT with a port 0-65535")
+    return host, port_n
 
 
-class MetricsServer:
-    def __init__(self, state_dir: str | Path, port: int = 9108, host: str = "127.0.0.1"):
-        require_loopback(host)
-        state_dir = Path(state_dir)
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                from .report import gather, prometheus_text
 
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served here")
-                    return
-                body = prometheus_text(gather(state_dir, recent=0)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+class RigMetrics:
+    """The service's metrics: a decision sink, a stage-clock observer and a scrape-time collector."""
 
-            def log_message(self, fmt, *args):
-                log.debug("metrics %s: " + fmt, self.client_address[0], *args)
+    def __init__(self, rig, *, link=None, state_dir=None, mqtt=None, expected=None):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.port = self.httpd.server_address[1]
-        self._thread: threading.Thread | None = None
+        self.rig, self.link, self.state_dir, self.mqtt, self.expected = rig, link, state_dir, mqtt, expected
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram("damage_rig_decision_latency_seconds",
+                                 "Capture to decision, per item (monotonic clock)", buckets=LATENCY_BUCKETS,
+                                 registry=r)
+        self.stage = Histogram("damage_rig_stage_seconds", "Time spent in each pipeline stage", ["stage"],
+                               buckets=STAGE_BUCKETS, registry=r)
+        self.decisions = Counter("damage_rig_decisions", "Decisions, by outcome and reason",
+                                 ["decision", "reason"], registry=r)
+        self.late = Counter("damage_rig_late", "Items late: no decision by their deadline, or the divert not "
+                            "acknowledged before the gate", registry=r)
+        self.failsafe = Counter("damage_rig_failsafe", "Decisions taken by the fail-safe, by reason", ["reason"],
+                                registry=r)
+        self.divert_results = Counter("damage_rig_divert_results", "Divert commands, by result (acked, late, "
+                                      "fault)", ["result"], registry=r)
+        r.register(_Scrape(self))
+        self.server = None
+        self._thread = None
+        if rig is not None:
+            rig.clock.observers.append(self.observe_stage)
 
-    def start(self) -> MetricsServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
-        self._thread.start()
-        log.info("metrics on http://127.0.0.1:%d/metrics", self.port)
-        return self
+    # ---- observers (decision path: a lock and an add each) ----------------------
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage.labels(stage).observe(seconds)
 
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def decision(self, item, latency_ms: float) -> None:
+        from ..pipeline import SCORED_REASONS
+
+        self.latency.observe(latency_ms / 1000.0)
+        self.decisions.labels(item.decision, item.reason).inc()
+        if item.reason == "late":
+            self.late.inc()
+        elif item.reason not in SCORED_REASONS:
+            self.failsafe.labels(item.reason).inc()
+
+    def divert_result(self, item, res) -> None:
+        self.divert_results.labels("acked" if res.acked else "late" if res.late else "fault").inc()
+        if res.late and not res.acked:
+            self.late.inc()
+
+    # ---- serving ---------------------------------------------------------------------
+    def serve(self, listen: str) -> int:
+        from prometheus_client import start_http_server
+
+        host, port = parse_listen(listen)
+        if not is_loopback(host):
+            log.warning("metrics served on %s:%d, beyond this host (metrics.listen); loopback is the default",
+                        host, port)
+        self.server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        self.port = self.server.server_address[1]
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+        return self.port
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        if self.rig is not None and self.observe_stage in self.rig.clock.observers:
+            self.rig.clock.observers.remove(self.observe_stage)
+
+
+class _Scrape:
+    """Reads the running rig at each scrape: counters it already keeps, gauges of its state."""
+
+    def __init__(self, m: RigMetrics):
+        self.m = m
+
+    def describe(self):
+        return []  # collected fresh at each scrape (names checked by the dashboard test)
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+        m, rig = self.m, self.m.rig
+        if rig is not None:
+            c = dict(rig.counters)
+            dropped = CounterMetricFamily("damage_rig_dropped_frames", "Frames dropped, per camera ('sync': "
+                                          "frame sets the synchroniser gave up on)", labels=["camera"])
+            fps = GaugeMetricFamily("damage_rig_camera_fps", "Frames per second delivered, per camera",
+                                    labels=["camera"])
+            conn = GaugeMetricFamily("damage_rig_camera_connected", "1 while the camera delivers frames",
+                                     labels=["camera"])
+            for name, s in rig.camera_stats().items():
+                dropped.add_metric([name], s["dropped"])
+                fps.add_metric([name], s["fps"])
+                age = s.get("last_frame_age_s")
+                conn.add_metric([name], 1.0 if age is not None and age < 2.0 else 0.0)
+            dropped.add_metric(["sync"], rig.sync.dropped)
+            yield from (dropped, fps, conn)
+            for name, key, help_ in (
+                    ("damage_rig_queue_overflows", "overload", "Items failed safe because a queue was full"),
+                    ("damage_rig_event_write_failures", "event_write_failures", "Event-log writes that failed"),
+                    ("damage_rig_stage_errors", "stage_errors", "Exceptions caught in a pipeline stage")):
+                yield CounterMetricFamily(name, help_, value=c.get(key, 0))
+            q = GaugeMetricFamily("damage_rig_queue_depth", "Entries waiting in each pipeline queue",
+                                  labels=["queue"])
+            for name in ("frames_q", "capture_q", "views_q"):
+                q.add_metric([name.removesuffix("_q")], getattr(rig, name).qsize())
+            yield q
+            yield GaugeMetricFamily("damage_rig_items_in_flight", "Items captured and not yet decided",
+                                    value=c.get("items", 0) - c.get("decisions", 0))
+            scorer = rig.scorer
+            info = InfoMetricFamily("damage_rig_model", "Model, gallery and backends in use")
+            gallery = getattr(getattr(scorer, "gallery", None), "version", "") or ""
+            info.add_metric([], {"version": str(getattr(scorer, "version", "")), "gallery": str(gallery),
+                                 "backend": getattr(scorer.backend, "name", "?"),
+                                 "preprocess": getattr(rig.pre, "name", "?")})
+            yield info
+        link = m.link
+        if link is not None:
+            yield GaugeMetricFamily("damage_rig_link_up", "1 while the divert controller answers",
+                                    value=1.0 if link.healthy else 0.0)
+            age = getattr(link, "heartbeat_age_s", None)
+            yield GaugeMetricFamily("damage_rig_link_heartbeat_age_seconds", "Seconds since the controller "
+                                    "last spoke", value=float("nan") if age is None else age)
+        if m.state_dir is not None:
+            free = free_bytes(m.state_dir)
+            yield GaugeMetricFamily("damage_rig_state_dir_free_bytes", "Free space in the state directory",
+                                    value=float("nan") if free is None else free)
+        if m.mqtt is not None:
+            s = m.mqtt.stats()
+            yield GaugeMetricFamily("damage_rig_mqtt_connected", "1 while the MQTT broker is connected",
+                                    value=1.0 if s["connected"] else 0.0)
+            yield GaugeMetricFamily("damage_rig_mqtt_outbox_depth", "Events waiting in the on-disk outbox",
+                                    value=s["outbox_depth"])
+            yield CounterMetricFamily("damage_rig_mqtt_published", "Events handed to the broker",
+                                      value=s["published"])
+            yield CounterMetricFamily("damage_rig_mqtt_redelivered", "Events sent again after a restart "
+                                      "(marked redelivered)", value=s["redelivered"])
+            d = CounterMetricFamily("damage_rig_mqtt_dropped", "Events never published: the queue was full "
+                                    "(stalled disk) or the outbox overflowed", labels=["where"])
+            d.add_metric(["queue"], s["queue_dropped"])
+            d.add_metric(["outbox"], s["outbox_dropped"])
+            yield d
+        if m.expected is not None:
+            e = dict(m.expected.counters)
+            sc = CounterMetricFamily("damage_rig_scans", "Upstream scans received, by result", labels=["result"])
+            sc.add_metric(["read"], e["scans"] - e["unreadable"])
+            sc.add_metric(["unreadable"], e["unreadable"])
+            yield sc
+            yield CounterMetricFamily("damage_rig_scans_unmatched", "Scans that matched no item",
+                                      value=e["unmatched"])

@@ -1,4 +1,4 @@
-"""What `rig status` prints and what the metrics endpoint serves, from the state directory."""
+"""What `rig status` prints, from the state directory (the service serves its metrics itself)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,12 @@ def gather(state_dir: str | Path, recent: int = 10) -> dict:
 
 
 def format_text(info: dict) -> str:
+    from .health import summary
+
     st = info["status"]
-    lines = [f"state directory: {info['state_dir']}"]
+    h = summary(info)
+    lines = [f"health: {h['state'].upper()}" + (f" ({'; '.join(h['problems'])})" if h["problems"] else ""),
+             f"state directory: {info['state_dir']}"]
     if st is None:
         lines.append("service: no status file (the rig never ran with this state directory)")
     else:
@@ -53,8 +57,31 @@ def format_text(info: dict) -> str:
         why = f" ({inf['why']})" if inf.get("why") else ""
         lines.append(f"  inference: {inf.get('backend', '?')}{why}   model {st.get('model_version', '?')}")
         ctl = st.get("controller") or {}
-        lines.append(f"  controller link: {ctl.get('link', '?')}  port {ctl.get('port', '?')}  "
-                     f"last heartbeat {ctl.get('last_heartbeat_s', '?')} s ago  faults {ctl.get('faults', 0)}")
+        hb = ctl.get("last_heartbeat_s")
+        hb_text = "never" if hb is None else f"{hb:.1f} s ago"
+        lines.append(f"  controller link: {ctl.get('link', '?')}  port {ctl.get('port') or '?'}  "
+                     f"last heartbeat {hb_text}  faults {ctl.get('faults', 0)}")
+        lat = h["latency_ms"]
+        fs = ", ".join(f"{r} {n}" for r, n in sorted(h["failsafe_reasons"].items())) or "none"
+        lines.append(f"  decisions {h['decisions']}  diverted {h['diverted']}  late {h['late']}  "
+                     f"fail-safe {h['failsafe']} ({fs})  since start")
+        if lat.get("n"):
+            lines.append(f"  latency over the last {lat['window_s']:.0f} s: p50 {lat['p50']:.0f} ms  "
+                         f"p99 {lat['p99']:.0f} ms  ({lat['n']} decisions)")
+        else:
+            lines.append(f"  latency: no decision in the last {lat['window_s']:.0f} s")
+        if h["mqtt"] is not None:
+            mq = h["mqtt"]
+            lines.append(f"  mqtt: {'connected' if mq.get('connected') else 'NOT CONNECTED'}  "
+                         f"outbox {mq.get('outbox_depth', 0)}  published {mq.get('published', 0)}  "
+                         f"dropped {mq.get('queue_dropped', 0) + mq.get('outbox_dropped', 0)}")
+        if h["scan"] is not None:
+            sc = h["scan"]
+            lines.append(f"  scans: {sc.get('scans', 0)} ({sc.get('unreadable', 0)} unreadable), "
+                         f"matched {sc.get('matched', 0)}, items without a scan {sc.get('no_scan', 0)}, "
+                         f"unmatched {sc.get('unmatched', 0)}")
+        if h["state_dir_free_bytes"] is not None:
+            lines.append(f"  state directory free: {h['state_dir_free_bytes'] / 1e9:.1f} GB")
         if st.get("stuck"):
             lines.append(f"  STUCK stages: {', '.join(st['stuck'])}")
     c = info["counts"]
@@ -75,48 +102,3 @@ def format_text(info: dict) -> str:
                      f"{f['recent']:.3f} over {f['n_recent']} items; {f['confirmed']} diverts reviewed "
                      "not damaged (enroll new references on the review page)")
     return "\n".join(lines)
-
-
-def prometheus_text(info: dict) -> str:
-    """The same figures in the Prometheus text exposition format (version 0.0.4)."""
-    out: list[str] = []
-
-    def metric(name, kind, help_, samples):
-        out.append(f"# HELP {name} {help_}")
-        out.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{lab}}} {float(value):g}" if lab else f"{name} {float(value):g}")
-
-    st = info["status"] or {}
-    metric("rig_up", "gauge", "1 while the service updates its status file",
-           [({}, 1 if st and st["age_s"] <= STALE_AFTER_S and st.get("state") == "running" else 0)])
-    if st:
-        metric("rig_status_age_seconds", "gauge", "seconds since the status file was written", [({}, st["age_s"])])
-        cams = st.get("cameras") or {}
-        metric("rig_camera_fps", "gauge", "frames per second per camera",
-               [({"camera": n}, c.get("fps", 0)) for n, c in sorted(cams.items())])
-        metric("rig_camera_drops_total", "counter", "frames dropped per camera",
-               [({"camera": n}, c.get("drops", 0)) for n, c in sorted(cams.items())])
-        ctl = st.get("controller") or {}
-        metric("rig_controller_link_up", "gauge", "1 while the divert controller answers",
-               [({}, 1 if ctl.get("link") == "up" else 0)])
-        metric("rig_model_info", "gauge", "model version and inference backend in use",
-               [({"version": st.get("model_version", "?"),
-                  "backend": (st.get("inference") or {}).get("backend", "?")}, 1)])
-    c = info["counts"]
-    if c:
-        metric("rig_items_total", "counter", "items decided, by decision",
-               [({"decision": "divert"}, c["divert"]), ({"decision": "pass"}, c["pass"])])
-        metric("rig_divert_acked_total", "counter", "diverts acknowledged by the controller",
-               [({}, c["divert_acked"])])
-        metric("rig_items_by_reason_total", "counter", "items by decision reason",
-               [({"reason": k}, v) for k, v in sorted(c["by_reason"].items())])
-        metric("rig_review_pending", "gauge", "diverted items not yet reviewed", [({}, c["unreviewed"])])
-    metric("rig_packaging_drift", "gauge", "1 per SKU flagged for packaging drift",
-           [({"sku": f["sku"]}, 1) for f in info["drift"]])
-    return "\n".join(out) + "\n"
-
-
-def _esc(v) -> str:
-    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

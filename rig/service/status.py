@@ -29,8 +29,8 @@ from pathlib import Path
 from ..errors import DeviceError
 
 STATUS_NAME = "status.json"
-#: a status older than this means the service is not running (or hung)
-STALE_AFTER_S = 10.0
+#: a status older than this means the service is not running (or hung); it is written every second
+STALE_AFTER_S = 3.0
 
 
 def write_status(state_dir: str | Path, status: dict) -> Path:
