@@ -14,13 +14,15 @@ VENV=.venv
 have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
 
 system_packages() {
-  # pyrealsense2 needs Debian's libusb-1.0-0 to import; chromium drives the review page test.
+  # pyrealsense2 needs Debian's libusb-1.0-0 to import; chromium drives the review page test;
+  # the MQTT tests start Debian's mosquitto broker themselves.
   local want=()
   have_lib libusb-1.0.so.0 || want+=(libusb-1.0-0)
   if [ "$action" = test ]; then
     command -v chromium >/dev/null 2>&1 || want+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || want+=(chromium-driver)
     command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
+    command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || want+=(mosquitto)
   fi
   [ ${#want[@]} -eq 0 ] && return 0
   local sudo=""

@@ -71,3 +71,13 @@ def test_unit_has_what_issue_8_asks_for():
         assert dev in allowed
     assert keys["StateDirectory"] == ["damage-rig"] and "EnvironmentFile" in keys
     assert (REPO / "systemd" / "damage-rig.env").is_file() and (REPO / "systemd" / "install.sh").is_file()
+
+
+@needs_analyze
+def test_review_station_unit_verifies_without_any_output(tmp_path):
+    root = fake_root(tmp_path, UNIT.read_text())
+    review = UNIT.with_name("damage-rig-review.service")
+    (root / "etc/systemd/system" / review.name).write_text(review.read_text())
+    res = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", review.name],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0 and res.stdout == "" and res.stderr == "", res.stdout + res.stderr
