@@ -41,6 +41,7 @@ class RigHandle:
     metrics: object = None
     mqtt: object = None
     expected: object = None
+    sim_scanner: object = None
 
     def close(self) -> None:
         for fn in reversed(self.closers):

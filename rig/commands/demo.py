@@ -16,9 +16,14 @@ def add_arguments(p):
     p.add_argument("--corrupt", type=float, default=0.0, help="emulator: share of frames corrupted")
     p.add_argument("--drop", type=float, default=0.0, help="emulator: share of frames dropped")
     p.add_argument("--state", default=None, help="state directory (default: a fresh temporary one)")
+    p.add_argument("--scan", default=None, metavar="WRONG,MISSING,UNREADABLE",
+                   help="an upstream barcode scanner 0.5 m before the cameras, with these shares of wrong, missing "
+                        "and unreadable scans (e.g. 0.05,0.05,0.02); the rig checks each item against its scan")
 
 
 def summarize(handle, gate_log: list[dict]) -> dict:
+    from collections import Counter
+
     rig = handle.rig
     s = rig.summary()
     with rig._lock:
@@ -34,7 +39,17 @@ def summarize(handle, gate_log: list[dict]) -> dict:
         "false_diverts": len(false_diverts), "failsafe": s["failsafe"], "faults": s["faults"],
         "latency_ms": s["latency_ms"], "throughput_items_per_s": s["throughput_items_per_s"],
         "unmatched_truth": sum(1 for it in items if it.truth is None),
+        "by_reason": dict(sorted(Counter(it.reason for it in items).items())),
     }
+    scanner = getattr(handle, "sim_scanner", None)
+    if scanner is not None:  # what the scanner did to each item, and the reason the rig gave it
+        kinds = {r["index"]: r["kind"] for r in scanner.sent}
+        table: dict = {}
+        for it in items:
+            if it.truth is not None and it.truth.get("index") in kinds:
+                row = table.setdefault(kinds[it.truth["index"]], Counter())
+                row[it.reason] += 1
+        out["scan"] = {k: dict(v) for k, v in sorted(table.items())}
     return out
 
 
@@ -54,6 +69,16 @@ def run(args) -> int:
         if not 0 <= getattr(args, name) <= 1:
             raise RigError(f"--{name.replace('_', '-')} must be between 0 and 1")
     cfg = check_config(args.config or DEMO_CONFIG)
+    if args.scan:
+        from ..config import ScanConfig
+
+        try:
+            wrong, missing, unreadable = (float(x) for x in args.scan.split(","))
+        except ValueError:
+            raise RigError(f"--scan {args.scan!r}: expected three shares WRONG,MISSING,UNREADABLE") from None
+        scan = ScanConfig(url="sim", distance_m=0.5, sim={"wrong_rate": wrong, "missing_rate": missing,
+                                                          "unreadable_rate": unreadable, "seed": args.seed})
+        cfg = cfg.model_copy(update={"scan": scan})
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="damage-rig-demo-"))
     faults = {"corrupt": args.corrupt, "drop": args.drop, "seed": args.seed} if (args.corrupt or args.drop) else None
     print(f"rig demo: {args.items} items at {cfg.belt.speed_mps} m/s, cameras "

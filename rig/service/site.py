@@ -41,6 +41,7 @@ def attach(handle, state_dir: Path, *, serve_metrics: bool = True) -> None:
             scanner = handle.sim_belt.scanner(sc.distance_m, log_path=Path(state_dir) / "sim-scanner.jsonl",
                                               wrong_rate=sc.sim.wrong_rate, missing_rate=sc.sim.missing_rate,
                                               unreadable_rate=sc.sim.unreadable_rate, seed=sc.sim.seed)
+            handle.sim_scanner = scanner
             handle.closers.append(scanner.close)
             open_scan_source(scanner.port, handle.expected, baud=sc.baud)
         elif sc.url != "mqtt":
