@@ -449,8 +449,6 @@ class Rig:
         if decision == "divert":
             item.fire_at = self._fire_at(item) or -1
         self._record(item, lat)
-        for sink in self.sinks:
-            sink.decision(item, lat)
         item.views, item.crops = {}, {}  # network outputs and crops are in the event log now
         if decision == "divert":
             if item.fire_at < 0:
@@ -460,6 +458,16 @@ class Rig:
                     self._unsent.append(item)
             else:
                 self._send(item)
+        self._notify(item, "decision", lat)  # after the divert frame: observers never delay it
+
+    def _notify(self, item: ItemState, what: str, arg) -> None:
+        """Tell the decision sinks (metrics, MQTT, health); each only queues or counts, and none may
+        break the decision path."""
+        for sink in self.sinks:
+            try:
+                getattr(sink, what)(item, arg)
+            except Exception:  # noqa: BLE001 - an observer's bug must not stop decisions
+                log.exception("decision sink %s failed on item %s", type(sink).__name__, item.item_id)
 
     def _send(self, item: ItemState) -> None:
         t_send = time.monotonic()
@@ -525,8 +533,7 @@ class Rig:
             return
         item.result = res
         self.clock.add("ack", res.sent_at, res.done_at, item.no)
-        for sink in self.sinks:
-            sink.divert_result(item, res)
+        self._notify(item, "divert_result", res)
         with self._lock:
             if res.acked:
                 self.counters["divert_acked"] += 1
