@@ -37,6 +37,7 @@ class RigHandle:
     # set by rig/service/site.attach: health figures, and what the config's metrics/mqtt/scan sections add
     state_dir: Path | None = None
     status_write_error: str | None = None
+    write_failures_seen: tuple = (0, 0.0)  # (event-log write failures, when the count last rose), for health
     stats: object = None
     metrics: object = None
     mqtt: object = None

@@ -20,6 +20,7 @@ def add_arguments(p):
 
 def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
     import os
+    import time
 
     rig = handle.rig
     link = handle.link
@@ -34,9 +35,13 @@ def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
 
     hb = getattr(link, "heartbeat_age_s", None)
     writes_failing = []
-    if counters.get("event_write_failures", 0) > getattr(handle, "_write_failures_seen", 0):
-        writes_failing.append(f"event log ({counters['event_write_failures']} failed writes since start)")
-    handle._write_failures_seen = counters.get("event_write_failures", 0)
+    now = time.monotonic()
+    failures = counters.get("event_write_failures", 0)
+    if failures > handle.write_failures_seen[0]:  # a write failed since the last status: flagged for a minute
+        handle.write_failures_seen = (failures, now)
+    if failures and now - handle.write_failures_seen[1] < 60.0:
+        writes_failing.append(f"event log ({failures} failed writes since start, the last "
+                              f"{now - handle.write_failures_seen[1]:.0f} s ago)")
     if getattr(handle, "status_write_error", None):
         writes_failing.append(f"status file ({handle.status_write_error})")
     extra = {"decisions": handle.stats.snapshot() if handle.stats is not None else None,
