@@ -466,7 +466,7 @@ class Rig:
         for sink in self.sinks:
             try:
                 getattr(sink, what)(item, arg)
-            except Exception:  # noqa: BLE001 - an observer's bug must not stop decisions
+            except Exception:  # an observer's bug must not stop decisions
                 log.exception("decision sink %s failed on item %s", type(sink).__name__, item.item_id)
 
     def _send(self, item: ItemState) -> None:
