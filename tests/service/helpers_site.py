@@ -10,6 +10,7 @@ away, across a broker restart, as a site's consumer would.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import io
 import json
 import shutil
@@ -35,14 +36,27 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path):
+    """``tls``: (ca, cert, key) paths for a TLS listener; ``users``: {name: password} (no anonymous access)."""
+
+    def __init__(self, workdir: Path, tls: tuple | None = None, users: dict | None = None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {self.dir}/\nautosave_interval 1\n"
-                             f"max_queued_messages 100000\nlog_dest file {self.dir}/mosquitto.log\n")
+        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'false' if users else 'true'}",
+                 "persistence true", f"persistence_location {self.dir}/", "autosave_interval 1",
+                 "max_queued_messages 100000", f"log_dest file {self.dir}/mosquitto.log",
+                 # as root mosquitto would switch to the 'mosquitto' user, who cannot write this test's folder
+                 f"user {getpass.getuser()}"]
+        if tls:
+            lines += [f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"]
+        if users:
+            pw = self.dir / "passwd"
+            pw.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
+            subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True, capture_output=True, timeout=30)
+            pw.chmod(0o600)
+            lines.append(f"password_file {pw}")
+        self.conf.write_text("\n".join(lines) + "\n")
         self.proc = None
 
     def start(self) -> Mosquitto:
@@ -114,3 +128,22 @@ def status_json(state: Path) -> tuple[int, dict]:
     with contextlib.redirect_stdout(buf):
         code = main(["status", "--state", str(state), "--json"])
     return code, json.loads(buf.getvalue())
+
+
+def make_tls_certs(d: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1 (openssl): (ca.pem, server.pem, server.key)."""
+    d.mkdir(parents=True, exist_ok=True)
+    ca, ca_key, crt, key, csr = (d / n for n in ("ca.pem", "ca.key", "server.pem", "server.key", "server.csr"))
+
+    def ossl(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+         "-subj", "/CN=test site CA")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    ext = d / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt, "-days", "2",
+         "-extfile", ext)
+    key.chmod(0o644)  # mosquitto may drop privileges before reading it
+    return ca, crt, key

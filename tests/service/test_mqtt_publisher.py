@@ -4,6 +4,7 @@ the outbox drains in order once the broker comes, and the WMS's expected product
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from functools import partial
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ from damage_rig.rig.config import MqttConfig
 from damage_rig.rig.scan import ExpectedProducts
 from damage_rig.rig.scan.mqtt_source import expected_from_json
 from damage_rig.rig.service.mqtt import MqttPublisher
-from helpers_site import Mosquitto, Subscriber, mosquitto_binary
+from helpers_site import Mosquitto, Subscriber, make_tls_certs, mosquitto_binary
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="Debian's mosquitto is not installed "
                                 "(tools/bootstrap.sh test installs it)")
@@ -78,4 +79,28 @@ def test_expected_products_from_the_wms_topic(tmp_path):
     finally:
         wms.loop_stop()
         pub.close()
+        broker.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_mqtts_with_a_private_ca_and_credentials_from_the_environment(tmp_path, monkeypatch):
+    ca, crt, key = make_tls_certs(tmp_path / "tls")
+    broker = Mosquitto(tmp_path / "broker", tls=(ca, crt, key), users={"rig7": "s3cret"}).start()
+    cfg = MqttConfig(url=f"mqtts://127.0.0.1:{broker.port}", ca_file=str(ca))
+    try:
+        monkeypatch.setenv("RIG_MQTT_USERNAME", "rig7")
+        monkeypatch.setenv("RIG_MQTT_PASSWORD", "wrong")
+        (tmp_path / "a").mkdir()
+        pub = MqttPublisher(cfg, "demo", tmp_path / "a").start()
+        pub.decision(item(1), 50.0)
+        time.sleep(2.0)
+        assert not pub.stats()["connected"] and pub.stats()["outbox_depth"] == 1  # refused: kept, not lost
+        pub.close(drain_s=0)
+        monkeypatch.setenv("RIG_MQTT_PASSWORD", "s3cret")
+        pub = MqttPublisher(cfg, "demo", tmp_path / "a").start()  # the same outbox: the event is still there
+        assert wait_until(lambda: pub.stats()["connected"], 10)
+        pub.decision(item(2), 50.0)
+        assert wait_until(lambda: pub.stats()["outbox_depth"] == 0 and pub.stats()["acked"] == 2, 10)
+        pub.close()
+    finally:
         broker.stop()
