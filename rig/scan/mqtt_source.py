@@ -11,6 +11,7 @@ or ``"noread": true`` is an unreadable scan. Anything else raises ValueError
 from __future__ import annotations
 
 import json
+import math
 import time
 
 from .join import Scan
@@ -31,16 +32,19 @@ def expected_from_json(payload: bytes | str, expected, pos_to_time=None) -> Scan
     now = time.monotonic()
     if d.get("timestamp") is not None:
         try:
-            at = now - (time.time() - float(d["timestamp"]))
-        except (TypeError, ValueError):
-            raise ValueError(f"'timestamp' must be epoch seconds, not {d['timestamp']!r}") from None
+            ts = float(d["timestamp"])
+        except (TypeError, ValueError, OverflowError):
+            ts = math.nan
+        if isinstance(d["timestamp"], bool) or not math.isfinite(ts):
+            raise ValueError(f"'timestamp' must be epoch seconds, not {d['timestamp']!r}")
+        at = now - (time.time() - ts)
     elif d.get("belt_pos") is not None:
         if pos_to_time is None:
             raise ValueError("'belt_pos' needs the divert controller's belt position (none on this rig)")
-        try:
-            at = pos_to_time(int(d["belt_pos"]))
-        except (TypeError, ValueError):
-            raise ValueError(f"'belt_pos' must be an integer count, not {d['belt_pos']!r}") from None
+        pos = d["belt_pos"]
+        if isinstance(pos, bool) or not isinstance(pos, int) or abs(pos) >= 1 << 63:
+            raise ValueError(f"'belt_pos' must be an integer count, not {pos!r}")
+        at = pos_to_time(pos)
     else:
         at = now
     raw = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")

@@ -14,6 +14,8 @@ from damage_rig.rig.config import ScanConfig
 from damage_rig.rig.scan import ExpectedProducts, Scan, open_scan_source
 from damage_rig.rig.scan.decide import decide_with_scan
 from damage_rig.rig.scan.mqtt_source import expected_from_json
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def wait_until(pred, timeout=5.0):
@@ -72,9 +74,13 @@ def test_wms_json_on_mqtt():
     assert not s.readable
     s = expected_from_json(b'{"sku": "x", "belt_pos": 5000}', exp, pos_to_time=lambda pos: pos / 1000.0)
     assert s.at == 5.0
-    for bad in (b"nope", b"[1]", b'{"sku": 3}', b'{"sku": "x", "timestamp": "noon"}', b'{"sku": "x", "belt_pos": 1}'):
+    for bad in (b"nope", b"[1]", b'{"sku": 3}', b'{"sku": "x", "timestamp": "noon"}', b'{"sku": "x", "belt_pos": 1}',
+                b'{"sku": "x", "timestamp": NaN}', b'{"sku": "x", "timestamp": 1e999}', b'{"sku": "x", "timestamp": true}'):
         with pytest.raises(ValueError):
             expected_from_json(bad, exp)
+    for bad in (b'{"sku": "x", "belt_pos": 1.5}', b'{"sku": "x", "belt_pos": 1e999}', b'{"sku": "x", "belt_pos": "7"}'):
+        with pytest.raises(ValueError):
+            expected_from_json(bad, exp, pos_to_time=lambda pos: pos / 1000.0)
 
 
 class FakeScorer:
@@ -114,3 +120,38 @@ def test_decision_table(scan, image, conf, damaged, on_wrong, want):
     decision, reason, score = decide_with_scan(scorer, {"top": {}}, scan, None, cfg)
     assert (decision, reason, scorer.scored_against[-1]) == want
     assert score.expected_sku == (scan.sku or "" if scan is not None else "")
+
+
+# ---- property-based: whatever arrives on the line or the topic, a scan or a ValueError, never a crash -----
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_any_scanner_line_is_a_sku_or_unreadable(line):
+    exp = ExpectedProducts(distance_m=1.0, speed_mps=0.5, match_window_m=0.2)
+    s = exp.add_line(line, at=0.0)
+    text = line.strip()
+    if s.readable:
+        assert s.sku == text and text and text.isprintable() and not any(c.isspace() for c in text)
+        assert text.upper() != "NOREAD"
+    assert exp.counters["scans"] == 1 and exp.counters["unreadable"] == (0 if s.readable else 1)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids,
+                                                                                       max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=60),
+                 st.dictionaries(st.sampled_from(["sku", "timestamp", "belt_pos", "noread", "x"]), json_values,
+                                 max_size=5).map(lambda d: json.dumps(d).encode())))
+def test_any_wms_message_is_a_scan_or_a_value_error(payload):
+    exp = ExpectedProducts(distance_m=1.0, speed_mps=0.5, match_window_m=0.2)
+    try:
+        s = expected_from_json(payload, exp, pos_to_time=lambda pos: pos / 1000.0)
+    except ValueError:
+        assert exp.counters["scans"] == 0
+        return
+    assert s.sku is None or (isinstance(s.sku, str) and s.sku)
+    assert exp.counters["scans"] == 1
