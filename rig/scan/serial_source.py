@@ -23,6 +23,7 @@ class SerialScanner:
         self.url, self.baud, self.expected, self.reconnect_s = url, baud, expected, reconnect_s
         self.errors = 0
         self.connected = False
+        self._last_warned = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scanner", daemon=True)
         self._thread.start()
@@ -38,9 +39,14 @@ class SerialScanner:
                 ser = self._open()
             except Exception as exc:  # noqa: BLE001 - pyserial raises SerialException, OSError, ValueError
                 self.errors += 1
-                log.warning("scanner on %s: cannot open (%s); retrying in %.0f s", self.url, exc, self.reconnect_s)
+                if self.errors == 1 or time.monotonic() - self._last_warned > 60.0:  # once a minute, not per try
+                    log.warning("scanner on %s: cannot open (%s); retrying every %.0f s (items go on as no_scan)",
+                                self.url, exc, self.reconnect_s)
+                    self._last_warned = time.monotonic()
                 self._stop.wait(self.reconnect_s)
                 continue
+            if self.errors:
+                log.warning("scanner on %s: open again", self.url)
             self.connected = True
             try:
                 self._read(ser)
