@@ -26,8 +26,7 @@ def summarize(handle, gate_log: list[dict]) -> dict:
 
     rig = handle.rig
     s = rig.summary()
-    with rig._lock:
-        items = list(rig.items.values())
+    items = rig.items_snapshot()
     fired = {e.get("item_id") for e in gate_log if e.get("event") == "fired"}
     truth_damaged = [it for it in items if it.truth and it.truth.get("damaged")]
     caught = [it for it in truth_damaged if it.no in fired]
@@ -59,9 +58,10 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from ..config import DEMO_CONFIG, check_config
-    from ..errors import RigError
-    from ..runtime import open_rig, run_until_done
+    from ..config import DEMO_CONFIG, ScanConfig, check_config
+    from ..foundation.errors import RigError
+    from ..service.assemble import open_rig
+    from ..service.loop import serve
 
     if args.items < 1:
         raise RigError(f"--items must be at least 1, got {args.items}")
@@ -69,28 +69,27 @@ def run(args) -> int:
         if not 0 <= getattr(args, name) <= 1:
             raise RigError(f"--{name.replace('_', '-')} must be between 0 and 1")
     cfg = check_config(args.config or DEMO_CONFIG)
+    scanner = {}
     if args.scan:
-        from ..config import ScanConfig
-
         try:
             wrong, missing, unreadable = (float(x) for x in args.scan.split(","))
         except ValueError:
             raise RigError(f"--scan {args.scan!r}: expected three shares WRONG,MISSING,UNREADABLE") from None
-        scan = ScanConfig(url="sim", distance_m=0.5, sim={"wrong_rate": wrong, "missing_rate": missing,
-                                                          "unreadable_rate": unreadable, "seed": args.seed})
-        cfg = cfg.model_copy(update={"scan": scan})
+        cfg = cfg.model_copy(update={"scan": ScanConfig(url="sim", distance_m=0.5)})
+        scanner = {"scanner": {"wrong_rate": wrong, "missing_rate": missing, "unreadable_rate": unreadable}}
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="damage-rig-demo-"))
     faults = {"corrupt": args.corrupt, "drop": args.drop, "seed": args.seed} if (args.corrupt or args.drop) else None
+    cfg = cfg.with_state_dir(state).with_sim(items=args.items, seed=args.seed, damage_rate=args.damage_rate,
+                                             emulator_faults=faults, **scanner)
     print(f"rig demo: {args.items} items at {cfg.belt.speed_mps} m/s, cameras "
           f"{[c.name for c in cfg.cameras]}, model {cfg.model_dir.name}, state {state}")
     t0 = time.monotonic()
-    handle = open_rig(cfg, sim_items=args.items, sim_seed=args.seed, damage_rate=args.damage_rate,
-                      state_dir=state, emulator_faults=faults, keep_items=True)
+    handle = open_rig(cfg, keep_items=True)
     try:
         print(f"rig demo: controller emulator on {handle.emulator.port}; inference "
               f"{handle.rig.scorer.backend.describe()}; preprocess {handle.rig.pre.name}")
-        belt_s = (handle.sim_belt.end_time or 0) + 2.0
-        run_until_done(handle, max_s=belt_s + 60)
+        belt_s = (handle.sources.end_time() or 0) + 2.0
+        serve(handle, max_s=belt_s + 60)
         time.sleep(0.3)  # let the last ACKs and firings land in the gate log
         gate_log = handle.emulator.gate_log()
         summary = summarize(handle, gate_log)

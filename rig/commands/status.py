@@ -37,7 +37,7 @@ def state_dir_from(args):
 def run(args) -> int:
     import json
 
-    from ..errors import DeviceError
+    from ..foundation.errors import DeviceError
     from ..service.health import DOWN, EXIT_CODES, summary
     from ..service.report import format_text, gather
 

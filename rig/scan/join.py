@@ -17,6 +17,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from .serial_source import SerialScanner
+
 log = logging.getLogger(__name__)
 
 #: what a scanner sends when it saw a label it could not read (and what the WMS may send)
@@ -99,8 +101,6 @@ class ExpectedProducts:
 
 def open_scan_source(url: str, expected: ExpectedProducts, *, baud: int = 9600):
     """A serial scanner on ``url`` (a device path or any pyserial URL) feeding ``expected``."""
-    from .serial_source import SerialScanner
-
     src = SerialScanner(url, expected, baud=baud)
     expected.sources.append(src)
     return src

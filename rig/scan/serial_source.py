@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 
+import serial
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 256
@@ -29,8 +31,6 @@ class SerialScanner:
         self._thread.start()
 
     def _open(self):
-        import serial
-
         return serial.serial_for_url(self.url, baudrate=self.baud, timeout=0.1)
 
     def _run(self) -> None:

@@ -16,13 +16,11 @@ drift flags) into a state and the list of problems behind it:
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections import Counter, deque
-from pathlib import Path
 
-from ..stages import percentiles
+from ..pipeline.clock import percentiles
 from .status import STALE_AFTER_S
 
 HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
@@ -66,13 +64,6 @@ class DecisionStats:
                 "failsafe_reasons": {r: n for r, n in reasons.items() if r not in SCORED},
                 "latency_ms": {"p50": p["p50_ms"], "p99": p["p99_ms"], "max": p["max_ms"], "n": p["n"],
                                "window_s": self.window_s}}
-
-
-def free_bytes(path: str | Path) -> int | None:
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
 
 
 def assess(info: dict) -> dict:

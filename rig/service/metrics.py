@@ -31,8 +31,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from ..errors import ConfigError
-from .health import free_bytes
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+from ..foundation.errors import ConfigError
+from ..pipeline.items import SCORED_REASONS
+from .status import free_bytes
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,6 @@ class RigMetrics:
     """The service's metrics: a decision sink, a stage-clock observer and a scrape-time collector."""
 
     def __init__(self, rig, *, link=None, state_dir=None, mqtt=None, expected=None):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
         self.rig, self.link, self.state_dir, self.mqtt, self.expected = rig, link, state_dir, mqtt, expected
         self.registry = CollectorRegistry()
         r = self.registry
@@ -92,8 +94,6 @@ class RigMetrics:
         self.stage.labels(stage).observe(seconds)
 
     def decision(self, item, latency_ms: float) -> None:
-        from ..pipeline import SCORED_REASONS
-
         self.latency.observe(latency_ms / 1000.0)
         self.decisions.labels(item.decision, item.reason).inc()
         if item.reason == "late":
@@ -108,8 +108,6 @@ class RigMetrics:
 
     # ---- serving ---------------------------------------------------------------------
     def serve(self, listen: str) -> int:
-        from prometheus_client import start_http_server
-
         host, port = parse_listen(listen)
         if not is_loopback(host):
             log.warning("metrics served on %s:%d, beyond this host (metrics.listen); loopback is the default",
@@ -138,8 +136,6 @@ class _Scrape:
         return []  # collected fresh at each scrape (names checked by the dashboard test)
 
     def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
-
         m, rig = self.m, self.m.rig
         if rig is not None:
             c = dict(rig.counters)

@@ -40,7 +40,9 @@ from collections import deque
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+import paho.mqtt.client as mqtt
+
+from ..foundation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +125,6 @@ class MqttPublisher:
     """A decision sink (``rig.sinks``) publishing every decision; the MQTT client of the rig."""
 
     def __init__(self, cfg, rig_name: str, state_dir: Path, model_version: str = "", on_expected=None):
-        import paho.mqtt.client as mqtt
-
         self.cfg, self.rig_name, self.model_version = cfg, rig_name, model_version
         u = urlsplit(cfg.url)
         if u.scheme not in ("mqtt", "mqtts") or not u.hostname:

@@ -1,6 +1,6 @@
 """What a site wires to a rig besides cameras and the gate: health figures, metrics, MQTT, the upstream scan.
 
-``attach(handle, state_dir)`` is called by ``open_rig`` once the rig is built (so
+``attach(handle)`` is called by ``open_rig`` once the rig is built (so
 `rig run`, `rig demo` and `rig bench` get the same): it adds the decision sinks
 (rig/service/health.DecisionStats always; the MQTT publisher and the Prometheus
 metrics when the config has ``mqtt`` / ``metrics``) and the expected-product
@@ -14,6 +14,12 @@ import time
 from functools import partial
 from pathlib import Path
 
+from ..scan import ExpectedProducts, open_scan_source
+from ..scan.mqtt_source import expected_from_json
+from .health import DecisionStats
+from .metrics import RigMetrics
+from .mqtt import MqttPublisher
+
 log = logging.getLogger(__name__)
 
 
@@ -22,25 +28,23 @@ def _pos_to_time(link, cpm: float, speed: float, pos: int) -> float:
     return now + (pos - link.position_at(now)) / (cpm * speed)
 
 
-def attach(handle, state_dir: Path, *, serve_metrics: bool = True) -> None:
-    from .health import DecisionStats
-
+def attach(handle) -> None:
     cfg, rig = handle.cfg, handle.rig
-    handle.state_dir = Path(state_dir)
+    state_dir = Path(cfg.state_dir)
     handle.stats = DecisionStats()
     rig.sinks.append(handle.stats)
     speed = cfg.belt.speed_mps or 0.5
     if cfg.scan is not None:
-        from ..scan import ExpectedProducts, open_scan_source
-
         sc = cfg.scan
         handle.expected = ExpectedProducts(sc.distance_m, speed, sc.match_window_m, sc.codes)
-        rig.expected = handle.expected
+        rig.expect_from(handle.expected, sc)
         handle.closers.append(handle.expected.close)
         if sc.url == "sim":
-            scanner = handle.sim_belt.scanner(sc.distance_m, log_path=Path(state_dir) / "sim-scanner.jsonl",
-                                              wrong_rate=sc.sim.wrong_rate, missing_rate=sc.sim.missing_rate,
-                                              unreadable_rate=sc.sim.unreadable_rate, seed=sc.sim.seed)
+            belt = handle.sources.groups["sim"].state  # the simulated belt (tools/sim/capture.py)
+            rates = cfg.sim.scanner
+            scanner = belt.scanner(sc.distance_m, log_path=state_dir / "sim-scanner.jsonl",
+                                   wrong_rate=rates.wrong_rate, missing_rate=rates.missing_rate,
+                                   unreadable_rate=rates.unreadable_rate, seed=cfg.sim.seed)
             handle.sim_scanner = scanner
             handle.closers.append(scanner.close)
             open_scan_source(scanner.port, handle.expected, baud=sc.baud)
@@ -49,21 +53,15 @@ def attach(handle, state_dir: Path, *, serve_metrics: bool = True) -> None:
         log.info("expected product from %s, %.2f m upstream; wrong items %s", sc.url, sc.distance_m,
                  sc.on_wrong_item)
     if cfg.mqtt is not None:
-        from .mqtt import MqttPublisher
-
         on_expected = None
         if cfg.scan is not None and cfg.scan.url == "mqtt":
-            from ..scan.mqtt_source import expected_from_json
-
             pos = partial(_pos_to_time, handle.link, float(cfg.belt.encoder_counts_per_m or 1000.0), speed)
             on_expected = partial(expected_from_json, expected=handle.expected, pos_to_time=pos)
         handle.mqtt = MqttPublisher(cfg.mqtt, cfg.name, state_dir, str(getattr(rig.scorer, "version", "")),
                                     on_expected=on_expected).start()
         rig.sinks.append(handle.mqtt)
         handle.closers.append(handle.mqtt.close)
-    if cfg.metrics is not None and serve_metrics:
-        from .metrics import RigMetrics
-
+    if cfg.metrics is not None:
         handle.metrics = RigMetrics(rig, link=handle.link, state_dir=state_dir, mqtt=handle.mqtt,
                                     expected=handle.expected)
         rig.sinks.append(handle.metrics)

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from ..errors import DeviceError
+from ..foundation.errors import DeviceError
 
 STATUS_NAME = "status.json"
 #: a status older than this means the service is not running (or hung); it is written every second
@@ -54,6 +55,14 @@ def write_status(state_dir: str | Path, status: dict) -> Path:
     return path
 
 
+def free_bytes(path: str | Path) -> int | None:
+    """Free space where ``path`` lives (None when it cannot be read)."""
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
 def read_status(state_dir: str | Path) -> dict | None:
     """The last status written, with ``age_s`` added; None when the service never wrote one."""
     path = Path(state_dir) / STATUS_NAME
@@ -65,3 +74,51 @@ def read_status(state_dir: str | Path) -> dict | None:
         raise DeviceError(f"cannot read the status file {path}: {exc}") from None
     data["age_s"] = max(0.0, time.time() - float(data.get("updated_at", 0.0)))
     return data
+
+
+def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
+    rig = handle.rig
+    link = handle.link
+    counters = dict(rig.counters)
+    counters["dropped_frames"] = rig.dropped_frames()
+    cams = {name: {"fps": s["fps"], "drops": s["dropped"], "frames": s["frames"], "errors": s["errors"],
+                   "reconnects": s["reconnects"], "connected": s["last_frame_age_s"] is not None
+                   and s["last_frame_age_s"] < 2.0}
+            for name, s in rig.camera_stats().items()}
+    lc = getattr(link, "counters", {}) or {}
+    hb = getattr(link, "heartbeat_age_s", None)
+    writes_failing = []
+    now = time.monotonic()
+    failures = counters.get("event_write_failures", 0)
+    if failures > handle.write_failures_seen[0]:  # a write failed since the last status: flagged for a minute
+        handle.write_failures_seen = (failures, now)
+    if failures and now - handle.write_failures_seen[1] < 60.0:
+        writes_failing.append(f"event log ({failures} failed writes since start, the last "
+                              f"{now - handle.write_failures_seen[1]:.0f} s ago)")
+    if handle.status_write_error:
+        writes_failing.append(f"status file ({handle.status_write_error})")
+    extra = {"decisions": handle.stats.snapshot() if handle.stats is not None else None,
+             "writes_failing": writes_failing, "state_dir_free_bytes": free_bytes(handle.cfg.state_dir)}
+    if handle.mqtt is not None:
+        extra["mqtt"] = handle.mqtt.stats()
+    if handle.expected is not None:
+        extra["scan"] = dict(handle.expected.counters, pending=handle.expected.pending())
+    return {**extra, "state": state, "pid": os.getpid(), "started_at": started_at,
+            "config": str(handle.cfg.source_path),
+            "cameras": cams,
+            "inference": {"backend": rig.scorer.backend.name, "describe": rig.scorer.backend.describe(),
+                          "preprocess": rig.pre.name},
+            "model_version": str(getattr(rig.scorer, "version", "")),
+            "controller": {"link": "up" if link.healthy else "down", "last_error": link.last_error,
+                           "port": getattr(link, "url", None),
+                           "last_heartbeat_s": None if hb is None else round(hb, 3),
+                           "retransmits": lc.get("retransmits", 0), "faults": lc.get("faults", 0),
+                           "crc_errors": lc.get("crc_errors", 0)},
+            "counters": counters,
+            "stuck": watchdog.stuck() if watchdog is not None else []}
+
+
+def one_line(st: dict) -> str:
+    c = st["counters"]
+    return (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
+            f"{c['dropped_frames']} dropped frames, link {st['controller']['link']}")

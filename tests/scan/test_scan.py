@@ -97,7 +97,7 @@ class FakeScorer:
     def score_item(self, views, threshold=None, item_id="item", sku=None):
         against = sku or self.image_sku
         self.scored_against.append(against)
-        from damage_rig.rig.detect.scorer import ItemScore
+        from damage_rig.rig.detect.scoring import ItemScore
 
         dmg = against in self.damaged_against
         return ItemScore(0.9 if dmg else 0.1, dmg, "dent" if dmg else "", against, self.conf, 0.0)

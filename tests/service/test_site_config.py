@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from damage_rig.rig.config import DEMO_CONFIG, parse_config
-from damage_rig.rig.errors import ConfigError
+from damage_rig.rig.foundation.errors import ConfigError
 from damage_rig.rig.service.metrics import is_loopback, parse_listen
 
 SITE = """

@@ -54,9 +54,8 @@ def site_run(tmp_path_factory, model_dir):
     mport = free_port()
     config = site_config(tmp, model_dir, metrics={"listen": f"127.0.0.1:{mport}"},
                          mqtt={"url": f"mqtt://127.0.0.1:{broker.port}", "topic_prefix": "damage-rig"},
-                         scan={"url": "sim", "distance_m": 0.5,
-                               "sim": {"wrong_rate": 0.2, "missing_rate": 0.1, "unreadable_rate": 0.1,
-                                       "seed": 2}})
+                         scan={"url": "sim", "distance_m": 0.5},
+                         sim={"seed": 2, "scanner": {"wrong_rate": 0.2, "missing_rate": 0.1, "unreadable_rate": 0.1}})
     state = tmp / "state"
     err_path = tmp / "stderr.log"
     err = err_path.open("w")
