@@ -205,3 +205,35 @@ def test_status_is_a_health_check(site_run):
     assert code == 2 and final["state"] == "down"  # stopped
     assert final["decisions"] == len(site_run["rows"])
     assert final["failsafe_reasons"].get("camera_missing", 0) >= 1
+
+
+def test_status_follows_a_link_outage_and_a_kill(tmp_path, model_dir):
+    """Healthy, then degraded while the controller is silent (link down), then down once the service
+    is SIGKILLed (its status file goes stale past 3 s): the exit codes a monitor acts on."""
+    config = site_config(tmp_path, model_dir)
+    state = tmp_path / "state"
+    faults = json.dumps({"silence_after_s": 6, "silence_for_s": 4})
+    proc = subprocess.Popen([sys.executable, "-m", "damage_rig.rig.cli", "run", "--config", str(config),
+                             "--emulator-faults", faults], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = []  # (exit code, the link was named) per poll
+
+    def phases():  # healthy, then degraded naming the link, then healthy again
+        codes = [c for c, _ in seen]
+        first_link = next((i for i, (c, link) in enumerate(seen) if c == 1 and link), None)
+        return (first_link is not None and 0 in codes[:first_link] and 0 in codes[first_link:])
+
+    try:
+        t_end = time.monotonic() + 90
+        while time.monotonic() < t_end and not phases():
+            if (state / "status.json").is_file():
+                code, j = status_json(state)
+                seen.append((code, any(p.startswith("controller link down") for p in j["problems"])))
+            time.sleep(0.3)
+        assert phases(), seen
+    finally:
+        proc.kill()  # SIGKILL: no last status write
+        proc.wait(timeout=30)
+    time.sleep(3.5)
+    code, j = status_json(state)
+    assert code == 2 and j["state"] == "down"
+    assert "stopped, killed or hung" in j["problems"][0]
