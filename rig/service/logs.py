@@ -53,17 +53,30 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in super().format(record).splitlines() or [""])
 
 
-def configure(level: int, stream=None) -> str:
-    """Set up the root logger once for the `rig` command; returns the format chosen ('journal'|'human')."""
-    stream = stream or sys.stderr
+def choose_format(stream=None) -> str:
+    """'journal' or 'human' for ``stream`` (stderr by default): RIG_LOG_FORMAT, else JOURNAL_STREAM."""
     choice = os.environ.get("RIG_LOG_FORMAT", "").lower()
-    if choice not in ("journal", "human"):
-        choice = "journal" if stderr_is_journal(stream) else "human"
+    if choice in ("journal", "human"):
+        return choice
+    return "journal" if stderr_is_journal(stream or sys.stderr) else "human"
+
+
+def configure(level: int, stream=None) -> str | None:
+    """Set up the root logger for the `rig` command; returns the format chosen ('journal'|'human').
+
+    Like ``logging.basicConfig``, it leaves a root logger that someone else already set up alone
+    (a test runner's capture, an embedding program) and returns None.
+    """
+    root = logging.getLogger()
+    if any(not getattr(h, "_rig", False) for h in root.handlers):
+        return None
+    stream = stream or sys.stderr
+    choice = choose_format(stream)
     if choice == "journal":
         level = min(level, logging.WARNING)  # journald filters by priority: warnings always reach it
     handler = logging.StreamHandler(stream)
+    handler._rig = True
     handler.setFormatter(JournalFormatter() if choice == "journal" else logging.Formatter(HUMAN_FORMAT))
-    root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(handler)

@@ -8,20 +8,7 @@ import re
 import subprocess
 import sys
 
-import pytest
 from damage_rig.rig.service import logs
-
-
-@pytest.fixture(autouse=True)
-def _restore_root_logger():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
 
 
 def emit_through_cli(tmp_path, journal: bool) -> str:
@@ -64,6 +51,8 @@ def test_journal_stream_must_name_stderr_itself(tmp_path, monkeypatch):
         assert logs.stderr_is_journal(a) and not logs.stderr_is_journal(b)  # e.g. stderr redirected by hand
         monkeypatch.setenv("JOURNAL_STREAM", "garbage")
         assert not logs.stderr_is_journal(a)
+        assert logs.choose_format(a) == "human"
         monkeypatch.setenv("RIG_LOG_FORMAT", "journal")
-        assert logs.configure(logging.INFO, b) == "journal"
+        assert logs.choose_format(b) == "journal"
     assert [logs.priority(level) for level in (50, 40, 30, 20, 10)] == [2, 3, 4, 6, 7]
+    assert logs.configure(logging.INFO) is None  # pytest's capture owns the root logger here: left alone
