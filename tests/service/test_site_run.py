@@ -16,9 +16,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
-from damage_rig.rig.config import PACKAGE_DATA
+import yaml
 from helpers_site import (
     Mosquitto,
     Subscriber,
@@ -33,7 +34,8 @@ pytestmark = [pytest.mark.slow,
                                  "(tools/bootstrap.sh test installs it)")]
 
 ITEMS = 20
-DASHBOARD = PACKAGE_DATA.parent.parent / "systemd" / "grafana-dashboard.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "systemd" / "grafana-dashboard.json"
+ALERTS = DASHBOARD.with_name("prometheus-alerts.yml")
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -155,10 +157,12 @@ def test_metrics_histograms_move_during_the_run(site_run):
     assert decided == last[key]
 
 
-def test_grafana_dashboard_queries_only_exported_metrics(site_run):
+def test_grafana_dashboard_and_alert_rules_query_only_exported_metrics(site_run):
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     assert len(exprs) >= 8
+    rules = yaml.safe_load(ALERTS.read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
     names = set()
     for e in exprs:
         names |= set(re.findall(r"\b(damage_rig_[a-z_]+)", e))
