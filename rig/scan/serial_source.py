@@ -13,8 +13,6 @@ import logging
 import threading
 import time
 
-import serial
-
 log = logging.getLogger(__name__)
 
 MAX_LINE = 256
@@ -31,6 +29,8 @@ class SerialScanner:
         self._thread.start()
 
     def _open(self):
+        import serial  # pyserial stays lazy inside its backend (README: imports)
+
         return serial.serial_for_url(self.url, baudrate=self.baud, timeout=0.1)
 
     def _run(self) -> None:
