@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from functools import partial
 from types import SimpleNamespace
@@ -97,5 +99,29 @@ def test_mqtts_with_a_private_ca_and_credentials_from_the_environment(tmp_path, 
         pub.decision(item(2), 50.0)
         assert wait_until(lambda: pub.stats()["outbox_depth"] == 0 and pub.stats()["acked"] == 2, 10)
         pub.close()
+    finally:
+        broker.stop()
+
+
+def test_the_last_will_says_offline_when_the_rig_dies(tmp_path):
+    """A rig killed without a goodbye: the broker publishes its will, `available` reads offline (retained)."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    sub = Subscriber(broker.port, "damage-rig/demo/available")
+    code = ("import os, sys, time\n"
+            "from damage_rig.rig.config import MqttConfig\n"
+            "from damage_rig.rig.service.mqtt import MqttPublisher\n"
+            f"pub = MqttPublisher(MqttConfig(url='mqtt://127.0.0.1:{broker.port}'), 'demo', sys.argv[1]).start()\n"
+            "t = time.monotonic()\n"
+            "while not pub.stats()['connected'] and time.monotonic() - t < 10: time.sleep(0.05)\n"
+            "time.sleep(0.5)\n"
+            "os._exit(9)  # dies: no offline message, no DISCONNECT\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], timeout=60, check=False)
+        assert proc.returncode == 9
+        assert sub.wait_for(lambda ms: [m[1] for m in ms] == [b"online", b"offline"], 10), sub.messages
+        sub.close()
+        late = Subscriber(broker.port, "damage-rig/demo/available", client_id="late-comer")
+        assert late.wait_for(lambda ms: ms and ms[-1][1] == b"offline" and ms[-1][3], 10)  # retained
+        late.close()
     finally:
         broker.stop()
