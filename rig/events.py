@@ -209,7 +209,10 @@ class EventLog:
             "reason, decided_reason, latency_ms, model_version, views, crops, crop_bytes, truth) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values, f"record item {rec.id!r}")
         if time.monotonic() - self._last_prune > self.PRUNE_PERIOD_S:
-            self.prune()
+            try:
+                self.prune()
+            except (sqlite3.Error, OSError) as exc:  # the row is stored; retention waits for next time
+                log.warning("retention pass skipped: %s", exc)
 
     def mark_acked(self, item_id: str, acked_at: float) -> None:
         """The controller acknowledged the divert: committed (fsynced) before this returns."""

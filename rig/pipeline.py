@@ -15,6 +15,7 @@ when the rig shuts down with it in flight.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import logging
 import queue
@@ -30,10 +31,14 @@ from .capture import CameraWorker, FrameSync
 from .config import RigConfig
 from .errors import RigError
 from .geometry import roi_from_corners
+from .item_ids import ItemIds
 from .stages import StageClock, percentiles
 from .trigger import Capture, Trigger
 
 log = logging.getLogger(__name__)
+
+#: a service keeps the last N latency samples per statistic (rolling window), not every one
+LATENCY_WINDOW = 10_000
 
 
 @dataclass
@@ -70,7 +75,7 @@ class Rig:
 
     def __init__(self, cfg: RigConfig, calib: Calibration, cameras: list, scorer, preprocessor, link,
                  events=None, truth_fn=None, clock: StageClock | None = None, watchdog=None,
-                 counts_per_m: float = 1000.0, keep_items: bool = False):
+                 counts_per_m: float = 1000.0, keep_items: bool = False, item_ids: ItemIds | None = None):
         self.cfg = cfg
         self.calib = calib
         self.scorer = scorer
@@ -78,7 +83,7 @@ class Rig:
         self.link = link
         self.events = events
         self.truth_fn = truth_fn
-        self.clock = clock or StageClock()
+        self.clock = clock or StageClock(window=None if keep_items else LATENCY_WINDOW)
         self.watchdog = watchdog
         self.cpm = counts_per_m
         self.speed = cfg.belt.speed_mps or 0.5
@@ -112,7 +117,7 @@ class Rig:
 
             self._align = partial(kernel_align, backend=preprocessor.name)
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
-        self._id_base = (int(time.time()) & 0xFFFF) << 16
+        self.ids = item_ids or ItemIds()  # u64, unique across restarts and years (rig/item_ids.py)
         self.items: dict[int, ItemState] = {}
         # a service forgets items once they are past the gate; demo and bench keep them for summaries
         self.keep_items = keep_items
@@ -124,7 +129,8 @@ class Rig:
         self._threads: list[threading.Thread] = []
         self.counters = {"items": 0, "decisions": 0, "diverted": 0, "divert_acked": 0, "late": 0,
                          "faults": 0, "failsafe": 0, "overload": 0, "stage_errors": 0, "ignored_late_scores": 0}
-        self.latencies_ms: list[float] = []
+        self.latencies_ms: list[float] | collections.deque = (
+            [] if keep_items else collections.deque(maxlen=LATENCY_WINDOW))
         self.first_capture_at: float | None = None
         self.last_decision_at: float | None = None
         self.started_at = time.monotonic()
@@ -218,7 +224,7 @@ class Rig:
                     self._admit(cap)
 
     def _admit(self, cap: Capture) -> None:
-        no = (self._id_base + cap.item_no) & 0xFFFFFFFF  # the DIVERT frame carries a u32 item id
+        no = self.ids.next()  # the DIVERT frame carries it (u64, protocol version 2)
         dist = self.cfg.belt.gate_distance_m - cap.blob.x
         deadline = cap.host_time + dist / self.speed
         margin = (self.cfg.divert.ack_timeout_ms * (self.cfg.divert.retries + 1)) / 1000.0
@@ -429,9 +435,6 @@ class Rig:
             self.last_decision_at = now
         if decision == "divert":
             item.fire_at = self._fire_at(item) or -1
-        self._record(item, lat)
-        item.views, item.crops = {}, {}  # network outputs and crops are in the event log now
-        if decision == "divert":
             if item.fire_at < 0:
                 # no belt position (the link is down): keep trying until the item reaches the gate
                 log.warning("item %s: divert waits for the controller's belt position", item.item_id)
@@ -439,6 +442,10 @@ class Rig:
                     self._unsent.append(item)
             else:
                 self._send(item)
+        # decide first, record after: the DIVERT is on the wire; the row only joins the recorder's
+        # queue (rig/recorder.py), so a slow, locked or full disk never delays a decision
+        self._record(item, lat)
+        item.views, item.crops = {}, {}  # network outputs and crops are with the recorder now
 
     def _send(self, item: ItemState) -> None:
         t_send = time.monotonic()

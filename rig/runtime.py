@@ -90,7 +90,10 @@ def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1,
         check_model_input(scorer)
         pre = make_preprocessor(cfg.preprocess.backend, scorer.input_size, scorer.mean, scorer.std)
         sd = Path(state_dir).expanduser() if state_dir is not None else cfg.state_dir
-        sd.mkdir(parents=True, exist_ok=True)
+        try:
+            sd.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # decisions do not depend on the state disk: start, report, retry later
+            log.error("state directory %s unusable (%s): the rig decides and diverts; records wait", sd, exc)
         # divert link
         cpm = counts_per_m(cfg)
         emulator = None
@@ -108,13 +111,14 @@ def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1,
         if not link.wait_ready(5.0):
             raise DeviceError(f"divert controller on {url} sent no heartbeat within 5 s "
                               f"({link.last_error or 'no error reported'})")
-        # event log
+        # event log: written by the recorder's thread, which opens it (and retries while the state
+        # disk is full, read-only or locked): the rig starts and decides without it
         events = None
         if with_events:
-            from .events import EventLog
+            from .recorder import open_event_log
 
-            events = EventLog(sd, cfg.storage.retention_days, cfg.storage.max_crops_mb, cfg.storage.save_crops)
-            closers.append(events.close)
+            events = open_event_log(sd, cfg.storage)
+            closers.insert(0, events.close)  # closed last: the link's final results are recorded too
         # cameras
         sim_belt = None
         if any(c.source == "sim" for c in cfg.cameras):
@@ -129,8 +133,10 @@ def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1,
         if sim_belt is not None:
             def truth_fn(cap, belt=sim_belt):
                 return belt.truth_near(cap.host_time - belt.start, cap.blob.x, cap.blob.y)
+        from .item_ids import ItemIds
+
         rig = Rig(cfg, calib, cams, scorer, pre, link, events=events, truth_fn=truth_fn, clock=clock,
-                  watchdog=watchdog, counts_per_m=cpm, keep_items=keep_items)
+                  watchdog=watchdog, counts_per_m=cpm, keep_items=keep_items, item_ids=ItemIds(sd))
         handle = RigHandle(rig, cfg, link, emulator, events, sim_belt, closers)
         return handle
     except BaseException:

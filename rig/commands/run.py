@@ -39,13 +39,30 @@ def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
                            "retransmits": lc.get("retransmits", 0), "faults": lc.get("faults", 0),
                            "crc_errors": lc.get("crc_errors", 0)},
             "counters": counters, "latency_ms": rig.summary()["latency_ms"],
+            "event_log": handle.events.stats() if hasattr(handle.events, "stats") else None,
             "stuck": watchdog.stuck() if watchdog is not None else []}
 
 
-def one_line(st: dict) -> str:
+def degraded(st: dict, status_error: str | None = None) -> list[str]:
+    """What is not working but does not stop the rig deciding (empty when all is well)."""
+    out = []
+    ev = st.get("event_log") or {}
+    if ev.get("error"):
+        out.append(f"event log not writable for {ev['error_for_s']:.0f} s ({ev['error']}); "
+                   f"{ev['backlog']} record(s) waiting")
+    if ev.get("records_dropped"):
+        out.append(f"{ev['records_dropped']} record(s) dropped (backlog full)")
+    if status_error:
+        out.append(f"status file not written ({status_error})")
+    return out
+
+
+def one_line(st: dict, status_error: str | None = None) -> str:
     c = st["counters"]
-    return (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
+    line = (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
             f"{c['dropped_frames']} dropped frames, link {st['controller']['link']}")
+    bad = degraded(st, status_error)
+    return line + ("; DEGRADED: " + "; ".join(bad) if bad else "")
 
 
 def run(args) -> int:
@@ -59,7 +76,7 @@ def run(args) -> int:
     from ..errors import ConfigError
     from ..runtime import open_rig
     from ..service.notify import Notifier
-    from ..service.status import write_status
+    from ..service.status import StatusWriter
     from ..service.watchdog import ProgressWatchdog
 
     started_at = time.time()
@@ -94,19 +111,21 @@ def run(args) -> int:
                 raise ConfigError(f"--{key.replace('_', '-')}: not JSON ({exc})") from exc
     handle = open_rig(cfg, state_dir=state_dir, sim_items=args.sim_items, watchdog=watchdog, **faults)
     rig = handle.rig
+    status = StatusWriter(state_dir)  # a full or read-only state disk is reported, never fatal
+    write_status = status.write
     try:
         if handle.sim_belt is not None:
             handle.sim_belt.begin()
         rig.start()
         watchdog.start()
         st = status_dict(handle, "running", started_at, watchdog)
-        write_status(state_dir, st)
-        notifier.ready(one_line(st))
+        write_status(st)
+        notifier.ready(one_line(st, status.error))
         t0 = time.monotonic()
         while not stop.wait(1.0):
             st = status_dict(handle, "running", started_at, watchdog)
-            write_status(state_dir, st)
-            notifier.status(one_line(st))
+            write_status(st)
+            notifier.status(one_line(st, status.error))
             if args.max_seconds is not None and time.monotonic() - t0 > args.max_seconds:
                 break
             if rig.sources_finished() and rig.idle():
@@ -114,12 +133,14 @@ def run(args) -> int:
             if rig.crashed:
                 break
         notifier.stopping("stopping: finishing items in flight")
-        write_status(state_dir, status_dict(handle, "stopping", started_at, watchdog))
+        write_status(status_dict(handle, "stopping", started_at, watchdog))
         rig.stop()
         watchdog.stop()
+        if handle.events is not None:
+            handle.events.flush(10.0)  # rows still queued (a disk that just came back) go in first
         final = status_dict(handle, "stopped", started_at, watchdog)
-        write_status(state_dir, final)
-        print(one_line(final))
+        write_status(final)
+        print(one_line(final, status.error))
     finally:
         handle.close()
         notifier.close()

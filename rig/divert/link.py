@@ -93,7 +93,7 @@ class SerialLink:
         self.reconnect_s = reconnect_s
         self.counters = {k: 0 for k in ("sent", "acked", "nak", "retransmits", "crc_errors",
                                         "resyncs", "late", "faults", "heartbeats_rx",
-                                        "controller_faults", "port_errors")}
+                                        "controller_faults", "port_errors", "nak_unmatched")}
         self.last_error: str | None = None
         self.last_status: dict | None = None
         self.controller_state: int | None = None
@@ -214,11 +214,19 @@ class SerialLink:
         (the item reaches the gate then); past it the divert is reported late.
         """
         now = time.monotonic()
-        payload = p.divert_payload(item_id, gate_id, fire_at)  # ProtocolError on bad fields
+        try:
+            payload = p.divert_payload(item_id, gate_id, fire_at)
+        except p.ProtocolError as exc:
+            payload, bad = b"", str(exc)  # a field that cannot go on the wire is a fault, never a raise
+        else:
+            bad = None
         with self._lock:
             base = {"item_id": item_id, "gate_id": gate_id, "fire_at": fire_at,
                     "deadline": deadline, "on_result": on_result, "sent_at": now,
                     "last_tx": now, "attempts": 0}
+            if bad is not None:
+                self._finish(_Pending(seq=-1, frame=b"", **base), fault=bad)
+                return
             if self._closed.is_set() or self._ser is None:
                 why = "link closed" if self._closed.is_set() else (self.last_error or "port not open")
                 self._finish(_Pending(seq=-1, frame=b"", **base), fault=why)
@@ -347,7 +355,10 @@ class SerialLink:
             elif frame.type == p.MsgType.NAK:
                 seq, reason, item_id = p.parse_nak(frame.payload)
                 entry = self._pending.get(seq)
-                if entry is None or (item_id and entry.item_id != item_id):
+                if entry is None or entry.item_id != item_id:
+                    # item id 0 (the controller could not read the DIVERT) or another item's: not this
+                    # divert's answer; it is retransmitted and ends by its own ACK, NAK or deadline
+                    self.counters["nak_unmatched"] += 1
                     return
                 self.counters["nak"] += 1
                 if reason == p.NakReason.LATE:

@@ -21,12 +21,15 @@ not duplicated here: `rig status` reads them from the event log.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
 from pathlib import Path
 
 from ..errors import DeviceError
+
+log = logging.getLogger(__name__)
 
 STATUS_NAME = "status.json"
 #: a status older than this means the service is not running (or hung)
@@ -52,6 +55,30 @@ def write_status(state_dir: str | Path, status: dict) -> Path:
     except OSError as exc:
         raise DeviceError(f"cannot write the status file {path}: {exc}") from None
     return path
+
+
+class StatusWriter:
+    """write_status for a service: a failure (full or read-only disk) is logged once, counted and
+    reported by ``error``; it never raises, and the next write that works clears it."""
+
+    def __init__(self, state_dir: str | Path):
+        self.state_dir = Path(state_dir)
+        self.error: str | None = None
+        self.failures = 0
+
+    def write(self, status: dict) -> bool:
+        try:
+            write_status(self.state_dir, dict(status, status_file_failures=self.failures))
+        except DeviceError as exc:
+            self.failures += 1
+            if self.error is None:
+                log.error("%s; the rig goes on deciding (status in the journal and sd_notify only)", exc)
+            self.error = str(exc)
+            return False
+        if self.error is not None:
+            log.warning("status file writable again after %d failed write(s)", self.failures)
+            self.error = None
+        return True
 
 
 def read_status(state_dir: str | Path) -> dict | None:
