@@ -142,6 +142,14 @@ class Recorder:
     def _run(self) -> None:
         delay = self.retry_min_s
         while True:
+            if self.log is None and not self._open():
+                # opened at once, not at the first item, so a full or read-only disk shows at start
+                with self._cv:
+                    if self._closing:
+                        return
+                    self._cv.wait(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
             with self._cv:
                 while not self._jobs and not self._closing:
                     self._cv.wait(0.5)
@@ -188,17 +196,22 @@ class Recorder:
                       why, self.backlog)
         self.last_error = why
 
+    def _open(self) -> bool:
+        try:
+            self.log = self._open_log()
+        except (RigError, OSError, sqlite3.Error) as exc:
+            self.counters["open_failures"] += 1
+            self._failed(str(exc))
+            return False
+        if self.last_error is not None:
+            log.warning("event log open again after %.1f s", time.monotonic() - self.error_since)
+            self.last_error, self.error_since = None, None
+        return True
+
     def _do(self, job) -> bool | object:
         """Run one job; True when done, False to retry later."""
         from .events import EventLogError, UnknownItemError
 
-        if self.log is None:
-            try:
-                self.log = self._open_log()
-            except (RigError, OSError, sqlite3.Error) as exc:
-                self.counters["open_failures"] += 1
-                self._failed(str(exc))
-                return False
         kind = job[0]
         try:
             if kind == "record":
