@@ -79,9 +79,10 @@ def open_rig(cfg: RigConfig, *, sim_items: int | None = None, sim_seed: int = 1,
     try:
         # model
         if scorer is None:
-            from .detect.scorer import read_card
+            from .detect.scorer import read_card, verify_model_files
 
             card = read_card(cfg.model_dir)
+            verify_model_files(cfg.model_dir, card)  # before any runtime parses a file
             onnx_path = Path(cfg.model_dir) / card["onnx"]["file"]
             backend = make_backend(cfg.inference.backend, onnx_path, max_batch=cfg.inference.max_batch,
                                    threads=cfg.inference.threads, allow_fallback=cfg.inference.allow_fallback,

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from ..errors import DatasetError, ModelError
-from .gallery import BANK_SIZE, Gallery, build_sku_entry, load_gallery, save_gallery
+from .gallery import BANK_SIZE, Gallery, build_sku_entry, load_gallery, merge_entries, save_gallery
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,10 @@ def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = Tru
     ``images``: paths or (H, W, 3) uint8 RGB arrays. ``replace=True`` drops the
     SKU's previous references; ``replace=False`` keeps them only as far as the
     stored sources can be re-read from disk.
+
+    ``replace=False`` keeps every existing reference: the new images' entry is merged with the
+    stored one (gallery.merge_entries) from the gallery's own features, so references whose
+    source files are gone (a gallery trained on another machine) are never lost.
     """
     from .scorer import Scorer
 
@@ -98,17 +102,15 @@ def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = Tru
     scorer = scorer or Scorer.load(model_dir)
     gallery = load_gallery(model_dir)
     sources = [str(im) if isinstance(im, (str, Path)) else f"array{i}" for i, im in enumerate(images)]
-    if not replace and sku in gallery.skus:
-        old = [s for s in gallery.skus[sku].sources if Path(s).is_file()]
-        images = [Path(s) for s in old] + list(images)
-        sources = old + sources
     entry = entry_from_images(scorer, list(images), sources, bank_size)
+    if not replace and sku in gallery.skus:
+        entry = merge_entries(gallery.skus[sku], entry, bank_size)
     entry.ref_disc_base = _baseline(gallery.skus.get(sku), entry)
     skus = dict(gallery.skus)
     action = "replaced" if sku in skus else "added"
     skus[sku] = entry
-    version = save_gallery(model_dir, Gallery(skus), note or f"enroll: {action} {sku} ({len(images)} refs)")
-    log.info("%s SKU %s with %d references -> gallery %s", action, sku, len(images), version)
+    version = save_gallery(model_dir, Gallery(skus), note or f"enroll: {action} {sku} ({entry.n_refs} refs)")
+    log.info("%s SKU %s: %d references -> gallery %s", action, sku, entry.n_refs, version)
     if scorer.model_dir is not None and Path(scorer.model_dir) == Path(model_dir):
         scorer.reload_gallery()
     return version

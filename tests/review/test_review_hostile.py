@@ -210,3 +210,37 @@ def test_property_any_body_or_length_gets_a_4xx_json_never_a_crash(tmp_path, mon
         check()
     finally:
         srv.stop()
+
+
+def test_enroll_over_http_keeps_every_shipped_reference_and_is_idempotent(tmp_path, model_dir):
+    """Issue 13 defect 5 through the HTTP API, on a copy of the shipped model (whose reference
+    sources are paths on the machine that trained it)."""
+    import shutil
+
+    from damage_rig.rig.detect.gallery import load_gallery
+    from damage_rig.rig.review.store import ReviewStore
+    from helpers_events import make_record
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    sku = "sku000-carton"
+    before = load_gallery(model).skus[sku].n_refs
+    state = tmp_path / "state"
+    with EventLog(state) as log:
+        for i in range(2):
+            log.record(make_record(i, "divert", sku=sku, t0=time.time() - 60, size=96))
+    st = ReviewStore(state)
+    st.label("it000000", "packaging_changed")
+    st.label("it000001", "not_damaged")
+    st.close()
+    srv = ReviewServer(state, port=0, model_dir=model).start()
+    try:
+        code, data = req(srv, "POST", "/api/gallery/enroll", json.dumps({"sku": sku}).encode())
+        assert code == 200 and data["enrolled"] == 4, data
+        after = load_gallery(model).skus[sku].n_refs
+        assert after == before + 4, (before, after)  # 70 -> 74, not 70 -> 4
+        code, again = req(srv, "POST", "/api/gallery/enroll", json.dumps({"sku": sku}).encode())
+        assert code == 200 and again["enrolled"] == 0 and again["version"] == data["version"]
+        assert load_gallery(model).skus[sku].n_refs == after
+    finally:
+        srv.stop()
