@@ -99,6 +99,8 @@ class _Counters:
 
 #: diverts the controller holds at once (a real controller's table is bounded too)
 MAX_SCHEDULED = 4096
+#: frames waiting to go out (only the delay fault holds any)
+MAX_OUTBOX = 4096
 
 
 @dataclass(order=True)
@@ -192,6 +194,9 @@ class ControllerEmulator:
             frame = bytes(buf)
             self.counters.corrupted_tx += 1
         self._order += 1
+        if len(self._outbox) >= MAX_OUTBOX:  # a delayed line cannot hold more than a UART buffer
+            self.counters.tx_overflow += 1
+            return
         heapq.heappush(self._outbox, (now + self.faults.delay_ms / 1000.0, self._order, frame))
 
     def _flush_outbox(self, now: float) -> None:

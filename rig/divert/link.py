@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 128  # < 256 so a sequence number is never ambiguous after wrap-around
 CLOCK_WINDOW_S = 2.0
+CLOCK_MAX_SAMPLES = 512
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ class SerialLink:
         self._pending: dict[int, _Pending] = {}
         self._seq = itertools.cycle(range(256))
         self._decoder = p.Decoder()
-        self._samples: deque[tuple[float, int]] = deque()
+        # bounded by count as well as by time: a controller that floods heartbeats cannot grow it
+        self._samples: deque[tuple[float, int]] = deque(maxlen=CLOCK_MAX_SAMPLES)
         self._last_rx: float | None = None
         self._ready = threading.Event()
         self._closed = threading.Event()
