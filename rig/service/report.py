@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -19,21 +20,32 @@ def gather(state_dir: str | Path, recent: int = 10) -> dict:
     state_dir = Path(state_dir)
     out = {"state_dir": str(state_dir), "status": read_status(state_dir), "counts": None,
            "recent": [], "drift": []}
+    out["event_log_error"] = None
     if events.db_path(state_dir).is_file():
-        conn = events.connect(state_dir, readonly=True)
         try:
-            out["counts"] = events.counts(conn)
-            rows = conn.execute("SELECT * FROM items ORDER BY captured_at DESC, rowid DESC LIMIT ?",
-                                (int(recent),)).fetchall()
-            out["recent"] = [events.row_to_dict(r) for r in rows]
-            try:
-                from ..review.drift import drift_flags
-                out["drift"] = [f.to_json() for f in drift_flags(conn)]
-            except RigError as exc:
-                log.warning("drift check skipped: %s", exc)
-        finally:
-            conn.close()
+            _read_event_log(state_dir, recent, out)
+        except (sqlite3.Error, RigError, ValueError) as exc:  # corrupt, locked or unreadable: say so
+            out["event_log_error"] = f"{events.db_path(state_dir)}: {exc}"
     return out
+
+
+def _read_event_log(state_dir: Path, recent: int, out: dict) -> None:
+    from .. import events
+    from ..errors import RigError
+
+    conn = events.connect(state_dir, readonly=True)
+    try:
+        out["counts"] = events.counts(conn)
+        rows = conn.execute("SELECT * FROM items ORDER BY captured_at DESC, rowid DESC LIMIT ?",
+                            (int(recent),)).fetchall()
+        out["recent"] = [events.row_to_dict(r) for r in rows]
+        try:
+            from ..review.drift import drift_flags
+            out["drift"] = [f.to_json() for f in drift_flags(conn)]
+        except RigError as exc:
+            log.warning("drift check skipped: %s", exc)
+    finally:
+        conn.close()
 
 
 def format_text(info: dict) -> str:
@@ -57,8 +69,17 @@ def format_text(info: dict) -> str:
                      f"last heartbeat {ctl.get('last_heartbeat_s', '?')} s ago  faults {ctl.get('faults', 0)}")
         if st.get("stuck"):
             lines.append(f"  STUCK stages: {', '.join(st['stuck'])}")
+        ev = st.get("event_log") or {}
+        if ev.get("error") or ev.get("backlog") or ev.get("records_dropped"):
+            lines.append(f"  EVENT LOG DEGRADED: {ev.get('backlog', 0)} record(s) waiting, "
+                         f"{ev.get('records_dropped', 0)} dropped, {ev.get('retries', 0)} retries; "
+                         f"{ev.get('error') or 'catching up'}")
+        if st.get("status_file_failures"):
+            lines.append(f"  status file: {st['status_file_failures']} write(s) failed (full or read-only disk)")
     c = info["counts"]
-    if c is None:
+    if info.get("event_log_error"):
+        lines.append(f"event log: UNREADABLE: {info['event_log_error']}")
+    elif c is None:
         lines.append("event log: none yet")
     else:
         lines.append(f"event log: {c['items']} items, {c['divert']} diverted ({c['divert_acked']} acked), "
@@ -104,6 +125,17 @@ def prometheus_text(info: dict) -> str:
         metric("rig_model_info", "gauge", "model version and inference backend in use",
                [({"version": st.get("model_version", "?"),
                   "backend": (st.get("inference") or {}).get("backend", "?")}, 1)])
+        ev = st.get("event_log") or {}
+        metric("rig_event_log_backlog", "gauge", "records decided but not yet written to the event log",
+               [({}, ev.get("backlog", 0))])
+        metric("rig_event_log_dropped_total", "counter", "records that could not be kept (backlog full)",
+               [({}, ev.get("records_dropped", 0))])
+        metric("rig_event_log_retries_total", "counter", "event log writes retried (locked, full, read-only)",
+               [({}, ev.get("retries", 0))])
+        metric("rig_event_log_writable", "gauge", "1 while the event log accepts writes",
+               [({}, 0 if ev.get("error") else 1)])
+    metric("rig_event_log_readable", "gauge", "1 when the event log could be read for this report",
+           [({}, 0 if info.get("event_log_error") else 1)])
     c = info["counts"]
     if c:
         metric("rig_items_total", "counter", "items decided, by decision",
