@@ -16,8 +16,9 @@ PNG (255 = damaged pixel). Paths are relative to DATASET.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -118,6 +119,18 @@ def _fail(where: str, msg: str):
     raise DatasetError(f"{where}: {msg}")
 
 
+def _relative_path(rel: str, where: str, what: str) -> str:
+    """A dataset path stays inside the dataset: relative, no '..', no NUL."""
+    p = PurePosixPath(rel.replace("\\", "/"))
+    if not rel or "\0" in rel or p.is_absolute() or ".." in p.parts or (len(rel) > 1 and rel[1] == ":"):
+        _fail(where, f"{what}: path {rel!r} must be relative to the dataset folder, without '..'")
+    return rel
+
+
+#: the longest items.jsonl line accepted (a real one is a few hundred bytes)
+MAX_LINE = 64 * 1024
+
+
 def parse_item(obj, where: str) -> Item:
     if not isinstance(obj, dict):
         _fail(where, "expected a JSON object")
@@ -156,7 +169,10 @@ def parse_item(obj, where: str) -> Item:
             _fail(where, f"view {vname!r}: unknown key(s) {bad}")
         for k in ("depth", "mask"):
             if vp.get(k) is not None and not isinstance(vp[k], str):
-                _fail(where, f"view {vname!r}: {k!r} must be a path or null, got {vp[k]!r}")
+                _fail(where, f"view {vname!r}: {k!r} must be a path or null, got {vp[k]!r}"[:300])
+        for k in ("rgb", "depth", "mask"):
+            if vp.get(k) is not None:
+                _relative_path(vp[k], where, f"view {vname!r} {k}")
         parsed[vname] = ViewPaths(vp["rgb"], vp.get("depth"), vp.get("mask"))
     return Item(obj["id"], obj["sku"], obj["split"], obj["label"], list(dmg),
                 obj["printed_damage"], parsed)
@@ -168,8 +184,12 @@ def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
     meta_path = root / "dataset.yaml"
     if not meta_path.is_file():
         raise DatasetError(f"{root}: not a dataset (no dataset.yaml)")
+    from .yamlpos import load_with_lines  # bounded aliases, duplicate keys refused
+
     try:
-        meta = yaml.safe_load(meta_path.read_text()) or {}
+        meta = load_with_lines(meta_path.read_text(encoding="utf-8"))[0] or {}
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{meta_path}: not UTF-8 text ({exc})") from None
     except yaml.YAMLError as exc:
         raise DatasetError(f"{meta_path}: not valid YAML: {exc}") from None
     if not isinstance(meta, dict):
@@ -179,22 +199,34 @@ def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
         raise DatasetError(f"{meta_path}: 'views' must be a non-empty list of view names, got {views!r}")
     try:
         depth_units = float(meta.get("depth_units_mm", 1.0))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DatasetError(f"{meta_path}: 'depth_units_mm' must be a number") from None
+    if not (math.isfinite(depth_units) and depth_units > 0):
+        raise DatasetError(f"{meta_path}: 'depth_units_mm' must be a positive finite number, got {depth_units}")
     items_path = root / "items.jsonl"
     if not items_path.is_file():
         raise DatasetError(f"{root}: no items.jsonl")
     items: list[Item] = []
     seen: dict[str, int] = {}
-    with items_path.open() as fh:
-        for lineno, line in enumerate(fh, 1):
+    with items_path.open("rb") as fh:
+        for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_LINE + 1), b""), 1):
+            where = f"{items_path}:{lineno}"
+            if len(raw) > MAX_LINE:
+                raise DatasetError(f"{where}: line longer than {MAX_LINE} bytes")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             if not line.strip():
                 continue
-            where = f"{items_path}:{lineno}"
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, parse_int=_bounded_int, parse_constant=_no_constant)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+            except RecursionError:
+                raise DatasetError(f"{where}: JSON nested too deeply") from None
+            except ValueError as exc:
+                raise DatasetError(f"{where}: {exc}") from None
             item = parse_item(obj, where)
             if item.id in seen:
                 raise DatasetError(f"{where}: item id {item.id!r} repeats line {seen[item.id]}")
@@ -219,6 +251,16 @@ def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
                 refs[sku_dir.name] = files
     return Dataset(root, str(meta.get("name", root.name)), list(views), depth_units,
                    str(meta.get("notes", "")), items, refs)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # beyond 64 bits: no field of ours is that large
+        raise ValueError(f"number {text[:24]}... is too large")
+    return int(text)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class DatasetWriter:
