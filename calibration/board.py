@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import yaml
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
 
 # ChArUco corners are shifted by +0.5 px in OpenCV 4.7-4.13 (opencv/opencv#25539).
 MIN_OPENCV = (4, 14)

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
+from ..rig.foundation.yamlpos import load_with_lines
 
 
 @dataclass
@@ -195,8 +196,6 @@ def load_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     if not path.is_file():
         raise CalibrationError(f"calibration file {path} does not exist")
-    from ..rig.yamlpos import load_with_lines  # bounded aliases, duplicate keys refused
-
     try:
         data, _ = load_with_lines(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:

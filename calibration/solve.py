@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
 from .board import BoardSpec
 from .detect import CameraCaptures, View
 from .model import invert_T

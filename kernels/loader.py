@@ -37,7 +37,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rig.errors import DeviceError
+from ..rig.foundation.errors import DeviceError
 
 log = logging.getLogger(__name__)
 

@@ -29,13 +29,29 @@ import numpy as np
 import yaml
 
 from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
+from ..rig.detect.card import CARD_FORMAT, CARD_NAME
+from ..rig.detect.enroll import enroll_dataset, read_rgb
 from ..rig.detect.fusion import Fusion, fit_fusion
 from ..rig.detect.gallery import BANK_SIZE
-from ..rig.detect.preprocess import FAR_PERCENTILE, IMAGENET_MEAN, IMAGENET_STD
-from ..rig.detect.scorer import CARD_FORMAT, CARD_NAME, VAL_OK_SCORES, Scorer, sha256
-from ..rig.detect.threshold import fpr_at, threshold_at_fpr
-from ..rig.errors import DatasetError
+from ..rig.detect.scoring import Scorer
+from ..rig.detect.threshold import VAL_OK_SCORES, fpr_at, threshold_at_fpr
+from ..rig.foundation.errors import DatasetError
+from ..rig.foundation.hashing import file_sha256 as sha256
+from ..rig.infer import make_backend
+from ..rig.preprocess.reference import FAR_PERCENTILE, IMAGENET_MEAN, IMAGENET_STD
+from .arch import (
+    DEEP_CHANNELS,
+    MID_BLOCK,
+    OUTPUT_NAMES,
+    PATCH_BLOCK,
+    TRUNK_PREFIX,
+    DamageNet,
+    foreground_pool,
+    neighbourhood,
+    trunk_features,
+)
 from .evaluate import load_view, score_items
+from .export import export_onnx
 from .metrics import summarize
 
 log = logging.getLogger(__name__)
@@ -126,8 +142,6 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     import torch
     from tqdm import tqdm
 
-    from .arch import DEEP_CHANNELS, OUTPUT_NAMES, TRUNK_PREFIX, DamageNet, trunk_features
-    from .export import export_onnx
 
     t_start = time.monotonic()
     torch.manual_seed(seed)
@@ -213,7 +227,6 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
             flush()
     for j, (sku, path) in enumerate(ref_records):
         k = len(records) + j
-        from ..rig.detect.enroll import read_rgb
 
         buf.append(prep.prepare_view(read_rgb(path), None, where=f"reference {path}"))
         idx.append(k)
@@ -225,7 +238,6 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     t_feat = time.monotonic() - t_start
     say(f"cached {n} views' trunk features in {t_feat:.0f} s")
 
-    from .arch import MID_BLOCK, PATCH_BLOCK, foreground_pool, neighbourhood
 
     # ---- 3. train the heads on the cache --------------------------------------------
     heads = model.heads
@@ -367,8 +379,6 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     say(f"ONNX export ok: torch vs ONNX Runtime max |diff| {parity['max_abs_diff']:.2e}")
 
     # ---- 5. gallery through the runtime path ----------------------------------------
-    from ..rig.detect.enroll import enroll_dataset
-    from ..rig.infer import make_backend
 
     card = {"format": CARD_FORMAT, "input": _card_input(input_size, channels), "damage_types": types,
             "views": list(ds.views), "fusion": Fusion().to_dict(), "threshold": 0.5,

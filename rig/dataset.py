@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import yaml
 
-from .errors import DatasetError
+from .foundation.errors import DatasetError
+from .foundation.yamlpos import load_with_lines  # bounded aliases, duplicate keys refused
 
 DAMAGE_TYPES = ("crush", "tear", "hole", "deconstruction", "spill", "broken_set")
 SPLITS = ("train", "val", "test")
@@ -184,8 +185,6 @@ def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
     meta_path = root / "dataset.yaml"
     if not meta_path.is_file():
         raise DatasetError(f"{root}: not a dataset (no dataset.yaml)")
-    from .yamlpos import load_with_lines  # bounded aliases, duplicate keys refused
-
     try:
         meta = load_with_lines(meta_path.read_text(encoding="utf-8"))[0] or {}
     except UnicodeDecodeError as exc:

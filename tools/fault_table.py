@@ -5,7 +5,7 @@
 Each case runs the real runtime on the demo config (sim cameras, ONNX Runtime,
 the controller emulator on a pty) with one fault injected through a real
 stand-in: sim cameras that stop, hang or send bad frames
-(``open_rig(camera_faults=...)``), a controller emulator that goes silent, a
+(the config's ``sim.camera_faults``), a controller emulator that goes silent, a
 pty relay whose "cable" is cut and restored, an inference backend wrapper that
 is slower than the deadline, the event log's SQLite file capped at its current
 size, `rig run` SIGKILLed and restarted, and broken files at startup.
@@ -48,7 +48,12 @@ from pathlib import Path
 
 import yaml
 
+from ..rig.config import DEMO_CONFIG, SHIPPED_MODEL_DIR, load_config
+from ..rig.divert.spawn import spawn_emulator
+from ..rig.events import EventLog, ItemRecord
+from ..rig.service.assemble import load_scorer, open_rig
 from ..rig.service.listener import NotifyListener
+from ..rig.service.loop import serve
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +80,7 @@ class Row:
 # ----------------------------------------------------------------------------------------- setup
 
 def shipped_model_dir() -> Path:
-    from ..models import SHIPPED_DIR
-
-    return Path(SHIPPED_DIR)
+    return Path(SHIPPED_MODEL_DIR)
 
 
 def demo_config(workdir: Path, model_dir: Path | None = None, **overrides) -> Path:
@@ -85,8 +88,6 @@ def demo_config(workdir: Path, model_dir: Path | None = None, **overrides) -> Pa
 
     ``overrides`` are dotted keys, e.g. ``{"divert.url": "/tmp/x"}``.
     """
-    from ..rig.config import DEMO_CONFIG
-
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
     calib = workdir / "calib.yaml"
@@ -266,25 +267,15 @@ def run_in_process(config: Path, state: Path, *, items: int, camera_faults=None,
 
     ``slow_after`` = (at_s, for_s, delay_s): inference is delay_s slower per batch in that belt-time window.
     """
-    from ..rig.config import load_config
-    from ..rig.runtime import open_rig, run_until_done
-
-    cfg = load_config(config)
+    cfg = load_config(config).with_state_dir(state).with_sim(
+        items=items, camera_faults=camera_faults or {}, emulator_faults=emulator_faults)
     scorer = None
     slow = None
     if slow_after is not None:
-        from ..rig.detect import Scorer
-        from ..rig.detect.scorer import read_card
-        from ..rig.infer import make_backend
-
-        card = read_card(cfg.model_dir)
-        inner = make_backend(cfg.inference.backend, Path(cfg.model_dir) / card["onnx"]["file"],
-                             max_batch=cfg.inference.max_batch, threads=cfg.inference.threads,
-                             allow_fallback=cfg.inference.allow_fallback, engine_dir=cfg.inference.engine_dir)
-        slow = SlowBackend(inner)
-        scorer = Scorer.load(cfg.model_dir, backend=slow)
-    handle = open_rig(cfg, sim_items=items, state_dir=state, emulator_faults=emulator_faults,
-                      camera_faults=camera_faults, scorer=scorer, keep_items=True)
+        scorer = load_scorer(cfg)
+        scorer.backend = slow = SlowBackend(scorer.backend)
+    handle = open_rig(cfg, scorer=scorer, keep_items=True)
+    sim_belt = handle.sources.groups["sim"].state
     marks: dict = {}
     stop = threading.Event()
     threads = []
@@ -293,7 +284,7 @@ def run_in_process(config: Path, state: Path, *, items: int, camera_faults=None,
             at, dur, delay = slow_after
 
             def slow_window():
-                belt = handle.sim_belt
+                belt = sim_belt
                 while not stop.is_set() and time.monotonic() < belt.start + at:
                     time.sleep(0.01)
                 slow.delay_s = delay
@@ -306,19 +297,18 @@ def run_in_process(config: Path, state: Path, *, items: int, camera_faults=None,
             threads.append(threading.Thread(target=slow_window, daemon=True))
         if action is not None:
             threads.append(threading.Thread(target=action, args=(handle, marks, stop), daemon=True))
-        handle.sim_belt.start = time.monotonic() + 60  # the belt starts when run_until_done begins it
+        sim_belt.start = time.monotonic() + 60  # the belt starts when serve() begins it
         for t in threads:
             t.start()
-        run_until_done(handle, max_s=max_s)
+        serve(handle, max_s=max_s)
         stop.set()
         for t in threads:
             t.join(10)
         rig = handle.rig
-        with rig._lock:
-            its = list(rig.items.values())
+        its = rig.items_snapshot()
         gate = handle.emulator.gate_log() if handle.emulator is not None else []
         summary, counters, cams = rig.summary(), dict(rig.counters), rig.camera_stats()
-        belt_start = handle.sim_belt.start
+        belt_start = sim_belt.start
     finally:
         stop.set()
         handle.close()
@@ -353,7 +343,7 @@ def finish_row(case: str, did: str, out: Outcome, recover_s, recover_what: str, 
 def _until_frames_again(fault_end_s: float):
     """An in-process action: mark the fault's end (belt time) and the first frame set after it."""
     def watch(handle, marks, stop):
-        belt = handle.sim_belt
+        belt = handle.sources.groups["sim"].state
         wait_until(lambda: time.monotonic() >= belt.start + fault_end_s or stop.is_set(), 60)
         marks["fault_end"] = time.monotonic()
         n0 = handle.rig.sync.sets
@@ -435,8 +425,6 @@ def case_controller_silent(work: Path, model_dir, items: int = 8) -> Row:
 
 def case_link_cut(work: Path, model_dir, items: int = 8) -> Row:
     """The serial cable is cut for 3 s (the port vanishes, the controller stays up), then restored."""
-    from ..rig.divert import spawn_emulator
-
     at, dur = 4.0, 3.0
     link_path = work / "ttyRIG"
     emu = spawn_emulator(speed_mps=0.5, counts_per_m=1000.0, failsafe="divert_all", gates=(1,),
@@ -446,7 +434,7 @@ def case_link_cut(work: Path, model_dir, items: int = 8) -> Row:
         cfg = demo_config(work, model_dir, **{"divert.url": str(link_path)})
 
         def cut(handle, marks, stop):
-            belt = handle.sim_belt
+            belt = handle.sources.groups["sim"].state
             wait_until(lambda: time.monotonic() >= belt.start + at or stop.is_set(), 60)
             relay.cut()
             marks["fault_start"] = time.monotonic()
@@ -508,7 +496,7 @@ def case_state_full(work: Path, model_dir, items: int = 8) -> Row:
         return row
 
     def fill(handle, marks, stop):
-        belt = handle.sim_belt
+        belt = handle.sources.groups["sim"].state
         wait_until(lambda: time.monotonic() >= belt.start + at or stop.is_set(), 60)
         filler = state / "filler.bin"
         chunk = b"\0" * (1 << 20)
@@ -598,7 +586,6 @@ def case_sigkill(work: Path, model_dir, run_s: float = 7.0) -> Row:
     """`rig run` is SIGKILLed mid-run (the controller stays up, as it would), then started again."""
     cfg = demo_config(work, model_dir)
     state = work / "state"
-    from ..rig.config import load_config
 
     c = load_config(cfg)
     travel_s = (c.belt.gate_distance_m - 0.25) / (c.belt.speed_mps or 0.5)  # tunnel edge to gate, at least
@@ -652,8 +639,6 @@ def case_sigkill(work: Path, model_dir, run_s: float = 7.0) -> Row:
 
 
 def _populate(state: Path) -> dict:
-    from ..rig.events import EventLog, ItemRecord
-
     with EventLog(state, save_crops=False) as ev:
         for i in range(3):
             ev.record(ItemRecord(id=f"prev-{i}", captured_at=1.7e9 + i, belt_pos=1000 * i, sku_pred="sku",

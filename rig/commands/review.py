@@ -42,7 +42,7 @@ def _token(args) -> str | None:
     import os
     from pathlib import Path
 
-    from ..errors import ConfigError
+    from ..foundation.errors import ConfigError
     from ..review.guard import TOKEN_ENV
 
     if args.token_file:
@@ -60,7 +60,7 @@ def _token(args) -> str | None:
 
 
 def run(args) -> int:
-    from ..errors import ModelError
+    from ..foundation.errors import ModelError
     from ..review import enroll
     from ..review.server import ReviewServer
     from ..review.store import ReviewStore

@@ -18,53 +18,6 @@ def add_arguments(p):
                    help='testing: controller emulator faults, e.g. \'{"silence_after_s": 5, "silence_for_s": 3}\'')
 
 
-def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
-    import os
-
-    rig = handle.rig
-    link = handle.link
-    counters = dict(rig.counters)
-    counters["dropped_frames"] = rig.dropped_frames()
-    cams = {name: {"fps": s["fps"], "drops": s["dropped"], "frames": s["frames"], "errors": s["errors"],
-                   "reconnects": s["reconnects"], "connected": s["last_frame_age_s"] is not None
-                   and s["last_frame_age_s"] < 2.0}
-            for name, s in rig.camera_stats().items()}
-    lc = getattr(link, "counters", {}) or {}
-    return {"state": state, "pid": os.getpid(), "started_at": started_at, "config": str(handle.cfg.source_path),
-            "cameras": cams,
-            "inference": {"backend": rig.scorer.backend.name, "describe": rig.scorer.backend.describe(),
-                          "preprocess": rig.pre.name},
-            "model_version": str(getattr(rig.scorer, "version", "")),
-            "controller": {"link": "up" if link.healthy else "down", "last_error": link.last_error,
-                           "retransmits": lc.get("retransmits", 0), "faults": lc.get("faults", 0),
-                           "crc_errors": lc.get("crc_errors", 0)},
-            "counters": counters, "latency_ms": rig.summary()["latency_ms"],
-            "event_log": handle.events.stats() if hasattr(handle.events, "stats") else None,
-            "stuck": watchdog.stuck() if watchdog is not None else []}
-
-
-def degraded(st: dict, status_error: str | None = None) -> list[str]:
-    """What is not working but does not stop the rig deciding (empty when all is well)."""
-    out = []
-    ev = st.get("event_log") or {}
-    if ev.get("error"):
-        out.append(f"event log not writable for {ev['error_for_s']:.0f} s ({ev['error']}); "
-                   f"{ev['backlog']} record(s) waiting")
-    if ev.get("records_dropped"):
-        out.append(f"{ev['records_dropped']} record(s) dropped (backlog full)")
-    if status_error:
-        out.append(f"status file not written ({status_error})")
-    return out
-
-
-def one_line(st: dict, status_error: str | None = None) -> str:
-    c = st["counters"]
-    line = (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
-            f"{c['dropped_frames']} dropped frames, link {st['controller']['link']}")
-    bad = degraded(st, status_error)
-    return line + ("; DEGRADED: " + "; ".join(bad) if bad else "")
-
-
 def run(args) -> int:
     import json
     import signal
@@ -73,10 +26,11 @@ def run(args) -> int:
     import time
 
     from ..config import check_config
-    from ..errors import ConfigError
-    from ..runtime import open_rig
+    from ..foundation.errors import ConfigError
+    from ..service.assemble import open_rig
+    from ..service.loop import serve
     from ..service.notify import Notifier
-    from ..service.status import StatusWriter
+    from ..service.status import StatusWriter, one_line, status_dict
     from ..service.watchdog import ProgressWatchdog
 
     started_at = time.time()
@@ -89,8 +43,7 @@ def run(args) -> int:
         notifier.status("configuration invalid: " + exc.problems[0])
         return 1
     if args.state:
-        cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"state_dir": args.state})})
-        cfg = cfg.model_copy(update={"source_path": cfg.source_path})
+        cfg = cfg.with_state_dir(args.state)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -99,48 +52,48 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     watchdog = ProgressWatchdog(notifier, stages=("trigger", "prepare", "infer", "deadline"))
-    state_dir = cfg.state_dir if not args.state else __import__("pathlib").Path(args.state)
+    state_dir = cfg.state_dir
     notifier.status("starting: opening cameras, model and divert link")
-    faults = {}
+    sim = {}
+    if args.sim_items is not None:
+        sim["items"] = args.sim_items
     for key in ("camera_faults", "emulator_faults"):
         text = getattr(args, key, None)
         if text:
             try:
-                faults[key] = json.loads(text)
+                sim[key] = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"--{key.replace('_', '-')}: not JSON ({exc})") from exc
-    handle = open_rig(cfg, state_dir=state_dir, sim_items=args.sim_items, watchdog=watchdog, **faults)
+    if sim:
+        cfg = cfg.with_sim(**sim)
+    handle = open_rig(cfg, watchdog=watchdog)
     rig = handle.rig
+
     status = StatusWriter(state_dir)  # a full or read-only state disk is reported, never fatal
-    write_status = status.write
-    try:
-        if handle.sim_belt is not None:
-            handle.sim_belt.begin()
-        rig.start()
+
+    def report(state: str) -> dict:
+        st = status_dict(handle, state, started_at, watchdog)
+        status.write(st)
+        return st
+
+    def line(st: dict) -> str:
+        return one_line(st, status.error)
+
+    def started() -> None:
         watchdog.start()
-        st = status_dict(handle, "running", started_at, watchdog)
-        write_status(st)
-        notifier.ready(one_line(st, status.error))
-        t0 = time.monotonic()
-        while not stop.wait(1.0):
-            st = status_dict(handle, "running", started_at, watchdog)
-            write_status(st)
-            notifier.status(one_line(st, status.error))
-            if args.max_seconds is not None and time.monotonic() - t0 > args.max_seconds:
-                break
-            if rig.sources_finished() and rig.idle():
-                break
-            if rig.crashed:
-                break
+        notifier.ready(line(report("running")))
+
+    def stopping() -> None:
         notifier.stopping("stopping: finishing items in flight")
-        write_status(status_dict(handle, "stopping", started_at, watchdog))
-        rig.stop()
+        report("stopping")
+
+    try:
+        serve(handle, stop=stop, max_s=args.max_seconds, wait_for_gates=False, poll_s=1.0, on_started=started,
+              on_tick=lambda: notifier.status(line(report("running"))), on_stopping=stopping)
         watchdog.stop()
-        if handle.events is not None:
+        if hasattr(handle.events, "flush"):
             handle.events.flush(10.0)  # rows still queued (a disk that just came back) go in first
-        final = status_dict(handle, "stopped", started_at, watchdog)
-        write_status(final)
-        print(one_line(final, status.error))
+        print(line(report("stopped")))
     finally:
         handle.close()
         notifier.close()

@@ -14,8 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import DatasetError, ModelError
+from ..foundation.errors import DatasetError, ModelError
 from .gallery import BANK_SIZE, Gallery, build_sku_entry, load_gallery, merge_entries, save_gallery
+from .scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,6 @@ def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = Tru
     stored one (gallery.merge_entries) from the gallery's own features, so references whose
     source files are gone (a gallery trained on another machine) are never lost.
     """
-    from .scorer import Scorer
-
     if not sku or not isinstance(sku, str):
         raise ModelError(f"enroll needs a non-empty SKU name, got {sku!r}")
     if not images:
@@ -124,8 +123,6 @@ def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[st
     ``replace_all`` starts from an empty gallery (training does this);
     otherwise SKUs not in the dataset keep their current entries.
     """
-    from .scorer import Scorer
-
     refs = dataset.references
     wanted = sorted(refs) if skus is None else list(skus)
     missing = [s for s in wanted if s not in refs]

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..errors import ModelError
+from ..foundation.errors import ModelError
+from ..foundation.hashing import file_sha256
 from .anomaly import coreset, global_anomaly, map_score, patch_map
 
 log = logging.getLogger(__name__)
@@ -201,8 +202,6 @@ def current_version(model_dir: str | Path) -> str:
 
 def _verify_arrays(d: Path, meta) -> None:
     """The version's arrays must have the SHA-256 its meta.yaml records (written by save_gallery)."""
-    from ..hashing import file_sha256
-
     want = (meta or {}).get("arrays_sha256") if isinstance(meta, dict) else None
     if want is None:
         raise ModelError(f"{d / 'meta.yaml'}: records no arrays_sha256, so {d / 'arrays.npz'} cannot be "
@@ -253,8 +252,6 @@ def save_gallery(model_dir: str | Path, gallery: Gallery, note: str = "") -> str
                           "ref_disc": float(e.ref_disc), "ref_disc_base": float(e.ref_disc_base),
                           "sources": list(e.sources)}
     np.savez(tmp / "arrays.npz", **arrays)
-    from ..hashing import file_sha256
-
     meta = {"version": version, "parent": parent, "note": note,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "arrays_sha256": file_sha256(tmp / "arrays.npz"),
             "skus": meta_skus}
@@ -295,3 +292,36 @@ def load_gallery(model_dir: str | Path, version: str | None = None) -> Gallery:
     if not skus:
         raise ModelError(f"{d}: gallery version {version} holds no SKU")
     return Gallery(skus, version, meta.get("note", ""))
+
+
+class GalleryIndex:
+    """The gallery's reference embeddings as one matrix, for identification by cosine kNN."""
+
+    def __init__(self, gallery: Gallery):
+        self.skus = sorted(gallery.skus)
+        rows, owner = [], []
+        for k, sku in enumerate(self.skus):
+            e = gallery.skus[sku].embeddings.astype(np.float32)
+            rows.append(e)
+            owner.append(np.full(len(e), k))
+        self.embeddings = np.concatenate(rows)
+        self.owner = np.concatenate(owner)
+
+    def identify(self, embeddings: list[np.ndarray], temperature: float) -> tuple[str, float, float]:
+        """(sku, softmax confidence, margin between the best and second-best SKU similarity).
+
+        Per SKU, each view's best cosine similarity to that SKU's references, averaged over the views.
+        """
+        per_sku = np.zeros(len(self.skus))
+        for emb in embeddings:
+            sims = self.embeddings @ emb.ravel().astype(np.float32)
+            best = np.full(len(self.skus), -1.0)
+            np.maximum.at(best, self.owner, sims)
+            per_sku += best
+        per_sku /= len(embeddings)
+        order = np.argsort(per_sku)[::-1]
+        top = per_sku[order[0]]
+        margin = float(top - per_sku[order[1]]) if len(order) > 1 else float(top)
+        z = (per_sku - top) / temperature
+        conf = float(1.0 / np.exp(z).sum())
+        return self.skus[order[0]], conf, margin

@@ -32,34 +32,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import DeviceError
+from ..foundation.errors import DeviceError
 from . import protocol as p
+from .base import LINKS, DivertResult
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 128  # < 256 so a sequence number is never ambiguous after wrap-around
 CLOCK_WINDOW_S = 2.0
 CLOCK_MAX_SAMPLES = 512
-
-
-@dataclass(frozen=True)
-class DivertResult:
-    """How one divert ended. Exactly one of: acked, late, fault is not None."""
-
-    item_id: int
-    acked: bool
-    late: bool
-    fault: str | None
-    attempts: int
-    sent_at: float  # host monotonic time of the first transmission (or of the call)
-    done_at: float  # host monotonic time the outcome was known
-    gate_id: int = 0
-    fire_at: int = 0
-    detail: str = ""
-
-    @property
-    def outcome(self) -> str:
-        return "acked" if self.acked else "late" if self.late else "fault"
 
 
 @dataclass
@@ -416,23 +397,10 @@ class SerialLink:
             self._write(frame)
 
 
-def open_link(url: str, *, baud: int = 115200, ack_timeout_ms: float = 40.0, retries: int = 3,
-              heartbeat_period_ms: float = 200.0, counts_per_m: float = 1000.0,
-              speed_mps: float | None = None):
-    """Open the divert link named by ``url``.
-
-    ``modbus-rtu://PORT?...`` gives the Modbus RTU coil backend (see
-    damage_rig.rig.divert.modbus); anything else goes to serial_for_url.
-    'emulator' is not a port: start one with spawn_emulator() and pass its ``port``.
-    """
-    if url == "emulator":
-        raise DeviceError("divert.url 'emulator' is not a port: start the emulator with "
-                          "spawn_emulator() and open its .port")
-    if url.startswith("modbus-rtu:"):
-        from .modbus import ModbusLink
-
-        return ModbusLink(url, baud=baud, ack_timeout_ms=ack_timeout_ms, retries=retries,
-                          heartbeat_period_ms=heartbeat_period_ms, counts_per_m=counts_per_m,
-                          speed_mps=speed_mps)
+@LINKS.register("serial")
+def open_serial(url: str, *, baud: int = 115200, ack_timeout_ms: float = 40.0, retries: int = 3,
+                heartbeat_period_ms: float = 200.0, counts_per_m: float = 1000.0,
+                speed_mps: float | None = None) -> SerialLink:
+    """Any URL pyserial's serial_for_url takes (a tty, a pty, ``loop://``, ``spy://``)."""
     return SerialLink(url, baud=baud, ack_timeout_ms=ack_timeout_ms, retries=retries,
                       heartbeat_period_ms=heartbeat_period_ms, counts_per_m=counts_per_m)

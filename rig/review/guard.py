@@ -23,7 +23,7 @@ import ipaddress
 import json
 import secrets
 
-from ..errors import RigError
+from ..foundation.errors import RigError
 
 MAX_BODY = 64 * 1024
 TOKEN_ENV = "RIG_REVIEW_TOKEN"

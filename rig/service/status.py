@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import DeviceError
+from ..foundation.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +92,48 @@ def read_status(state_dir: str | Path) -> dict | None:
         raise DeviceError(f"cannot read the status file {path}: {exc}") from None
     data["age_s"] = max(0.0, time.time() - float(data.get("updated_at", 0.0)))
     return data
+
+
+def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
+    rig = handle.rig
+    link = handle.link
+    counters = dict(rig.counters)
+    counters["dropped_frames"] = rig.dropped_frames()
+    cams = {name: {"fps": s["fps"], "drops": s["dropped"], "frames": s["frames"], "errors": s["errors"],
+                   "reconnects": s["reconnects"], "connected": s["last_frame_age_s"] is not None
+                   and s["last_frame_age_s"] < 2.0}
+            for name, s in rig.camera_stats().items()}
+    lc = getattr(link, "counters", {}) or {}
+    return {"state": state, "pid": os.getpid(), "started_at": started_at, "config": str(handle.cfg.source_path),
+            "cameras": cams,
+            "inference": {"backend": rig.scorer.backend.name, "describe": rig.scorer.backend.describe(),
+                          "preprocess": rig.pre.name},
+            "model_version": str(getattr(rig.scorer, "version", "")),
+            "controller": {"link": "up" if link.healthy else "down", "last_error": link.last_error,
+                           "retransmits": lc.get("retransmits", 0), "faults": lc.get("faults", 0),
+                           "crc_errors": lc.get("crc_errors", 0)},
+            "counters": counters, "latency_ms": rig.summary()["latency_ms"],
+            "event_log": handle.events.stats() if hasattr(handle.events, "stats") else None,
+            "stuck": watchdog.stuck() if watchdog is not None else []}
+
+
+def degraded(st: dict, status_error: str | None = None) -> list[str]:
+    """What is not working but does not stop the rig deciding (empty when all is well)."""
+    out = []
+    ev = st.get("event_log") or {}
+    if ev.get("error"):
+        out.append(f"event log not writable for {ev['error_for_s']:.0f} s ({ev['error']}); "
+                   f"{ev['backlog']} record(s) waiting")
+    if ev.get("records_dropped"):
+        out.append(f"{ev['records_dropped']} record(s) dropped (backlog full)")
+    if status_error:
+        out.append(f"status file not written ({status_error})")
+    return out
+
+
+def one_line(st: dict, status_error: str | None = None) -> str:
+    c = st["counters"]
+    line = (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
+            f"{c['dropped_frames']} dropped frames, link {st['controller']['link']}")
+    bad = degraded(st, status_error)
+    return line + ("; DEGRADED: " + "; ".join(bad) if bad else "")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from damage_rig.rig.cli import main
 from damage_rig.rig.config import DEMO_CONFIG, load_config
-from damage_rig.rig.errors import RigError
-from damage_rig.rig.stages import STAGES
+from damage_rig.rig.foundation.errors import RigError
+from damage_rig.rig.pipeline.clock import STAGES
 from damage_rig.tools.bench import driver, plot, trace
 
 TIMING = {"identify": 0.25, "anomaly": 0.5, "fuse": 0.125}
@@ -39,12 +39,16 @@ class StandInBackend:
 
 
 class StandInScorer:
-    """What the pipeline needs of a Scorer: sizes, a backend, score_item. Every item is 'damaged'."""
+    """What the pipeline needs of a Scorer (rig/pipeline/items.py ItemScorer): sizes, run, score_item.
+    Every item is 'damaged'."""
 
     input_size, channels, mean, std, version = 32, 3, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "stand-in"
 
     def __init__(self):
         self.backend = StandInBackend()
+
+    def run(self, batch):
+        return self.backend.run(batch)
 
     def score_item(self, views, threshold=None):
         time.sleep(sum(TIMING.values()) / 1000.0)  # take (at least) the time it reports, like the real one
@@ -171,7 +175,7 @@ def test_sustained_means_no_late_no_fail_safe_and_no_miss_after_the_first_item_s
 
 
 def test_a_config_without_simulated_cameras_is_refused_before_anything_opens():
-    from damage_rig.rig.errors import ConfigError
+    from damage_rig.rig.foundation.errors import ConfigError
 
     cfg = load_config(DEMO_CONFIG)
     cams = [c.model_copy(update={"source": "realsense", "serial": "123"}) for c in cfg.cameras]

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from damage_rig.rig.stages import Span, StageClock, percentiles
+from damage_rig.rig.pipeline.clock import Span, StageClock, percentiles
 from damage_rig.tools.bench.trace import chrome_trace, nesting_problems, write_trace
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from damage_rig.rig.errors import RigError
+from damage_rig.rig.foundation.errors import RigError
 from damage_rig.tools.bench.sweep import SweepPoint, find_max_rate
 
 

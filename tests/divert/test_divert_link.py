@@ -6,9 +6,10 @@ import threading
 import time
 
 import pytest
-from damage_rig.rig.divert import open_link, spawn_emulator
 from damage_rig.rig.divert import protocol as p
-from damage_rig.rig.errors import DeviceError
+from damage_rig.rig.divert.base import open_link
+from damage_rig.rig.divert.spawn import spawn_emulator
+from damage_rig.rig.foundation.errors import DeviceError
 
 
 class Results:

@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("pymodbus")
 
-from damage_rig.rig.divert import open_link
+from damage_rig.rig.divert.base import open_link
 from damage_rig.rig.divert.modbus import parse_modbus_url
-from damage_rig.rig.errors import DeviceError
+from damage_rig.rig.foundation.errors import DeviceError
 
 
 class NullModem:

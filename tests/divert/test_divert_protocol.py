@@ -4,7 +4,7 @@ import random
 
 import pytest
 from damage_rig.rig.divert import protocol as p
-from damage_rig.rig.errors import ProtocolError
+from damage_rig.rig.foundation.errors import ProtocolError
 
 
 def test_crc16_ccitt_false_check_value():

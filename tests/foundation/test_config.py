@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from damage_rig.rig.cli import main
 from damage_rig.rig.config import DEMO_CONFIG, PACKAGE_DATA, check_config, load_config
-from damage_rig.rig.errors import ConfigError
+from damage_rig.rig.foundation.errors import ConfigError
 
 
 def _write(tmp_path, text: str):

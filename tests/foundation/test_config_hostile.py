@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 from damage_rig.rig.config import DEMO_CONFIG, PACKAGE_DATA, parse_config
-from damage_rig.rig.errors import ConfigError
+from damage_rig.rig.foundation.errors import ConfigError
 
 BOMB = "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
 BOMB = 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + BOMB

@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
 from damage_rig.rig.cli import main
-from damage_rig.rig.dataset import DatasetWriter, Item, import_mvtec, read_dataset
-from damage_rig.rig.errors import DatasetError
+from damage_rig.rig.dataset import DatasetWriter, Item, read_dataset
+from damage_rig.rig.foundation.errors import DatasetError
 
 
 def _write_small(root):

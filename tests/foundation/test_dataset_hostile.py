@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from damage_rig.rig.dataset import read_dataset
-from damage_rig.rig.errors import DatasetError
+from damage_rig.rig.foundation.errors import DatasetError
 
 
 def item(**views) -> dict:

@@ -8,7 +8,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from damage_rig.tools.sim.generate import SimSettings, generate_dataset
 from damage_rig.tools.sim.products import make_catalogue, unit_centres
 from damage_rig.tools.sim.scene import build_item, draw_spec, render_views

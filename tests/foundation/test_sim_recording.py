@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from damage_rig.rig.cli import main
 
 rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 is not installed (pip install '.[realsense]')")
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.realsense
 
 
 def test_recording_plays_back_with_written_intrinsics_units_and_frame_count(tmp_path, demo_calib):
-    from damage_rig.tools.recording import Recording
+    from damage_rig.rig.capture.realsense_io import Recording
 
     out = tmp_path / "ds"
     assert main(["sim", "--items", "2", "--seed", "2", "--skus", "4", "--refs-per-sku", "1", "--out", str(out),

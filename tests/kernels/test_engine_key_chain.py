@@ -4,8 +4,8 @@ import json
 import logging
 
 import pytest
-from damage_rig.rig.errors import DeviceError, ModelError
-from damage_rig.rig.hashing import file_sha256
+from damage_rig.rig.foundation.errors import DeviceError, ModelError
+from damage_rig.rig.foundation.hashing import file_sha256
 from damage_rig.rig.infer import make_backend
 from damage_rig.rig.infer.tensorrt import key_differences, make_key, resolve_engine, sidecar
 

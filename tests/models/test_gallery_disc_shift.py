@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-
 from damage_rig.rig.detect.enroll import _baseline
-from damage_rig.rig.detect.gallery import Gallery, SkuEntry, build_sku_entry, load_gallery, save_gallery
+from damage_rig.rig.detect.gallery import (
+    Gallery,
+    SkuEntry,
+    build_sku_entry,
+    load_gallery,
+    save_gallery,
+)
 
 
 def _outputs(logits, rng):

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 from damage_rig.rig.detect.gallery import current_version, load_gallery
-from damage_rig.rig.detect.scorer import Scorer
-from damage_rig.rig.errors import ModelError
+from damage_rig.rig.detect.scoring import Scorer
+from damage_rig.rig.foundation.errors import ModelError
 from damage_rig.tools import fault_table as ft
 
 

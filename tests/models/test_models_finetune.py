@@ -5,7 +5,7 @@ import torch
 from damage_rig.models import synth
 from damage_rig.models.arch import OUTPUT_NAMES, TRUNK_PREFIX, DamageNet, load_trained
 from damage_rig.models.train import train
-from damage_rig.rig.detect import Scorer
+from damage_rig.rig.detect.scoring import Scorer
 
 
 def test_finetuned_trunk_reloads_and_matches_its_onnx(tmp_path):

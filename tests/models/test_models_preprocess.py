@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from damage_rig.rig.detect.preprocess import (
+from damage_rig.rig.foundation.errors import ModelError
+from damage_rig.rig.preprocess.reference import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     normalize_rgb,
     relative_height,
 )
-from damage_rig.rig.errors import ModelError
 
 
 def test_normalize_rgb_is_imagenet_normalisation_in_chw():

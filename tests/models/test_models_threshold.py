@@ -7,7 +7,7 @@ import pytest
 from damage_rig.models.metrics import auroc, recall_at_fpr, summarize
 from damage_rig.rig.detect.fusion import fit_fusion
 from damage_rig.rig.detect.threshold import fpr_at, threshold_at_fpr
-from damage_rig.rig.errors import ModelError
+from damage_rig.rig.foundation.errors import ModelError
 
 
 @pytest.mark.parametrize("budget", [0.001, 0.01, 0.05])

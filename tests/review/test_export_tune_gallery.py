@@ -11,8 +11,8 @@ import pytest
 import yaml
 from damage_rig.rig.cli import main
 from damage_rig.rig.dataset import read_dataset
-from damage_rig.rig.errors import DatasetError, ModelError
 from damage_rig.rig.events import EventLog
+from damage_rig.rig.foundation.errors import DatasetError, ModelError
 from damage_rig.rig.review import enroll
 from damage_rig.rig.review.export import export_reviewed, split_of
 from damage_rig.rig.review.store import BadLabelError, ReviewStore

@@ -6,7 +6,6 @@ import queue
 import time
 
 import numpy as np
-
 from damage_rig.rig.capture import CameraWorker, FrameRing, FrameSync, Grab
 from damage_rig.rig.capture.base import FrameRef
 
@@ -101,7 +100,7 @@ def test_sync_matches_within_tolerance_and_drops_the_unmatchable():
 
 
 def test_camera_worker_reconnects_after_a_device_error():
-    from damage_rig.rig.errors import DeviceError
+    from damage_rig.rig.foundation.errors import DeviceError
 
     class Flaky(CountingSource):
         def grab(self, timeout_s):

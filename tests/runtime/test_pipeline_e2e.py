@@ -6,23 +6,23 @@ import json
 import sqlite3
 
 import pytest
-
-from damage_rig.rig.runtime import open_rig, run_until_done
+from damage_rig.rig.service.assemble import open_rig
+from damage_rig.rig.service.loop import serve
 
 pytestmark = pytest.mark.slow
 
 
 def test_every_item_decided_and_diverts_fire_at_the_gate(tmp_path, make_config):
     # a generous FPR budget puts the threshold low, so most items are diverted and the gate works hard
-    cfg = make_config(**{"decision.fpr_budget": 0.9})
     n = 6
-    h = open_rig(cfg, sim_items=n, sim_seed=3, damage_rate=0.5, keep_items=True)
+    cfg = make_config(**{"decision.fpr_budget": 0.9, "sim.items": n, "sim.seed": 3, "sim.damage_rate": 0.5})
+    h = open_rig(cfg, keep_items=True)
     try:
-        run_until_done(h, max_s=60)
+        serve(h, max_s=60)
         gate = h.emulator.gate_log()
         rig = h.rig
         items = sorted(rig.items.values(), key=lambda it: it.no)
-        start = h.sim_belt.start
+        start = h.sources.groups["sim"].state.start
     finally:
         h.close()
     s = rig.summary()
@@ -60,7 +60,7 @@ def test_recording_backend_runs_the_pipeline_through_pyrealsense2(tmp_path, make
     cfg = make_config(cameras=cams)
     h = open_rig(cfg, keep_items=True)
     try:
-        run_until_done(h, max_s=60)
+        serve(h, max_s=60)
         rig = h.rig
     finally:
         h.close()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from damage_rig.rig.detect.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_rgb
 from damage_rig.rig.preprocess import make_preprocessor
+from damage_rig.rig.preprocess.reference import IMAGENET_MEAN, IMAGENET_STD, normalize_rgb
 
 
 @pytest.mark.parametrize("backend", ["opencv", "twin"])

@@ -11,8 +11,9 @@ import pytest
 from damage_rig.calibration.model import load_calibration
 from damage_rig.rig.config import DEMO_CONFIG, load_config
 from damage_rig.rig.divert.link import DivertResult
-from damage_rig.rig.pipeline import LATENCY_WINDOW, Rig
-from damage_rig.rig.recorder import Recorder
+from damage_rig.rig.pipeline.items import LATENCY_WINDOW
+from damage_rig.rig.pipeline.recorder import Recorder
+from damage_rig.rig.pipeline.rig import Rig
 from damage_rig.rig.trigger import Blob, Capture
 
 pytestmark = pytest.mark.slow
@@ -81,7 +82,7 @@ def test_100k_items_keep_rss_flat_and_windows_bounded():
         for i in range(ITEMS):
             now = time.monotonic()
             # captured 3.05 s ago (the gate is 3 s away): decided at once, forgotten 5 s after its gate
-            rig._admit(Capture(i, {}, blob, now - 3.05, 0.0, now))
+            rig.admission(Capture(i, {}, blob, now - 3.05, 0.0, now))
             if i % 200 == 199:
                 while rig.capture_q.qsize() > 8 or rec.backlog > 1000:
                     time.sleep(0.001)
@@ -99,10 +100,10 @@ def test_100k_items_keep_rss_flat_and_windows_bounded():
     grow = marks[ITEMS] - marks[20_000]
     print(f"{ITEMS} items in {took:.1f} s: RSS {marks[20_000]:.1f} MB at 20k -> {marks[ITEMS]:.1f} MB at 100k "
           f"(+{grow:.1f} MB); decisions {c['decisions']}, acked {c['divert_acked']}, rows {null.rows}; "
-          f"items held {len(rig.items)}, latency samples {len(rig.latencies_ms)}, "
+          f"items held {len(rig.items)}, latency samples {len(rig.ledger.latencies_ms)}, "
           f"stage samples {max(len(v) for v in rig.clock.durations.values())}")
     assert c["decisions"] == ITEMS and c["divert_acked"] == ITEMS and null.rows == ITEMS
-    assert len(rig.latencies_ms) <= LATENCY_WINDOW
+    assert len(rig.ledger.latencies_ms) <= LATENCY_WINDOW
     assert all(len(v) <= LATENCY_WINDOW for v in rig.clock.durations.values())
     assert len(rig.items) < 6 * RATE
     assert grow < 16.0

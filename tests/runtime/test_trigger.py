@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from damage_rig.rig.trigger import Trigger
 from damage_rig.tools.sim.belt import BeltSim
 from damage_rig.tools.sim.generate import SimSettings

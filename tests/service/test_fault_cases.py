@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from damage_rig.rig.capture.sim import CameraFault
-from damage_rig.rig.errors import ConfigError
+from damage_rig.rig.foundation.errors import ConfigError
 from damage_rig.tools import fault_table as ft
+from damage_rig.tools.sim.capture import CameraFault
 
 ITEMS = 5
 

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 from damage_rig.rig.cli import main
-from damage_rig.rig.errors import ConfigError
 from damage_rig.rig.events import EventLog
+from damage_rig.rig.foundation.errors import ConfigError
 from damage_rig.rig.service.metrics import MetricsServer
 from damage_rig.rig.service.status import read_status, write_status
 from helpers_events import make_record

@@ -29,7 +29,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import RigError
+from ..events import EventLog, EventLogError, UnknownItemError
+from ..foundation.errors import RigError
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,6 @@ class Recorder:
 
     def _do(self, job) -> bool | object:
         """Run one job; True when done, False to retry later."""
-        from .events import EventLogError, UnknownItemError
-
         kind = job[0]
         try:
             if kind == "record":
@@ -250,8 +249,6 @@ _REQUEUE = object()  # an update whose row is not written yet: queued again behi
 
 def open_event_log(state_dir: str | Path, storage) -> Recorder:
     """A Recorder over the EventLog in ``state_dir`` with the config's storage settings."""
-    from .events import EventLog
-
     def opener():
         return EventLog(state_dir, storage.retention_days, storage.max_crops_mb, storage.save_crops)
 

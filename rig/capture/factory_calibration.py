@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..rig.errors import DeviceError
-from .model import Calibration, CameraModel, DepthModel
+from ...calibration.model import Calibration, CameraModel, DepthModel
+from ..foundation.errors import DeviceError
+from .realsense_io import Recording, extrinsics_to_T, import_rs, intrinsics_K
 
 FOCAL_WARN_PCT = 1.0
 PP_WARN_PX = 5.0
@@ -38,8 +39,6 @@ class FactoryCalibration:
 
 
 def from_recording(path) -> FactoryCalibration:
-    from ..tools.recording import Recording
-
     r = Recording(path)
     return FactoryCalibration(str(path), r.serial, r.color_K, r.color_size, r.color_coeffs,
                               r.depth_K, r.depth_size, r.T_color_depth, r.depth_units_mm)
@@ -48,9 +47,7 @@ def from_recording(path) -> FactoryCalibration:
 def from_connected(size: tuple[int, int] | None = None) -> list[FactoryCalibration]:
     """Every connected RealSense camera; colour and depth profiles at ``size`` when offered
     (else the camera's largest)."""
-    from ..tools.recording import _K, _rs, extrinsics_to_T
-
-    rs = _rs()
+    rs = import_rs()
     devices = list(rs.context().query_devices())
     if not devices:
         raise DeviceError("no RealSense camera is connected: plug the cameras in (USB 3), or pass "
@@ -76,8 +73,8 @@ def from_connected(size: tuple[int, int] | None = None) -> list[FactoryCalibrati
             raise DeviceError(f"camera {serial}: needs a colour and a depth stream")
         cp, dp = picks[rs.stream.color][1], picks[rs.stream.depth][1]
         ci, di = cp.get_intrinsics(), dp.get_intrinsics()
-        out.append(FactoryCalibration(serial, serial, _K(ci), (ci.width, ci.height), list(ci.coeffs),
-                                      _K(di), (di.width, di.height),
+        out.append(FactoryCalibration(serial, serial, intrinsics_K(ci), (ci.width, ci.height), list(ci.coeffs),
+                                      intrinsics_K(di), (di.width, di.height),
                                       extrinsics_to_T(dp.get_extrinsics_to(cp)), round(units, 6)))
     return out
 

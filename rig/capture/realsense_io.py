@@ -29,15 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..calibration.model import CameraModel
-from ..rig.errors import DeviceError
+from ...calibration.model import CameraModel
+from ..foundation.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
 MAX_REPLAYS = 8
 
 
-def _rs():
+def import_rs():
     try:
         import pyrealsense2 as rs
     except ImportError as exc:  # also catches a missing libusb-1.0 behind the import
@@ -64,7 +64,7 @@ def _intrinsics(rs, K: np.ndarray, size: tuple[int, int]):
     return i
 
 
-def _K(intr) -> np.ndarray:
+def intrinsics_K(intr) -> np.ndarray:
     return np.array([[intr.fx, 0.0, intr.ppx], [0.0, intr.fy, intr.ppy], [0.0, 0.0, 1.0]])
 
 
@@ -86,7 +86,7 @@ def write_recording(path, camera: CameraModel, frames: Iterable[tuple[np.ndarray
     ``camera.depth.T_color_depth``. Frame ``i`` gets frame number ``i`` and timestamp
     ``i * 1000 / fps`` ms on both streams. Returns the number of frames written.
     """
-    rs = _rs()
+    rs = import_rs()
     path = Path(path)
     _check_path(path, must_exist=False)
     if camera.depth is None:
@@ -202,7 +202,7 @@ class Recording:
     """
 
     def __init__(self, path):
-        self._rs = rs = _rs()
+        self._rs = rs = import_rs()
         self.path = Path(path)
         _check_path(self.path, must_exist=True)
         try:
@@ -223,8 +223,8 @@ class Recording:
             raise DeviceError(f"{self.path}: needs a depth and a colour stream (has "
                               f"depth={depth_p is not None}, colour={color_p is not None})")
         ci, di = color_p.get_intrinsics(), depth_p.get_intrinsics()
-        self.color_K, self.color_size = _K(ci), (ci.width, ci.height)
-        self.depth_K, self.depth_size = _K(di), (di.width, di.height)
+        self.color_K, self.color_size = intrinsics_K(ci), (ci.width, ci.height)
+        self.depth_K, self.depth_size = intrinsics_K(di), (di.width, di.height)
         self.color_coeffs = list(ci.coeffs)
         self.depth_coeffs = list(di.coeffs)
         self.T_color_depth = extrinsics_to_T(depth_p.get_extrinsics_to(color_p))

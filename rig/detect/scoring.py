@@ -24,21 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from ..errors import ModelError
-from ..hashing import file_sha256 as sha256  # noqa: F401 - the card hashes (models/train.py, tests)
+from ..foundation.errors import ModelError
+from ..infer import make_backend
+from ..preprocess.reference import normalize_rgb, relative_height
 from .anomaly import global_anomaly, map_score, patch_map
+from .card import read_card, verify_model_files
 from .fusion import Fusion
-from .gallery import Gallery, load_gallery
-from .preprocess import normalize_rgb, relative_height
-from .threshold import threshold_at_fpr
+from .gallery import Gallery, GalleryIndex, load_gallery
+from .threshold import load_ok_scores, threshold_at_fpr
 
 log = logging.getLogger(__name__)
 
-CARD_NAME = "model_card.yaml"
-CARD_FORMAT = "damage-rig-model/1"
-VAL_OK_SCORES = "val_ok_scores.npy"
 ID_TEMPERATURE = 0.05
 
 
@@ -70,46 +67,6 @@ class ItemScore:
     features: np.ndarray | None = None   # the fusion's inputs (for fitting and for the report)
     threshold: float = 0.5
     timing_ms: dict[str, float] = field(default_factory=dict)  # identify/anomaly/fuse, for `rig bench`
-
-
-def read_card(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / CARD_NAME
-    if not path.is_file():
-        raise ModelError(f"{model_dir}: not a model directory (no {CARD_NAME}); "
-                         "train one with 'rig train' or use the shipped model")
-    try:
-        card = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ModelError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise ModelError(f"{path}: not a {CARD_FORMAT} model card")
-    for key in ("onnx", "input", "damage_types", "fusion", "threshold"):
-        if key not in card:
-            raise ModelError(f"{path}: model card lacks {key!r}")
-    return card
-
-
-def verify_model_files(model_dir: str | Path, card: dict) -> None:
-    """Every file the card lists under ``files`` must exist and have that SHA-256; the ONNX file must
-    be listed. A mismatch is a ModelError naming the file (a tampered or half-copied model never runs)."""
-    model_dir = Path(model_dir)
-    files = card.get("files")
-    onnx_name = card["onnx"]["file"]
-    if not isinstance(files, dict) or onnx_name not in files:
-        raise ModelError(f"{model_dir / CARD_NAME}: the card lists no SHA-256 for {onnx_name} (section "
-                         "'files'), so the model cannot be verified; re-export it with 'rig train'")
-    for name, want in files.items():
-        path = (model_dir / str(name)).resolve()
-        if model_dir.resolve() not in path.parents:
-            raise ModelError(f"{model_dir / CARD_NAME}: file {name!r} lies outside the model folder")
-        try:
-            got = sha256(path)
-        except OSError as exc:
-            raise ModelError(f"{path}: listed in the model card but unreadable: {exc}") from None
-        if got != str(want).lower():
-            raise ModelError(f"{path}: SHA-256 {got[:16]}... does not match the model card's {str(want)[:16]}... "
-                             "(the file was changed or damaged after the model was made); restore it from the "
-                             "model's release")
 
 
 class Scorer:
@@ -151,8 +108,6 @@ class Scorer:
         verify_model_files(model_dir, card)
         gallery = load_gallery(model_dir, gallery_version)
         if backend is None:
-            from ..infer import make_backend
-
             backend = make_backend("onnxruntime", onnx_path, max_batch=max_batch, threads=threads)
         return cls(card, gallery, backend, model_dir)
 
@@ -160,14 +115,8 @@ class Scorer:
     def set_gallery(self, gallery: Gallery) -> None:
         """Swap in a gallery (for example after `rig enroll` wrote a new version)."""
         self.gallery = gallery
-        self.skus = sorted(gallery.skus)
-        rows, owner = [], []
-        for k, sku in enumerate(self.skus):
-            e = gallery.skus[sku].embeddings.astype(np.float32)
-            rows.append(e)
-            owner.append(np.full(len(e), k))
-        self._emb = np.concatenate(rows)
-        self._owner = np.concatenate(owner)
+        self.index = GalleryIndex(gallery)
+        self.skus = self.index.skus
 
     def reload_gallery(self, version: str | None = None) -> str:
         if self.model_dir is None:
@@ -191,6 +140,12 @@ class Scorer:
         return relative_height(depth_mm, self.input_size, self.height_scale_mm, where)
 
     # ---- inference -----------------------------------------------------
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """One prepared batch (at most the backend's max_batch views) through the network."""
+        if self.backend is None:
+            raise ModelError("this scorer has no inference backend")
+        return self.backend.run(batch)
+
     def run_batch(self, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Run prepared views through the backend in chunks; one output dict per row."""
         if self.backend is None:
@@ -216,19 +171,7 @@ class Scorer:
     # ---- scoring -------------------------------------------------------
     def identify(self, view_outputs: dict[str, dict[str, np.ndarray]]) -> tuple[str, float, float]:
         """(sku, softmax confidence, margin between the best and second-best SKU similarity)."""
-        per_sku = np.zeros(len(self.skus))
-        for out in view_outputs.values():
-            sims = self._emb @ out["embedding"].ravel().astype(np.float32)
-            best = np.full(len(self.skus), -1.0)
-            np.maximum.at(best, self._owner, sims)
-            per_sku += best
-        per_sku /= len(view_outputs)
-        order = np.argsort(per_sku)[::-1]
-        top = per_sku[order[0]]
-        margin = float(top - per_sku[order[1]]) if len(order) > 1 else float(top)
-        z = (per_sku - top) / ID_TEMPERATURE
-        conf = float(1.0 / np.exp(z).sum())
-        return self.skus[order[0]], conf, margin
+        return self.index.identify([out["embedding"] for out in view_outputs.values()], ID_TEMPERATURE)
 
     def score_item(self, view_outputs: dict[str, dict[str, np.ndarray]], threshold: float | None = None,
                    item_id: str = "item", sku: str | None = None) -> ItemScore:
@@ -288,9 +231,5 @@ class Scorer:
     def threshold_for_fpr(self, fpr: float) -> float:
         """Threshold for another FPR budget, from the val ok scores stored with the model."""
         if self._ok_scores is None:
-            path = self.model_dir / VAL_OK_SCORES if self.model_dir else None
-            if path is None or not path.is_file():
-                raise ModelError(f"{self.model_dir}: no {VAL_OK_SCORES}; the threshold for another "
-                                 "FPR budget cannot be derived (retrain with 'rig train')")
-            self._ok_scores = np.load(path)
+            self._ok_scores = load_ok_scores(self.model_dir)
         return threshold_at_fpr(self._ok_scores, fpr)

@@ -23,8 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .board import BoardSpec, board_texture, save_board
-from .model import Calibration, CameraModel, invert_T, rotation, save_calibration
+from ...calibration.board import BoardSpec, board_texture, save_board
+from ...calibration.model import Calibration, CameraModel, invert_T, rotation, save_calibration
+from .rigs import jetson_3cam_calibration
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +242,6 @@ def synthesize_captures(out_dir, calib: Calibration | None = None, spec: BoardSp
                         n_shared: int = 14, n_per_camera: int = 14, seed: int = 0,
                         settings: RenderSettings | None = None, progress: bool = True) -> Calibration:
     """Render captures to ``out_dir``; returns the true calibration (also in truth.yaml)."""
-    from ..tools.sim.rigs import jetson_3cam_calibration
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     truth = distorted(calib if calib is not None else jetson_3cam_calibration())

@@ -1,13 +1,17 @@
 """`sim` capture: the belt simulator, live, at the camera's frame rate.
 
+Registered as the capture source ``sim`` through the ``damage_rig.capture``
+entry point (pyproject.toml): the runtime looks it up by name and never imports
+the simulator. Its settings are the config's ``sim`` section.
+
 All cameras of a rig share one :class:`SimBelt` (one belt, one clock). Frames
 are produced on the host's monotonic clock: frame n of every camera is exposed
 at ``start + n / fps`` (plus a small per-camera offset, so the synchroniser has
 real work). A camera that falls behind skips frames like a real sensor would.
 Items' renderings are prepared ahead of time by a prefetch thread.
 
-Fault injection (``faults=``, used by tools/fault_table.py and the `faults`
-tests) makes a sim camera misbehave the way real sensors do, in windows of
+Fault injection (``sim.camera_faults`` in the config, used by the fault cases
+of the `faults` tests and tools/fault_table.py) makes a sim camera misbehave the way real sensors do, in windows of
 belt time: the stream stops (grab and open raise DeviceError, as a RealSense
 does when frames stop arriving), the read hangs (a stuck USB transfer), or
 frames arrive all zeros, with NaN float depth (a broken driver/filter chain)
@@ -23,8 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...calibration.model import Calibration
-from ..errors import ConfigError, DeviceError
-from .base import Grab
+from ...rig.capture import CAPTURE
+from ...rig.capture.base import Grab
+from ...rig.capture.sources import SourceGroup
+from ...rig.foundation.errors import ConfigError, DeviceError
+from .belt import BeltSim
+from .generate import SimSettings
 
 FAULT_KINDS = ("stop", "hang", "zeros", "nan_depth", "wrong_size")
 
@@ -55,9 +63,6 @@ class SimBelt:
     def __init__(self, calib: Calibration, cameras: list[str], speed_mps: float, pitch_m: float,
                  seed: int = 1, damage_rate: float = 0.2, n_items: int | None = None, noise: bool = True,
                  start: float | None = None, lead_in_s: float = 1.0):
-        from ...tools.sim.belt import BeltSim
-        from ...tools.sim.generate import SimSettings
-
         self.settings = SimSettings(seed=seed, damage_rate=damage_rate, noise=noise)
         self.sim = BeltSim(calib, cameras, self.settings, speed_mps, pitch_m, noise=noise, lead_in_s=lead_in_s,
                            n_items=n_items)
@@ -175,3 +180,20 @@ class SimCamera:
 
     def close(self) -> None:
         pass
+
+
+@CAPTURE.register("sim")
+def open_sim_cameras(cfg, calib: Calibration, cams) -> SourceGroup:
+    """``source: sim`` cameras: one simulated belt (the config's ``sim`` section) seen by each of them."""
+    sim = cfg.sim
+    belt = SimBelt(calib, [c.name for _, c in cams], cfg.belt.speed_mps or 0.5, cfg.belt.item_pitch_m,
+                   seed=sim.seed, damage_rate=sim.damage_rate, n_items=sim.items)
+    faults = {name: [f.model_dump() for f in fs] for name, fs in sim.camera_faults.items()}
+    cameras = {c.name: SimCamera(belt, c.name, c.fps, offset_ms=0.7 * i, faults=faults.get(c.name, ()))
+               for i, c in cams}
+
+    def truth(cap, belt=belt):
+        return belt.truth_near(cap.host_time - belt.start, cap.blob.x, cap.blob.y)
+
+    return SourceGroup(cameras, begin=belt.begin, close=belt.close, truth=truth,
+                       end_time=lambda: belt.end_time, state=belt)
