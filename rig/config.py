@@ -146,6 +146,9 @@ class SimConfig(_Strict):
     damage_rate: Annotated[float, Field(ge=0, le=1)] = 0.2
     camera_faults: dict[str, list[CameraFaultConfig]] = {}
     emulator_faults: dict[str, int | float] | None = None  # Faults of rig/divert/emulator.py
+    # the wall clock item ids are drawn from, shifted (s): rehearses a restart after the clock
+    # jumped (65,536 s was the old u32 id's wrap) against a long-lived controller
+    id_clock_offset_s: Annotated[float, Field(ge=-1e9, le=1e9)] = 0.0
 
 
 class RigConfig(_Strict):

@@ -1005,32 +1005,27 @@ def case_disk_full_running(work: Path, model_dir, items: int = 16) -> Row:
 
 
 def case_time_jump(work: Path, model_dir, items: int = 10) -> Row:
-    """Two `rig run`s against one long-lived controller, the second with the clock 18.2 h ahead
-    (faketime). With the old ids the second run's ids repeated the first's: ACKed, never fired."""
-    if shutil.which("faketime") is None:
-        row = Row("restart 18.2 h later, long-lived controller (rig run)",
-                  "not run: needs faketime (apt-get install faketime)", 0, 0, None)
-        row.details["skipped"] = "faketime missing"
-        return row
+    """Two `rig run`s against one long-lived controller, the second drawing its item ids from a clock
+    65,536 s (18.2 h) ahead (`rig run --id-clock-offset`). With the old ids the second run's ids
+    repeated the first's: the controller ACKed them and never fired."""
     cfg, ctl = external_config(work, model_dir)
     state = work / "state"
     lis = NotifyListener(work / "notify.sock")
     runs = []
     try:
-        for i, offset in enumerate((0, JUMP_S)):
+        wall0 = time.time()
+        for i in range(2):
+            # the second run starts exactly 65,536 s after the first by its clock: the old ids' base
+            # ((seconds & 0xFFFF) << 16) came out the same, and its item numbers restart at 0
+            offset = 0.0 if i == 0 else JUMP_S - (time.time() - wall0)
             before = set(read_rows(state))
             t0 = time.monotonic()
-            env_prefix = [] if not offset else ["faketime", "-f", f"+{offset}s"]
-            env = dict(os.environ, NOTIFY_SOCKET=lis.env_value, WATCHDOG_USEC="30000000",
-                       FAKETIME_DONT_FAKE_MONOTONIC="1")
-            env.pop("WATCHDOG_PID", None)
-            proc = subprocess.Popen(env_prefix + rig_cmd("run", "--config", str(cfg), "--sim-items", str(items)),
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            proc = start_rig(cfg, lis, extra=("--sim-items", str(items), "--id-clock-offset", str(offset)))
             ready = lis.wait("READY", since=t0, timeout=120)
             out = _run_to_end(proc)
             time.sleep(_travel_s(cfg) + 0.5)  # the last diverted item reaches the gate
             rows = {k: v for k, v in read_rows(state).items() if k not in before}
-            runs.append({"status": _final_status(state), "rows": rows, "wall_offset": offset, "rc": proc.returncode,
+            runs.append({"status": _final_status(state), "rows": rows, "rc": proc.returncode,
                          "ready_s": None if ready is None else ready - t0, "out": out[-400:]})
         gate = ctl.gate_log()
     finally:
@@ -1038,9 +1033,10 @@ def case_time_jump(work: Path, model_dir, items: int = 10) -> Row:
         ctl.close()
     lost, acked_lost, det = judge_files(runs, gate, _travel_s(cfg))
     r1, r2 = det["runs"]
-    did = (f"run 1: {r1['diverted']} diverted, {r1['acked']} acked; run 2 (clock +{JUMP_S} s): {r2['diverted']} "
-           f"diverted, {r2['acked']} acked; gate fired {det['fired']} of {r1['acked'] + r2['acked']} acked; "
-           f"exits {runs[0]['rc']}, {runs[1]['rc']}")
+    ids = [e["item_id"] for e in gate if e.get("event") == "fired"]
+    did = (f"run 1: {r1['diverted']} diverted, {r1['acked']} acked; run 2 (ids from a clock +{JUMP_S} s): "
+           f"{r2['diverted']} diverted, {r2['acked']} acked; gate fired {det['fired']} of {r1['acked'] + r2['acked']} "
+           f"acked, {len(set(ids))} distinct ids; exits {runs[0]['rc']}, {runs[1]['rc']}")
     if any(r["rc"] != 0 for r in runs):
         did += "; output: " + " / ".join(r["out"] for r in runs)
     return Row("restart 18.2 h later, long-lived controller (rig run)", did, lost, acked_lost,

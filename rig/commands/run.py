@@ -14,6 +14,9 @@ def add_arguments(p):
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (testing)")
     p.add_argument("--camera-faults", default=None, metavar="JSON",
                    help='testing: inject sim camera faults, e.g. \'{"top": [{"kind": "hang", "at_s": 4}]}\'')
+    p.add_argument("--id-clock-offset", type=float, default=None, metavar="S",
+                   help="testing: draw item ids from a wall clock S seconds ahead (rehearses a restart after "
+                        "the clock jumped, against a long-lived controller)")
     p.add_argument("--emulator-faults", default=None, metavar="JSON",
                    help='testing: controller emulator faults, e.g. \'{"silence_after_s": 5, "silence_for_s": 3}\'')
 
@@ -57,6 +60,8 @@ def run(args) -> int:
     sim = {}
     if args.sim_items is not None:
         sim["items"] = args.sim_items
+    if args.id_clock_offset is not None:
+        sim["id_clock_offset_s"] = args.id_clock_offset
     for key in ("camera_faults", "emulator_faults"):
         text = getattr(args, key, None)
         if text:

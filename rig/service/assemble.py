@@ -13,6 +13,7 @@ the one service loop (loop.py), so they run the same code.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,13 @@ def open_divert(cfg: RigConfig, state_dir: Path, closers: list) -> tuple[DivertL
     return link, emulator
 
 
+def _id_clock(offset_s: float):
+    """time.time, or (testing, ``sim.id_clock_offset_s``) a clock that far ahead or behind."""
+    if not offset_s:
+        return time.time
+    return lambda: time.time() + offset_s
+
+
 def open_rig(cfg: RigConfig, *, clock: StageClock | None = None, watchdog=None, with_events: bool = True,
              scorer=None, keep_items: bool = False) -> RigHandle:
     """Everything the config describes, opened and connected but not started.
@@ -130,7 +138,7 @@ def open_rig(cfg: RigConfig, *, clock: StageClock | None = None, watchdog=None, 
         closers.append(sources.close)
         rig = Rig(cfg, calib, sources.cameras, scorer, pre, link, events=events, truth_fn=sources.truth_fn,
                   clock=clock, watchdog=watchdog, counts_per_m=counts_per_m(cfg), keep_items=keep_items,
-                  item_ids=ItemIds(sd))
+                  item_ids=ItemIds(sd, clock=_id_clock(cfg.sim.id_clock_offset_s)))
         return RigHandle(rig, cfg, link, emulator, events, sources, closers)
     except BaseException:
         for fn in reversed(closers):  # undo what was opened, then report the first failure
