@@ -60,10 +60,6 @@ class BoardSpec:
     def size_m(self) -> tuple[float, float]:
         return self.squares_x * self.square_m, self.squares_y * self.square_m
 
-    @property
-    def n_corners(self) -> int:
-        return (self.squares_x - 1) * (self.squares_y - 1)
-
     def to_dict(self) -> dict:
         d = asdict(self)
         return {"type": d.pop("type"), **d}

@@ -110,11 +110,6 @@ def source_path(module: str) -> Path:
     return KERNEL_DIR / f"{module}.cu"
 
 
-def all_sources() -> list[Path]:
-    """Every .cu file the project ships (what the nvcc test compiles)."""
-    return [source_path(m) for m in MODULES]
-
-
 def _source_bytes(module: str) -> bytes:
     parts = [source_path(module).read_bytes()]
     parts += [(KERNEL_DIR / h).read_bytes() for h in HEADERS]

@@ -64,12 +64,6 @@ class EmulatorProcess:
             self.proc.kill()
             self.proc.wait(timeout=5)
 
-    def stderr_text(self) -> str:
-        try:
-            return self._stderr_path.read_text()
-        except OSError:
-            return ""
-
     def stop(self, timeout_s: float = 5.0) -> int | None:
         """SIGTERM, wait, and SIGKILL if it does not exit; return its exit code."""
         if self.alive():
