@@ -102,7 +102,7 @@ def demo_config(workdir: Path, model_dir: Path | None = None, **overrides) -> Pa
         node = cfg
         *parents, last = key.split(".")
         for k in parents:
-            node = node[k]
+            node = node.setdefault(k, {})
         node[last] = value
     path = workdir / "rig.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -809,10 +809,14 @@ class ExternalController:
         self.em.stop()
 
 
-def external_config(work: Path, model_dir) -> tuple[Path, ExternalController]:
+def external_config(work: Path, model_dir, **overrides) -> tuple[Path, ExternalController]:
     cfg = demo_config(work, model_dir)
     ctl = ExternalController(work / "state", cfg)
-    return demo_config(work, model_dir, **{"divert.url": ctl.port}), ctl
+    return demo_config(work, model_dir, **{"divert.url": ctl.port, **overrides}), ctl
+
+
+#: the storage and id cases want diverts to judge: more damaged items than the demo's 20 %
+MANY_DAMAGED = {"sim.damage_rate": 0.6}
 
 
 def read_rows(state: Path) -> dict:
@@ -896,7 +900,7 @@ def _run_to_end(proc: subprocess.Popen, timeout: float = 180.0) -> str:
 
 def case_db_locked(work: Path, model_dir, items: int = 25, lock_s: float = 12.0) -> Row:
     """Another process holds BEGIN EXCLUSIVE on events.db for 12 s during `rig run --sim-items 25`."""
-    cfg, ctl = external_config(work, model_dir)
+    cfg, ctl = external_config(work, model_dir, **MANY_DAMAGED)
     state = work / "state"
     lis = NotifyListener(work / "notify.sock")
     try:
@@ -946,7 +950,7 @@ def _fill(path: Path) -> bool:
 
 def _disk_full(work: Path, model_dir, items: int, at_start: bool, full_s: float = 5.0) -> Row:
     label = "state disk full at start (rig run)" if at_start else "state disk full 5 s while running (rig run)"
-    cfg, ctl = external_config(work, model_dir)
+    cfg, ctl = external_config(work, model_dir, **MANY_DAMAGED)
     state = work / "state"
     why = _mount_tmpfs(state, "16m")
     if why is not None:
@@ -1008,7 +1012,7 @@ def case_time_jump(work: Path, model_dir, items: int = 10) -> Row:
     """Two `rig run`s against one long-lived controller, the second drawing its item ids from a clock
     65,536 s (18.2 h) ahead (`rig run --id-clock-offset`). With the old ids the second run's ids
     repeated the first's: the controller ACKed them and never fired."""
-    cfg, ctl = external_config(work, model_dir)
+    cfg, ctl = external_config(work, model_dir, **MANY_DAMAGED)
     state = work / "state"
     lis = NotifyListener(work / "notify.sock")
     runs = []
