@@ -919,6 +919,7 @@ def case_db_locked(work: Path, model_dir, items: int = 25, lock_s: float = 12.0)
         wait_until(lambda: len(read_rows(state)) > n_locked or proc.poll() is not None, 30, 0.05)
         recover = time.monotonic() - t_release
         out = _run_to_end(proc)
+        time.sleep(_travel_s(cfg) + 0.5)  # `rig run` exits once all is decided: let the last item reach the gate
         gate = ctl.gate_log()
     finally:
         lis.close()
@@ -933,6 +934,8 @@ def case_db_locked(work: Path, model_dir, items: int = 25, lock_s: float = 12.0)
            f"dropped); max decision latency {(st or {}).get('latency_ms', {}).get('max')} ms; exit {proc.returncode}")
     if proc.returncode != 0 or "Traceback" in out:
         did += f"; output: {out[-400:]}"
+    det.update(decided_while_locked=d1 - d0, event_log=ev, rc=proc.returncode, traceback="Traceback" in out,
+               latency_max_ms=(st or {}).get("latency_ms", {}).get("max"))
     return Row("events.db locked 12 s (rig run)", did, lost, acked_lost, recover, "next row written after release",
                det)
 
@@ -975,12 +978,14 @@ def _disk_full(work: Path, model_dir, items: int, at_start: bool, full_s: float 
                                if t >= t_full - 1) or proc.poll() is not None, 30, 0.1)
         said = [m["STATUS"] for t, m in lis.with_key("STATUS") if "DEGRADED" in m["STATUS"]]
         time.sleep(full_s)
+        said = [m["STATUS"] for t, m in lis.with_key("STATUS") if "DEGRADED" in m["STATUS"]]
         n_full = len(read_rows(state))
         filler.unlink()
         t_back = time.monotonic()
         wait_until(lambda: len(read_rows(state)) > n_full or proc.poll() is not None, 30, 0.05)
         recover = time.monotonic() - t_back
         out = _run_to_end(proc)
+        time.sleep(_travel_s(cfg) + 0.5)  # `rig run` exits once all is decided: let the last item reach the gate
         gate = ctl.gate_log()
         st = _final_status(state)
         rows = read_rows(state)
@@ -990,13 +995,16 @@ def _disk_full(work: Path, model_dir, items: int, at_start: bool, full_s: float 
         subprocess.run(["umount", "-l", str(state)], capture_output=True, timeout=10, check=False)
     lost, acked_lost, det = judge_files([{"status": st, "rows": rows}], gate, _travel_s(cfg))
     c, ev = (st or {}).get("counters", {}), (st or {}).get("event_log") or {}
+    shown = next((m for m in said if "event log" in m), said[0] if said else None)
     did = (f"ENOSPC: {enospc}; READY {t_ready - t0:.1f} s after start; STATUS said "
-           f"{(said[0].split('DEGRADED: ', 1)[-1][:90] + '...') if said else 'nothing'}; {c.get('decisions')} of "
+           f"{(shown.split('DEGRADED: ', 1)[-1][:90] + '...') if shown else 'nothing'}; {c.get('decisions')} of "
            f"{c.get('items')} items decided, {c.get('diverted')} diverted, {c.get('divert_acked')} acked; rows "
            f"{len(rows)} after space returned ({ev.get('retries', 0) + ev.get('open_failures', 0)} retries, "
            f"{ev.get('records_dropped')} dropped); exit {proc.returncode}")
     if proc.returncode != 0 or "Traceback" in out:
         did += f"; output: {out[-400:]}"
+    det.update(enospc=enospc, degraded_status=said, event_log=ev, rc=proc.returncode,
+               traceback="Traceback" in out)
     return Row(label, did, lost, acked_lost, recover, "next row written after space returned", det)
 
 

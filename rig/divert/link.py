@@ -262,10 +262,18 @@ class SerialLink:
             self.counters["sent"] += 1
         self._write(entry.frame)
 
-    def close(self) -> None:
-        """Stop the threads; outstanding diverts end as faults ('link closed')."""
+    def close(self, drain_s: float | None = None) -> None:
+        """Stop the threads; diverts sent and awaiting their ACK get up to ``drain_s`` (default: every
+        retry's timeout) to be answered first, so a clean stop does not turn a divert the controller
+        fired into a fault; what is still outstanding then ends as a fault ('link closed')."""
         if self._closed.is_set():
             return
+        end = time.monotonic() + (self.ack_timeout * (self.retries + 1) if drain_s is None else drain_s)
+        while time.monotonic() < end and self._io.is_alive():
+            with self._lock:
+                if not self._pending:
+                    break
+            time.sleep(0.005)
         self._closed.set()
         self._io.join(timeout=2.0)
         with self._lock:
