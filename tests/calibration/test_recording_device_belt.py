@@ -1,4 +1,4 @@
-"""tools.recording round trip, --from-device on a recording, and the belt plane."""
+"""realsense_io (recording) round trip, --from-device on a recording, and the belt plane."""
 
 from __future__ import annotations
 

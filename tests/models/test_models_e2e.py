@@ -11,7 +11,6 @@ import shutil
 
 import numpy as np
 import pytest
-from damage_rig.models import synth
 from damage_rig.models.evaluate import evaluate
 from damage_rig.models.onnx_ops import check_onnx, graph_ops
 from damage_rig.models.train import train
@@ -19,6 +18,8 @@ from damage_rig.rig.detect.enroll import enroll
 from damage_rig.rig.detect.gallery import list_versions, rollback
 from damage_rig.rig.detect.scoring import Scorer
 from damage_rig.rig.foundation.errors import DatasetError, ModelError
+
+from tests.helpers import synth
 
 SIZE = 128
 

@@ -11,7 +11,7 @@ real work). A camera that falls behind skips frames like a real sensor would.
 Items' renderings are prepared ahead of time by a prefetch thread.
 
 Fault injection (``sim.camera_faults`` in the config, used by the fault cases
-of the `faults` tests and tools/fault_table.py) makes a sim camera misbehave the way real sensors do, in windows of
+of the `faults` tests and the fault table, tests/helpers/faults.py) makes a sim camera misbehave the way real sensors do, in windows of
 belt time: the stream stops (grab and open raise DeviceError, as a RealSense
 does when frames stop arriving), the read hangs (a stuck USB transfer), or
 frames arrive all zeros, with NaN float depth (a broken driver/filter chain)
