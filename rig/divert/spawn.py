@@ -125,7 +125,7 @@ def spawn_emulator(*, speed_mps: float = 0.5, counts_per_m: float = 1000.0,
     stderr_path = workdir / "stderr.txt"
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent)
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl before exec
     deadline = time.monotonic() + start_timeout_s
     while time.monotonic() < deadline:
         if port_file.exists():

@@ -10,9 +10,9 @@ import logging
 import time
 
 from ..events import EventLog, ItemRecord
-from .recorder import Recorder
 from ..foundation.errors import RigError
 from .items import ItemState, Ledger
+from .recorder import Recorder
 
 log = logging.getLogger(__name__)
 

@@ -160,7 +160,7 @@ class Recorder:
                 self._busy = True
             try:
                 ok = self._do(job)
-            except Exception as exc:  # noqa: BLE001 - a bug in one job must not stop the recorder
+            except Exception:
                 log.exception("event log job %s failed; skipped", job[0])
                 self.counters["records_dropped" if job[0] == "record" else "unknown_item"] += 1
                 ok = _SKIPPED  # a job that cannot ever succeed is dropped, not retried forever

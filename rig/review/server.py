@@ -174,7 +174,7 @@ class ReviewServer:
         except (EventLogError, RigError) as exc:
             log.error("review request %s %s failed: %s", method, url.path, exc)
             return self._send_json(h, 500, {"error": str(exc)})
-        except Exception as exc:  # noqa: BLE001 - a bug answers 500 with JSON, never a dropped connection
+        except Exception as exc:
             log.exception("review request %s %s failed", method, url.path)
             return self._send_json(h, 500, {"error": f"internal error: {type(exc).__name__}"})
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from damage_rig.rig.divert import protocol as p
 from damage_rig.rig.divert.base import open_link
 from damage_rig.rig.divert.spawn import spawn_emulator
-from damage_rig.rig.divert import protocol as p
 from damage_rig.rig.foundation.item_ids import COUNTER_BITS, ItemIds
 
 from tests.rig.divert.test_divert_link import Results, events, wait_for

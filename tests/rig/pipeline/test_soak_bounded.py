@@ -26,7 +26,9 @@ class InstantLink:
     """A controller that ACKs every DIVERT at once (no serial port)."""
 
     healthy = True
-    counters: dict = {}
+
+    def __init__(self):
+        self.counters: dict = {}
 
     def position_at(self, t):
         return int(t * 1000)

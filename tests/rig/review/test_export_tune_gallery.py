@@ -15,7 +15,7 @@ from damage_rig.rig.events import EventLog
 from damage_rig.rig.foundation.errors import DatasetError, ModelError
 from damage_rig.rig.review import enroll
 from damage_rig.rig.review.export import export_reviewed, split_of
-from damage_rig.rig.review.store import BadLabelError, ReviewStore
+from damage_rig.rig.review.store import ReviewStore
 from damage_rig.rig.review.tune import evaluate, tune
 
 from tests.helpers.events import make_record

@@ -14,6 +14,7 @@ import pytest
 from damage_rig.rig.events import EventLog
 from damage_rig.rig.review import server as server_mod
 from damage_rig.rig.review.server import ReviewServer
+
 from tests.helpers.review import make_state
 
 
@@ -149,14 +150,14 @@ def test_ipv6_loopback_works(tmp_path):
 
 def _rig(*args, env=None, timeout=30):
     return subprocess.run([sys.executable, "-m", "damage_rig.rig.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout, env={**os.environ, **(env or {})}, check=False)
 
 
 def test_cli_refuses_a_public_bind_without_token(tmp_path):
     make_state(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "RIG_REVIEW_TOKEN"}
     r = subprocess.run([sys.executable, "-m", "damage_rig.rig.cli", "review", "--state", str(tmp_path),
-                        "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=30, env=env)
+                        "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True, timeout=30, env=env, check=False)
     assert r.returncode == 1
     assert "RIG_REVIEW_TOKEN" in r.stderr + r.stdout and "Traceback" not in r.stderr
 
@@ -219,6 +220,7 @@ def test_enroll_over_http_keeps_every_shipped_reference_and_is_idempotent(tmp_pa
 
     from damage_rig.rig.detect.gallery import load_gallery
     from damage_rig.rig.review.store import ReviewStore
+
     from tests.helpers.events import make_record
 
     model = tmp_path / "model"

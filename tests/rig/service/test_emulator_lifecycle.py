@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from tests.helpers.listener import NotifyListener
 from tests.helpers import faults as ft
+from tests.helpers.listener import NotifyListener
 
 
 def alive(pid: int) -> bool:
@@ -48,6 +48,6 @@ def test_emulate_port_refuses_to_replace_a_regular_file(tmp_path):
     victim = tmp_path / "important.txt"
     victim.write_text("keep me")
     r = subprocess.run([sys.executable, "-m", "damage_rig.rig.cli", "divert", "emulate", "--port", str(victim)],
-                       capture_output=True, text=True, timeout=30)
+                       capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 1 and "not a symlink" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert victim.read_text() == "keep me"

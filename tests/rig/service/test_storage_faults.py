@@ -14,6 +14,7 @@ Runs on the demo config with the shipped model; skipped with that reason when mo
 from __future__ import annotations
 
 import pytest
+
 from tests.helpers import faults as ft
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
