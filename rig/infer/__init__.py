@@ -31,7 +31,7 @@ def make_backend(name: str, onnx_path: str | Path, *, max_batch: int = 8, thread
     except KeyError:
         raise DeviceError(f"unknown inference backend {name!r}; choose one of {list(INFERENCE.names())}") \
             from None
-    opts = dict(max_batch=max_batch, threads=threads, engine_dir=engine_dir, fp16=fp16)
+    opts = {"max_batch": max_batch, "threads": threads, "engine_dir": engine_dir, "fp16": fp16}
     if name != FALLBACK:
         try:
             backend = make(onnx_path, **opts)

@@ -23,9 +23,8 @@ import numpy as np
 import yaml
 
 from .. import events
+from ..detect.card import CARD_NAME
 from ..foundation.errors import ModelError, RigError
-
-CARD_NAME = "model_card.yaml"
 
 
 @dataclass

@@ -163,11 +163,10 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="damage-rig-bench-"))
     rcfg = rcfg.with_state_dir(state).with_sim(items=items, seed=seed, damage_rate=damage_rate)
     handle = open_rig(rcfg, clock=clock, with_events=False, scorer=scorer, keep_items=True)
-    belt = handle.sources.groups["sim"].state
     try:
-        if handle.rig.pre.name == "cuda":
-            if available():
-                handle.rig.pre = NvtxPreprocessor(handle.rig.pre)
+        belt = handle.sources.groups["sim"].state
+        if handle.rig.pre.name == "cuda" and available():
+            handle.rig.pre = NvtxPreprocessor(handle.rig.pre)
         belt_s = (belt.end_time or 0.0) + 2.0
         serve(handle, max_s=belt_s + extra_s)
         rig = handle.rig
