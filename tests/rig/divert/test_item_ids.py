@@ -109,23 +109,37 @@ def test_restart_18h_later_against_a_long_lived_controller_every_divert_fires(em
 
 
 def test_nak_with_item_id_zero_does_not_fail_the_pending_divert():
-    """Controller NAKs with item id 0 (it could not read the frame): the pending divert is not failed."""
-    from damage_rig.rig.divert.link import SerialLink
+    """Over a pty: a controller answers a DIVERT's SEQ with NAK(bad payload, item id 0) and then ACKs
+    it. Before, any NAK with id 0 failed whatever divert held that SEQ; now only an answer naming the
+    item does."""
+    import os
+    import tty
 
-    link = SerialLink.__new__(SerialLink)  # only the frame handler: no port
-    import threading
-
-    link._lock = threading.RLock()
-    link.counters = {"nak": 0, "nak_unmatched": 0, "late": 0, "faults": 0, "acked": 0}
-    finished = []
-    entry = type("E", (), {"item_id": 42})()
-    link._pending = {5: entry}
-    link._finish = lambda e, **kw: finished.append(kw)
-    link._last_rx = 0.0
-    link._handle(p.Frame(1, p.MsgType.NAK, p.nak_payload(5, p.NakReason.BAD_PAYLOAD, 0)), 0.0)
-    assert finished == [] and link.counters["nak_unmatched"] == 1
-    link._handle(p.Frame(2, p.MsgType.NAK, p.nak_payload(5, p.NakReason.LATE, 42)), 0.0)
-    assert finished and finished[0].get("late")
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    dec = p.Decoder()
+    with open_link(os.ttyname(slave), heartbeat_period_ms=50, counts_per_m=1000.0, ack_timeout_ms=400,
+                   retries=0) as link:
+        os.write(master, p.encode(0, p.MsgType.HEARTBEAT, p.ctrl_heartbeat_payload(0, 0)))
+        os.write(master, p.encode(1, p.MsgType.HEARTBEAT, p.ctrl_heartbeat_payload(10, 0)))
+        assert link.wait_ready(5.0)
+        res = Results()
+        item = (1 << 60) + 7
+        link.divert(item, 1, 10_000, deadline=time.monotonic() + 5, on_result=res)
+        divert = None
+        end = time.monotonic() + 5
+        while divert is None and time.monotonic() < end:
+            for f in dec.feed(os.read(master, 4096)):
+                if f.type == p.MsgType.DIVERT:
+                    divert = f
+        assert divert is not None and p.parse_divert(divert.payload)[0] == item  # u64 on the wire
+        os.write(master, p.encode(2, p.MsgType.NAK, p.nak_payload(divert.seq, p.NakReason.BAD_PAYLOAD, 0)))
+        time.sleep(0.1)
+        assert not res.calls and link.counters["nak_unmatched"] == 1
+        os.write(master, p.encode(3, p.MsgType.ACK, p.ack_payload(divert.seq, item)))
+        assert res.wait(1) and res.calls[0].acked
+    os.close(master)
+    os.close(slave)
 
 
 def test_fire_at_beyond_i64_is_a_fault_result_not_an_exception(emulator):
