@@ -78,14 +78,23 @@ def merge_entries(old: SkuEntry, new: SkuEntry, bank_size: int = BANK_SIZE, seed
     old_discs = old.ref_discs if len(old.ref_discs) else np.full(n_old, old.ref_disc, np.float32)
     new_discs = new.ref_discs if len(new.ref_discs) else np.full(new.n_refs, new.ref_disc, np.float32)
     discs = np.concatenate([old_discs, new_discs]).astype(np.float32)
-    finite = discs[np.isfinite(discs)]
+    # a product with several looks (old and new packaging) is judged against its most damaged-looking
+    # pristine look: over all references, 70 old ones would outvote a few new ones and the new look
+    # would divert again; so the level never drops when references are added
+    looks = [v for v in (_p90(discs), _p90(new_discs), old.ref_disc) if np.isfinite(v)]
     return SkuEntry(
         np.concatenate([old.embeddings, new.embeddings]), np.concatenate([old.descs, new.descs]),
         allp[idx].astype(np.float16), allsrc[idx].astype(np.int16),
         old.patch_scale if np.isfinite(old.patch_scale) else new.patch_scale,
         old.global_scale if np.isfinite(old.global_scale) else new.global_scale,
         list(old.sources) + list(new.sources),
-        float(np.percentile(finite, 90)) if finite.size else float("nan"), old.ref_disc_base, discs)
+        float(max(looks)) if looks else float("nan"), old.ref_disc_base, discs)
+
+
+def _p90(values: np.ndarray) -> float:
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    return float(np.percentile(finite, 90)) if finite.size else float("nan")
 
 
 def build_sku_entry(outputs: list[dict[str, np.ndarray]], sources: list[str],

@@ -65,6 +65,8 @@ def test_extending_an_entry_keeps_every_reference_without_its_source_files(tmp_p
     assert merged.n_refs == 72 and len(merged.embeddings) == 72 and len(merged.ref_discs) == 72
     assert merged.sources[:70] == old.sources and merged.ref_disc_base == old.ref_disc_base
     assert len(merged.bank) == 16 and merged.bank_src.max() < 72
+    # judged against its most damaged-looking pristine look: 2 new references are not outvoted by 70
+    assert merged.ref_disc == max(new.ref_disc, old.ref_disc) and Gallery({"p": merged}).disc_shift("p") > 3.0
     # a gallery from before ref_discs were stored: the old level stands in for each old image
     legacy = SkuEntry(old.embeddings, old.descs, old.bank, old.bank_src, 1.0, 1.0, old.sources, old.ref_disc,
                       old.ref_disc_base)
