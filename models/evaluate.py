@@ -30,6 +30,14 @@ def load_view(scorer, ds: Dataset, item: Item, view: str) -> np.ndarray:
     return scorer.prepare_view(rgb, depth, where=where)
 
 
+def load_view_and_canon(scorer, ds: Dataset, item: Item, view: str):
+    """(network input, canonical pose for the registered comparison or None) of one view."""
+    where = f"item {item.id!r} view {view!r}"
+    rgb = ds.load_rgb(item, view)
+    depth = ds.load_depth_mm(item, view)
+    return scorer.prepare_view(rgb, depth, where=where), scorer.canon_view(view, rgb, depth)
+
+
 def score_items(scorer, ds: Dataset, items: list[Item], *, progress: bool = True,
                 desc: str = "scoring", batch_views: int = 16) -> list:
     """ItemScore per item through the runtime path, batching views across items."""
@@ -37,6 +45,7 @@ def score_items(scorer, ds: Dataset, items: list[Item], *, progress: bool = True
 
     results = [None] * len(items)
     pending: list[tuple[int, str, np.ndarray]] = []
+    canons: dict[int, dict] = {}
 
     def flush():
         if not pending:
@@ -46,14 +55,16 @@ def score_items(scorer, ds: Dataset, items: list[Item], *, progress: bool = True
         for (i, v, _), row in zip(pending, rows):
             by_item.setdefault(i, {})[v] = row
         for i, outs in by_item.items():
-            results[i] = scorer.score_item(outs, item_id=items[i].id)
+            results[i] = scorer.score_item(outs, item_id=items[i].id, canons=canons.pop(i, None))
         pending.clear()
 
     for i, it in enumerate(tqdm(items, desc=desc, unit="item", disable=not progress)):
         if not it.views:
             raise DatasetError(f"item {it.id!r} has no views")
         for v in it.views:  # all of an item's views go into the same flush
-            pending.append((i, v, load_view(scorer, ds, it, v)))
+            x, canon = load_view_and_canon(scorer, ds, it, v)
+            pending.append((i, v, x))
+            canons.setdefault(i, {})[v] = canon
         if len(pending) >= batch_views:
             flush()
     flush()

@@ -31,10 +31,12 @@ import yaml
 from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
 from ..rig.detect.fusion import Fusion, fit_fusion
 from ..rig.detect.gallery import BANK_SIZE
-from ..rig.detect.preprocess import FAR_PERCENTILE, IMAGENET_MEAN, IMAGENET_STD
+from ..rig.detect.preprocess import (DETAIL_SCALE_MM, DETAIL_SIGMA, FAR_PERCENTILE, IMAGENET_MEAN,
+                                     IMAGENET_STD)
 from ..rig.detect.scorer import CARD_FORMAT, CARD_NAME, VAL_OK_SCORES, Scorer, sha256
 from ..rig.detect.threshold import fpr_at, threshold_at_fpr
 from ..rig.errors import DatasetError
+from .augment import SYNTH_TYPES, synth_damage
 from .evaluate import load_view, score_items
 from .metrics import summarize
 
@@ -44,6 +46,10 @@ HEIGHT_SCALE_MM = 100.0
 PATCH_DIM = 64
 EMBED_DIM = 128
 HIDDEN = 64
+DEPTH_MODE = "height_detail_valid"  # depth input: height, detail above a smooth surface, validity
+DEPTH_CHANNELS = 3
+SYNTHETIC_SHARE = 0.5  # ok train views that also train as a copy with synthetic damage (augment.py)
+SYNTHETIC_MAX = 1500
 FINETUNE_EPOCHS = 0   # epochs of trunk fine-tuning after the head epochs (0: frozen trunk; see docs)
 
 
@@ -110,18 +116,22 @@ def _card_input(size: int, channels: int) -> dict:
     return {"name": "input", "layout": "NCHW", "size": size, "channels": channels, "color": "RGB",
             "resize": "bilinear (cv2.INTER_LINEAR) of the whole crop to size x size",
             "scale": "1/255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "depth": ({"mode": "relative_height", "scale_mm": HEIGHT_SCALE_MM,
+            "depth": ({"mode": DEPTH_MODE, "scale_mm": HEIGHT_SCALE_MM,
+                       "channels": ["relative height / scale_mm, clipped [-1, 4]",
+                                    f"height minus a smooth surface (Gaussian sigma size*{DETAIL_SIGMA:.4f}, "
+                                    f"normalised over valid pixels) / {DETAIL_SCALE_MM:g} mm, clipped [-2, 2]",
+                                    "validity: 1 where depth was measured"],
                        "belt": "plane fitted to 1/z on the crop's border ring (width size/16); "
                                f"fallback: the {FAR_PERCENTILE:g}th percentile of depth",
                        "far_percentile": FAR_PERCENTILE, "resize": "nearest",
-                       "clip": [-1.0, 4.0], "missing": "0"} if channels > 3 else None)}
+                       "missing": "0 in every channel"} if channels > 3 else None)}
 
 
 def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int = 30,
           input_size: int = 224, batch_size: int = 64, seed: int = 0, bank_size: int = BANK_SIZE,
           threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None,
           known_good: int = 64, finetune_epochs: int = FINETUNE_EPOCHS,
-          finetune_lr: float = 3e-4) -> dict:
+          finetune_lr: float = 3e-4, synthetic: float = SYNTHETIC_SHARE) -> dict:
     """Train, export and calibrate a model from DATASET into OUT; returns the model card."""
     import torch
     from tqdm import tqdm
@@ -141,7 +151,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     ds = read_dataset(data)
     check_dataset(ds)
     has_depth = any(vp.depth is not None for it in ds.items for vp in it.views.values())
-    channels = 4 if has_depth else 3
+    channels = 3 + DEPTH_CHANNELS if has_depth else 3
     types = list(DAMAGE_TYPES)
     train_items = ds.split("train")
     train_skus = sorted({it.sku for it in train_items} | set(ds.references))
@@ -165,22 +175,28 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
 
     # ---- 1. cache trunk features of every train view and reference --------
     records = [(it, v) for it in train_items for v in it.views]
+    synth_records = _synth_records(records, synthetic, rng) if supervised else []
     ref_records = [(sku, p) for sku in sorted(ds.references) for p in ds.references[sku]]
-    n = len(records) + len(ref_records)
+    n = len(records) + len(synth_records) + len(ref_records)
+    if synth_records:
+        say(f"adding {len(synth_records)} ok train views with synthetic damage "
+            f"({', '.join(SYNTH_TYPES)})")
     feats = np.zeros((n, model.feat_channels, grid, grid), np.float16)
     deep_grid = (grid + 1) // 2
     deeps = np.zeros((n, DEEP_CHANNELS, deep_grid, deep_grid), np.float16)
     mid_grid = 2 * grid  # the stride-8 maps the fine-tuning phase starts from
     mids = (np.zeros((n, model.trunk.mid_channels, mid_grid, mid_grid), np.float16)
             if finetune_epochs > 0 and supervised else None)
-    depth_small = np.zeros((n, 1, input_size // 4, input_size // 4), np.float32) if has_depth else None
+    # the depth branch's input after its first pooling (it trains from this cache)
+    dpool = model.heads.depth.pool if has_depth else None
+    dsz = input_size // int(dpool.kernel_size) if has_depth else 0
+    depth_small = np.zeros((n, channels - 3, dsz, dsz), np.float16) if has_depth else None
     y_view = np.zeros(n, np.float32)
     y_patch = np.zeros((n, grid, grid), np.float32)
     w_patch = np.zeros(n, np.float32)
     y_type = np.zeros((n, len(types)), np.float32)
     w_damage = np.zeros(n, np.float32)
     y_sku = np.zeros(n, np.int64)
-    pool = torch.nn.AvgPool2d(4)
     bar = tqdm(total=n, desc="trunk features", unit="view", disable=not progress)
     buf, idx = [], []
 
@@ -195,7 +211,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
             if mids is not None:
                 mids[idx] = m.numpy().astype(np.float16)
             if has_depth:
-                depth_small[idx] = pool(x[:, 3:4]).numpy()
+                depth_small[idx] = dpool(x[:, 3:]).numpy().astype(np.float16)
         bar.update(len(buf))
         buf.clear()
         idx.clear()
@@ -211,8 +227,20 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
             y_type[k, [types.index(t) for t in it.damage]] = 1.0
         if len(buf) >= 32:
             flush()
-    for j, (sku, path) in enumerate(ref_records):
+    for j, (it, v, syn_seed) in enumerate(synth_records):
         k = len(records) + j
+        rgb, depth, mask, kind = synth_damage(ds.load_rgb(it, v), ds.load_depth_mm(it, v),
+                                              np.random.default_rng(syn_seed))
+        buf.append(prep.prepare_view(rgb, depth, where=f"item {it.id!r} view {v!r} (synthetic {kind})"))
+        idx.append(k)
+        y_view[k], w_damage[k], y_sku[k] = 1.0, 1.0, sku_index[it.sku]
+        small = cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+        y_patch[k], w_patch[k] = (small > 0.02).astype(np.float32), 1.0
+        y_type[k, types.index(kind)] = 1.0
+        if len(buf) >= 32:
+            flush()
+    for j, (sku, path) in enumerate(ref_records):
+        k = len(records) + len(synth_records) + j
         from ..rig.detect.enroll import read_rgb
 
         buf.append(prep.prepare_view(read_rgb(path), None, where=f"reference {path}"))
@@ -277,7 +305,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
             flip = bool(rng.random() < 0.5)  # a flipped feature map is a plausible view of a flipped item
             f = _orient(torch.from_numpy(feats[b].astype(np.float32)), 0, flip)
             g = _orient(torch.from_numpy(deeps[b].astype(np.float32)), 0, flip)
-            d = _orient(torch.from_numpy(depth_small[b]), 0, flip) if has_depth else None
+            d = _orient(torch.from_numpy(depth_small[b].astype(np.float32)), 0, flip) if has_depth else None
             loss = batch_loss(f, g, d, b, 0, flip)
             opt.zero_grad()
             loss.backward()
@@ -317,7 +345,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
                 m = _orient(torch.from_numpy(mids[b].astype(np.float32)), k, flip)
                 patch, g = model.trunk.from_mid(m)
                 f = trunk_features(m, patch)
-                d = _orient(torch.from_numpy(depth_small[b]), k, flip) if has_depth else None
+                d = _orient(torch.from_numpy(depth_small[b].astype(np.float32)), k, flip) if has_depth else None
                 loss = batch_loss(f, g, d, b, k, flip)
                 opt.zero_grad()
                 loss.backward()
@@ -442,6 +470,16 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     (out / CARD_NAME).write_text(yaml.safe_dump(_plain(card), sort_keys=False))
     say(f"wrote {out} in {time.monotonic() - t_start:.0f} s")
     return card
+
+
+def _synth_records(records, share: float, rng, cap: int = SYNTHETIC_MAX) -> list:
+    """(item, view, seed) for a random ``share`` of the ok train views (at most ``cap``)."""
+    ok = [(it, v) for it, v in records if not it.damaged]
+    k = min(cap, int(round(share * len(ok))))
+    if k <= 0:
+        return []
+    pick = np.sort(rng.choice(len(ok), k, replace=False))
+    return [(ok[i][0], ok[i][1], int(rng.integers(2**31))) for i in pick]
 
 
 def _orient(t, k: int, flip: bool):

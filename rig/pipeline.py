@@ -47,6 +47,7 @@ class ItemState:
     dist_m: float = 0.0  # from where it was captured to the gate
     views: dict = field(default_factory=dict)  # view -> outputs
     crops: dict = field(default_factory=dict)  # view -> RGB crop
+    canons: dict = field(default_factory=dict)  # view -> the crop in canonical pose (registration)
     expected: int = 0
     decided: bool = False
     decision: str = ""
@@ -321,6 +322,7 @@ class Rig:
             if self.scorer.channels > 3:
                 tensor[0, 3:] = self.scorer.depth_channel(depth_crop)
             item.crops[name] = rgb
+            item.canons[name] = self.scorer.canon_view(name, rgb, depth_crop)
             jobs.append(ViewJob(item, name, tensor[0], time.monotonic()))
         return jobs
 
@@ -371,7 +373,7 @@ class Rig:
     def _score_and_decide(self, item: ItemState) -> None:
         t0 = time.monotonic()
         try:
-            score = self.scorer.score_item(item.views, threshold=self._threshold())
+            score = self.scorer.score_item(item.views, threshold=self._threshold(), canons=item.canons)
         except Exception:
             log.exception("item %s: scoring failed", item.item_id)
             self.counters["stage_errors"] += 1
@@ -430,7 +432,7 @@ class Rig:
         if decision == "divert":
             item.fire_at = self._fire_at(item) or -1
         self._record(item, lat)
-        item.views, item.crops = {}, {}  # network outputs and crops are in the event log now
+        item.views, item.crops, item.canons = {}, {}, {}  # network outputs and crops are in the event log now
         if decision == "divert":
             if item.fire_at < 0:
                 # no belt position (the link is down): keep trying until the item reaches the gate
