@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
+from ..rig.foundation.geometry import uses_pixel_rectangles
 
 F32 = np.float32
 _INT_MIN = np.int32(-(2**31))
@@ -36,33 +37,6 @@ def _check_inputs(depth, depth_K, color_K, color_size, T_color_depth):
     if w <= 0 or h <= 0:
         raise CalibrationError(f"align_depth_to_color: color_size must be positive, got {color_size!r}")
     return depth, w, h
-
-
-def _fov_deg(K: np.ndarray, w: int, h: int) -> tuple[float, float]:
-    """librealsense's rs2_fov, in float32 like the C code."""
-    fx, fy, ppx, ppy = F32(K[0, 0]), F32(K[1, 1]), F32(K[0, 2]), F32(K[1, 2])
-    half = F32(0.5)
-    fov_x = (np.arctan2(ppx + half, fx) + np.arctan2(F32(w) - (ppx + half), fx)) * F32(57.2957795)
-    fov_y = (np.arctan2(ppy + half, fy) + np.arctan2(F32(h) - (ppy + half), fy)) * F32(57.2957795)
-    return float(fov_x), float(fov_y)
-
-
-def uses_pixel_rectangles(depth_K, depth_size, color_K, color_size) -> bool:
-    """True when rs.align fills the rectangle between a depth pixel's two projected
-    corners; False when it writes only the top-left corner's colour pixel.
-
-    librealsense takes the rectangle when the colour image has more pixels per degree
-    than the depth image on either axis (fov by rs2_fov), or for the two special
-    resolution pairs 640x240 -> 320x180 and 640x480 -> 640x360.
-    """
-    dw, dh = (int(v) for v in depth_size)
-    cw, ch = (int(v) for v in color_size)
-    dfx, dfy = _fov_deg(np.asarray(depth_K, float), dw, dh)
-    cfx, cfy = _fov_deg(np.asarray(color_K, float), cw, ch)
-    ppa_d = (F32(dw) / F32(dfx), F32(dh) / F32(dfy))
-    ppa_c = (F32(cw) / F32(cfx), F32(ch) / F32(cfy))
-    special = ((dw, dh, cw, ch) in ((640, 240, 320, 180), (640, 480, 640, 360)))
-    return bool(ppa_d[0] < ppa_c[0] or ppa_d[1] < ppa_c[1] or special)
 
 
 def _trunc_to_int32(v: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
 
 
 def _check_points(points: np.ndarray, where: str) -> np.ndarray:

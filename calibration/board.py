@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import yaml
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
 
 # ChArUco corners are shifted by +0.5 px in OpenCV 4.7-4.13 (opencv/opencv#25539).
 MIN_OPENCV = (4, 14)
@@ -59,10 +59,6 @@ class BoardSpec:
     @property
     def size_m(self) -> tuple[float, float]:
         return self.squares_x * self.square_m, self.squares_y * self.square_m
-
-    @property
-    def n_corners(self) -> int:
-        return (self.squares_x - 1) * (self.squares_y - 1)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
 from .board import BoardSpec, make_board, make_detector
 
 log = logging.getLogger(__name__)

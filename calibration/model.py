@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
 from .board import BoardSpec, load_board
 from .detect import CameraCaptures, camera_graph, check_connected, check_views, detect_all
 from .model import Calibration, CameraModel, invert_T, load_calibration, save_calibration

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
 from .board import BoardSpec
 from .detect import CameraCaptures, View
 from .model import invert_T
@@ -128,12 +128,9 @@ class Extrinsics:
     iterations: int
 
 
-def solve_extrinsics(intr: dict[str, Intrinsics], reference: str,
-                     huber_px: float = 1.5, max_iter: int = 50) -> Extrinsics:
-    names = sorted(intr)
-    views = [(v, intr[v.camera]) for n in names for v in intr[n].views]
-    # Seed: breadth-first over cameras from the reference, each edge the mean of the
-    # relative poses over the moments both cameras saw.
+def _seed_poses(intr: dict[str, Intrinsics], names: list[str], reference: str) -> dict[str, np.ndarray]:
+    """Seed: breadth-first over cameras from the reference, each edge the mean of the
+    relative poses over the moments both cameras saw."""
     T_ref_cam = {reference: np.eye(4)}
     frontier = [reference]
     while frontier:
@@ -150,6 +147,30 @@ def solve_extrinsics(intr: dict[str, Intrinsics], reference: str,
     missing = [n for n in names if n not in T_ref_cam]
     if missing:
         raise CalibrationError(f"camera {missing[0]!r} shares no moment with the others")
+    return T_ref_cam
+
+
+def _rms_per_camera(names: list[str], views: list, res: list) -> tuple[dict, dict]:
+    """Reprojection RMS (px) per camera, and per camera and moment."""
+    joint_rms, joint_views = {}, {}
+    for n in names:
+        sq, cnt = 0.0, 0
+        joint_views[n] = {}
+        for (v, _), rv in zip(views, res):
+            if v.camera == n:
+                e = rv.reshape(-1, 2)
+                joint_views[n][v.moment] = float(np.sqrt(np.mean(np.sum(e * e, 1))))
+                sq += float(np.sum(e * e))
+                cnt += len(e)
+        joint_rms[n] = float(np.sqrt(sq / max(cnt, 1)))
+    return joint_rms, joint_views
+
+
+def solve_extrinsics(intr: dict[str, Intrinsics], reference: str,
+                     huber_px: float = 1.5, max_iter: int = 50) -> Extrinsics:
+    names = sorted(intr)
+    views = [(v, intr[v.camera]) for n in names for v in intr[n].views]
+    T_ref_cam = _seed_poses(intr, names, reference)
     T_ref_board: dict[str, np.ndarray] = {}
     best_n: dict[str, int] = {}
     for v, it in views:
@@ -235,17 +256,7 @@ def solve_extrinsics(intr: dict[str, Intrinsics], reference: str,
         if not improved:
             break
 
-    joint_rms, joint_views = {}, {}
-    for n in names:
-        sq, cnt = 0.0, 0
-        joint_views[n] = {}
-        for (v, _), rv in zip(views, res):
-            if v.camera == n:
-                e = rv.reshape(-1, 2)
-                joint_views[n][v.moment] = float(np.sqrt(np.mean(np.sum(e * e, 1))))
-                sq += float(np.sum(e * e))
-                cnt += len(e)
-        joint_rms[n] = float(np.sqrt(sq / max(cnt, 1)))
+    joint_rms, joint_views = _rms_per_camera(names, views, res)
     log.info("joint extrinsics: %d cameras, %d moments, %d iterations", len(names), len(moments), it_count)
     return Extrinsics(reference, {n: invert_T(T_cam_ref[n]) for n in names}, T_ref_board,
                       joint_rms, joint_views, it_count)

@@ -3,14 +3,15 @@
 Same signature and, bit for bit, the same result as the CPU reference
 :func:`damage_rig.calibration.align.align_depth_to_color` (whose docstring
 spells out every rounding step); the rectangle-or-point decision is taken by
-the reference module's :func:`uses_pixel_rectangles`, so there is one rule.
+the foundation's :func:`uses_pixel_rectangles` (rig/foundation/geometry.py), so there is one rule.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
+from ..rig.foundation.geometry import uses_pixel_rectangles
 from ._run import Arg, run_kernels
 
 BLOCK = 256
@@ -28,8 +29,6 @@ def align_params(depth_K, color_K, T_color_depth, depth_units_m) -> np.ndarray:
 
 def align_depth_to_color(depth, depth_K, color_K, color_size, T_color_depth, depth_units_m,
                          backend: str = "twin") -> np.ndarray:
-    from ..calibration.align import uses_pixel_rectangles
-
     depth = np.asarray(depth)
     if depth.ndim != 2 or depth.dtype != np.uint16:
         raise CalibrationError(f"align: depth must be 2-D uint16, got {depth.dtype} {depth.shape}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..rig.errors import CalibrationError
+from ..rig.foundation.errors import CalibrationError
 from ._run import Arg, run_kernels
 
 BLOCK = 256

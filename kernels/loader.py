@@ -37,7 +37,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..rig.errors import DeviceError
+from ..rig.foundation.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,6 @@ def source_path(module: str) -> Path:
     if module not in MODULES:
         raise DeviceError(f"unknown kernel module {module!r}; known: {sorted(MODULES)}")
     return KERNEL_DIR / f"{module}.cu"
-
-
-def all_sources() -> list[Path]:
-    """Every .cu file the project ships (what the nvcc test compiles)."""
-    return [source_path(m) for m in MODULES]
 
 
 def _source_bytes(module: str) -> bytes:

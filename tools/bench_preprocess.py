@@ -15,6 +15,7 @@ import argparse
 import time
 
 import numpy as np
+from damage_rig.rig.preprocess import make_preprocessor
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -32,7 +33,6 @@ def _median_ms(fn, repeats: int) -> float:
 
 def main(argv=None) -> int:
     import cv2
-    from damage_rig.rig.preprocess import make_preprocessor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=224)

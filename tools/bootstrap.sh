@@ -2,7 +2,7 @@
 # One entry point for a fresh clone: creates ./.venv, installs what the chosen
 # action needs, then runs it.
 #   bash tools/bootstrap.sh demo [rig demo args...]   # the rig on its embedded default
-#   bash tools/bootstrap.sh test [pytest args...]     # the test suite
+#   bash tools/bootstrap.sh test [pytest args...]     # the import contract (lint-imports), then the test suite
 #   bash tools/bootstrap.sh shell                     # just install (dev extras) and print how to activate
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +70,8 @@ case "$action" in
     exec "$VENV/bin/rig" demo "$@" ;;
   test)
     system_packages; venv; install "dev,realsense,train,modbus,browser"
+    # the import layers first (pyproject.toml [tool.importlinter]): a broken contract fails the run
+    "$VENV/bin/lint-imports"
     exec "$VENV/bin/python" -m pytest "$@" ;;
   shell)
     system_packages; venv; install "dev,realsense,train,modbus,browser"

@@ -26,11 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration.model import load_calibration
+from ..rig.config import PACKAGE_DATA, SHIPPED_MODEL_DIR
+from ..rig.detect.scoring import Scorer
+from ..rig.events import EventLog, ItemRecord
+from ..rig.review.enroll import enroll_reviewed
+from ..rig.review.store import ReviewStore
+from .sim.products import APPLICABLE, make_catalogue
+from .sim.scene import draw_spec, render_views
+
 
 def _items(catalogue, sku_index: int, seed: int, n: int, damage: list[str] | None, calib):
     """n items of one SKU; ``damage`` kinds are used in turn (one per item), none when empty."""
-    from .sim.scene import draw_spec, render_views
-
     out = []
     for k in range(n):
         kinds = [damage[k % len(damage)]] if damage else []
@@ -46,14 +53,6 @@ def _score(scorer, items, threshold):
 
 
 def run(model: Path, sku: str | None, n: int, seed: int, work: Path, damage: str) -> dict:
-    from ..calibration.model import load_calibration
-    from ..rig.config import PACKAGE_DATA
-    from ..rig.detect import Scorer
-    from ..rig.events import EventLog, ItemRecord
-    from ..rig.review.enroll import enroll_reviewed
-    from ..rig.review.store import ReviewStore
-    from .sim.products import APPLICABLE, make_catalogue
-
     calib = load_calibration(PACKAGE_DATA / "demo_calib.yaml")
     model_dir = work / "model"
     shutil.copytree(model, model_dir)
@@ -112,11 +111,10 @@ def run(model: Path, sku: str | None, n: int, seed: int, work: Path, damage: str
 
 
 def main(argv=None) -> int:
-    from ..models import SHIPPED_DIR
 
     p = argparse.ArgumentParser(prog="python -m damage_rig.tools.drift_experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=SHIPPED_DIR)
+    p.add_argument("--model", type=Path, default=SHIPPED_MODEL_DIR)
     p.add_argument("--sku", default=None)
     p.add_argument("--items", type=int, default=40, help="items per phase (default 40)")
     p.add_argument("--seed", type=int, default=500)

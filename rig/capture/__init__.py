@@ -1,39 +1,19 @@
-"""Capture: one backend per file (sim, recording, realsense), chosen by each camera's `source`."""
+"""Capture: one backend per file, each registering itself as a camera ``source``.
+
+``CAPTURE`` is the registry the config's ``cameras[].source`` choices come
+from: ``realsense`` (live cameras) and ``recording`` (a .db3 played back
+through pyrealsense2) live here; ``sim`` (the belt simulator) registers itself
+from tools/sim through the ``damage_rig.capture`` entry point, so the runtime
+never imports the simulator. :func:`damage_rig.rig.capture.sources.open_sources`
+opens the configured cameras.
+"""
 
 from __future__ import annotations
 
-from ...calibration.model import Calibration
-from ..config import RigConfig
+from ..foundation.registry import Registry
 from .base import CameraWorker, FrameRef, FrameRing, Grab
 from .sync import FrameSync
 
+CAPTURE = Registry("capture source", __name__, group="damage_rig.capture")
 
-def make_cameras(cfg: RigConfig, calib: Calibration, sim_belt=None, sim_faults: dict | None = None) -> list:
-    """The configured backends, in config order. ``sim_belt`` serves the `sim` cameras.
-
-    ``sim_faults`` ({camera: [{kind, at_s, for_s}, ...]}) injects faults into sim cameras (tests, fault table).
-    """
-    cams = []
-    for i, c in enumerate(cfg.cameras):
-        if c.source == "sim":
-            if sim_belt is None:
-                from .sim import SimBelt
-
-                sim_belt = SimBelt(calib, [x.name for x in cfg.cameras if x.source == "sim"],
-                                   cfg.belt.speed_mps or 0.5, cfg.belt.item_pitch_m)
-            from .sim import SimCamera
-
-            cams.append(SimCamera(sim_belt, c.name, c.fps, offset_ms=0.7 * i,
-                                  faults=(sim_faults or {}).get(c.name, ())))
-        elif c.source == "recording":
-            from .recording import RecordingCamera
-
-            cams.append(RecordingCamera(c.name, cfg.resolve(c.recording)))
-        else:
-            from .realsense import RealSenseCamera
-
-            cams.append(RealSenseCamera(c.name, c.serial, c.resolution, c.fps))
-    return cams
-
-
-__all__ = ["CameraWorker", "FrameRef", "FrameRing", "FrameSync", "Grab", "make_cameras"]
+__all__ = ["CAPTURE", "CameraWorker", "FrameRef", "FrameRing", "FrameSync", "Grab"]

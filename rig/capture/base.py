@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import DeviceError
+from ..foundation.errors import DeviceError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,10 @@ import time
 
 import numpy as np
 
-from ..errors import DeviceError
+from ..foundation.errors import DeviceError
+from . import CAPTURE
 from .base import Grab
+from .sources import SourceGroup
 
 
 class RealSenseCamera:
@@ -74,3 +76,9 @@ class RealSenseCamera:
             except RuntimeError:
                 pass
             self._pipe = None
+
+
+@CAPTURE.register("realsense")
+def open_realsense(cfg, calib, cams):
+    """``source: realsense`` cameras, each selected by its serial number."""
+    return SourceGroup({c.name: RealSenseCamera(c.name, c.serial, c.resolution, c.fps) for _, c in cams})

@@ -1,6 +1,6 @@
 """`recording` capture: a .db3 recording played back through pyrealsense2, paced at its fps.
 
-Playback goes through librealsense itself (tools.recording.Recording); frames
+Playback goes through librealsense itself (realsense_io.Recording); frames
 are delivered at the recording's frame rate on the host clock so the pipeline
 sees the timing a live camera would give. Timestamps are the recording's own.
 """
@@ -10,16 +10,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import DeviceError
+from ..foundation.errors import DeviceError
+from . import CAPTURE
 from .base import Grab
+from .realsense_io import Recording
+from .sources import SourceGroup
 
 
 class RecordingCamera:
     name = "recording"
 
     def __init__(self, camera: str, path: str | Path, realtime: bool = True):
-        from ...tools.recording import Recording
-
         self.camera = camera
         self.path = Path(path)
         self.rec = Recording(self.path)  # raises DeviceError with the reason
@@ -57,3 +58,9 @@ class RecordingCamera:
 
     def close(self) -> None:
         self._it = None
+
+
+@CAPTURE.register("recording")
+def open_recordings(cfg, calib, cams):
+    """``source: recording`` cameras, each playing its .db3 file (relative to the config)."""
+    return SourceGroup({c.name: RecordingCamera(c.name, cfg.resolve(c.recording)) for _, c in cams})

@@ -40,8 +40,8 @@ def run(args) -> int:
 
     from ...calibration.align import align_depth_to_color
     from ...calibration.pipeline import write_json
-    from ...tools.recording import Recording
-    from ..errors import DeviceError
+    from ..capture.realsense_io import Recording
+    from ..foundation.errors import DeviceError
 
     rec = Recording(args.recording)
     if any(rec.color_coeffs) or any(rec.depth_coeffs):

@@ -35,7 +35,7 @@ def add_arguments(p):
 def _check(args) -> None:
     from pathlib import Path
 
-    from ..errors import RigError
+    from ..foundation.errors import RigError
 
     if args.items < 1:
         raise RigError(f"--items must be at least 1, got {args.items}")
@@ -69,7 +69,7 @@ def run(args) -> int:
 
     from ...tools.bench import driver, plot, trace
     from ..config import DEMO_CONFIG, check_config
-    from ..stages import STAGES
+    from ..pipeline.clock import STAGES
 
     _check(args)
     cfg = check_config(args.config or DEMO_CONFIG)

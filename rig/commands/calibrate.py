@@ -50,7 +50,7 @@ def add_arguments(p):
 
 
 def _pairs(values, what):
-    from ..errors import CalibrationError
+    from ..foundation.errors import CalibrationError
 
     out = {}
     for v in values:
@@ -67,7 +67,7 @@ def _pairs(values, what):
 
 
 def run(args) -> int:
-    from ..errors import CalibrationError
+    from ..foundation.errors import CalibrationError
 
     modes = [m for m, on in (("--captures", args.captures), ("--from-device", args.from_device),
                              ("--synthesize", args.synthesize), ("--belt-check", args.belt_check)) if on]
@@ -91,7 +91,7 @@ def _captures(args) -> int:
         write_calibration,
         write_json,
     )
-    from ..errors import CalibrationError
+    from ..foundation.errors import CalibrationError
 
     if not args.board or not args.out:
         raise CalibrationError("--captures needs --board BOARD.yaml and --out CALIB.yaml")
@@ -130,7 +130,7 @@ def _captures(args) -> int:
 
 
 def _synthesize(args) -> int:
-    from ...calibration.synthetic import synthesize_captures
+    from ...tools.sim.charuco import synthesize_captures
     from ...tools.sim.rigs import demo_calibration, jetson_3cam_calibration
 
     calib = jetson_3cam_calibration() if args.rig == "jetson_3cam" else demo_calibration()
@@ -144,10 +144,10 @@ def _synthesize(args) -> int:
 
 
 def _from_device(args) -> int:
-    from ...calibration import device
     from ...calibration.model import Calibration, load_calibration
     from ...calibration.pipeline import write_calibration, write_json
-    from ..errors import CalibrationError
+    from ..capture import factory_calibration as device
+    from ..foundation.errors import CalibrationError
 
     calib = load_calibration(args.calib) if args.calib else None
     factories: dict[str, device.FactoryCalibration] = {}
@@ -194,8 +194,8 @@ def _belt_check(args) -> int:
     from ...calibration.belt_plane import compare_with_belt_frame, depth_to_points, fit_belt_plane
     from ...calibration.model import load_calibration
     from ...calibration.pipeline import write_json
-    from ...tools.recording import Recording
-    from ..errors import CalibrationError
+    from ..capture.realsense_io import Recording
+    from ..foundation.errors import CalibrationError
 
     if not args.calib or not args.recording:
         raise CalibrationError("--belt-check needs --calib CALIB.yaml and --recording NAME=FILE.db3")

@@ -20,7 +20,7 @@ def run(args) -> int:
     import yaml
 
     from ..config import check_config, load_config
-    from ..errors import ConfigError
+    from ..foundation.errors import ConfigError
 
     try:
         if args.action == "check":

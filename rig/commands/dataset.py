@@ -39,7 +39,7 @@ def _summary(ds) -> str:
 
 def run(args) -> int:
     from ..dataset import import_mvtec, read_dataset
-    from ..errors import RigError
+    from ..foundation.errors import RigError
 
     if args.action == "check":
         print(_summary(read_dataset(args.dataset)))

@@ -21,8 +21,7 @@ def add_arguments(p):
 def summarize(handle, gate_log: list[dict]) -> dict:
     rig = handle.rig
     s = rig.summary()
-    with rig._lock:
-        items = list(rig.items.values())
+    items = rig.items_snapshot()
     fired = {e.get("item_id") for e in gate_log if e.get("event") == "fired"}
     truth_damaged = [it for it in items if it.truth and it.truth.get("damaged")]
     caught = [it for it in truth_damaged if it.no in fired]
@@ -45,8 +44,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..config import DEMO_CONFIG, check_config
-    from ..errors import RigError
-    from ..runtime import open_rig, run_until_done
+    from ..foundation.errors import RigError
+    from ..service.assemble import open_rig
+    from ..service.loop import serve
 
     if args.items < 1:
         raise RigError(f"--items must be at least 1, got {args.items}")
@@ -56,16 +56,17 @@ def run(args) -> int:
     cfg = check_config(args.config or DEMO_CONFIG)
     state = Path(args.state) if args.state else Path(tempfile.mkdtemp(prefix="damage-rig-demo-"))
     faults = {"corrupt": args.corrupt, "drop": args.drop, "seed": args.seed} if (args.corrupt or args.drop) else None
+    cfg = cfg.with_state_dir(state).with_sim(items=args.items, seed=args.seed, damage_rate=args.damage_rate,
+                                             emulator_faults=faults)
     print(f"rig demo: {args.items} items at {cfg.belt.speed_mps} m/s, cameras "
           f"{[c.name for c in cfg.cameras]}, model {cfg.model_dir.name}, state {state}")
     t0 = time.monotonic()
-    handle = open_rig(cfg, sim_items=args.items, sim_seed=args.seed, damage_rate=args.damage_rate,
-                      state_dir=state, emulator_faults=faults, keep_items=True)
+    handle = open_rig(cfg, keep_items=True)
     try:
         print(f"rig demo: controller emulator on {handle.emulator.port}; inference "
               f"{handle.rig.scorer.backend.describe()}; preprocess {handle.rig.pre.name}")
-        belt_s = (handle.sim_belt.end_time or 0) + 2.0
-        run_until_done(handle, max_s=belt_s + 60)
+        belt_s = (handle.sources.end_time() or 0) + 2.0
+        serve(handle, max_s=belt_s + 60)
         time.sleep(0.3)  # let the last ACKs and firings land in the gate log
         gate_log = handle.emulator.gate_log()
         summary = summarize(handle, gate_log)

@@ -69,7 +69,7 @@ def _soak(args) -> int:
 
 def _emulate(args) -> int:
     from ..divert.emulator import Faults, run_emulator
-    from ..errors import DeviceError
+    from ..foundation.errors import DeviceError
 
     try:
         gates = tuple(int(g) for g in args.gates.split(",") if g.strip())
@@ -88,7 +88,7 @@ def _emulate(args) -> int:
 
 
 def _ping(args) -> int:
-    from ..divert import open_link
+    from ..divert.base import open_link
 
     link = open_link(args.url, baud=args.baud, speed_mps=args.speed)
     try:

@@ -20,7 +20,7 @@ def model_onnx(model_dir: str):
     """model.onnx of a model directory ('shipped' = the model in the package)."""
     from pathlib import Path
 
-    from ..errors import ModelError
+    from ..foundation.errors import ModelError
 
     if model_dir == "shipped":
         from ...models import SHIPPED_DIR

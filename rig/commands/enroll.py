@@ -19,8 +19,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..detect import enroll, enroll_dataset, list_versions, rollback
-    from ..errors import RigError
+    from ..detect.enroll import enroll, enroll_dataset
+    from ..detect.gallery import list_versions, rollback
+    from ..foundation.errors import RigError
 
     if args.list:
         for v in list_versions(args.model):

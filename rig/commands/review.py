@@ -36,7 +36,7 @@ def _model_dir(args):
 
 
 def run(args) -> int:
-    from ..errors import ModelError
+    from ..foundation.errors import ModelError
     from ..review import enroll
     from ..review.server import ReviewServer
     from ..review.store import ReviewStore

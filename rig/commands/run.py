@@ -18,36 +18,6 @@ def add_arguments(p):
                    help='testing: controller emulator faults, e.g. \'{"silence_after_s": 5, "silence_for_s": 3}\'')
 
 
-def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
-    import os
-
-    rig = handle.rig
-    link = handle.link
-    counters = dict(rig.counters)
-    counters["dropped_frames"] = rig.dropped_frames()
-    cams = {name: {"fps": s["fps"], "drops": s["dropped"], "frames": s["frames"], "errors": s["errors"],
-                   "reconnects": s["reconnects"], "connected": s["last_frame_age_s"] is not None
-                   and s["last_frame_age_s"] < 2.0}
-            for name, s in rig.camera_stats().items()}
-    lc = getattr(link, "counters", {}) or {}
-    return {"state": state, "pid": os.getpid(), "started_at": started_at, "config": str(handle.cfg.source_path),
-            "cameras": cams,
-            "inference": {"backend": rig.scorer.backend.name, "describe": rig.scorer.backend.describe(),
-                          "preprocess": rig.pre.name},
-            "model_version": str(getattr(rig.scorer, "version", "")),
-            "controller": {"link": "up" if link.healthy else "down", "last_error": link.last_error,
-                           "retransmits": lc.get("retransmits", 0), "faults": lc.get("faults", 0),
-                           "crc_errors": lc.get("crc_errors", 0)},
-            "counters": counters, "latency_ms": rig.summary()["latency_ms"],
-            "stuck": watchdog.stuck() if watchdog is not None else []}
-
-
-def one_line(st: dict) -> str:
-    c = st["counters"]
-    return (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
-            f"{c['dropped_frames']} dropped frames, link {st['controller']['link']}")
-
-
 def run(args) -> int:
     import json
     import signal
@@ -56,10 +26,11 @@ def run(args) -> int:
     import time
 
     from ..config import check_config
-    from ..errors import ConfigError
-    from ..runtime import open_rig
+    from ..foundation.errors import ConfigError
+    from ..service.assemble import open_rig
+    from ..service.loop import serve
     from ..service.notify import Notifier
-    from ..service.status import write_status
+    from ..service.status import one_line, status_dict, write_status
     from ..service.watchdog import ProgressWatchdog
 
     started_at = time.time()
@@ -72,8 +43,7 @@ def run(args) -> int:
         notifier.status("configuration invalid: " + exc.problems[0])
         return 1
     if args.state:
-        cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"state_dir": args.state})})
-        cfg = cfg.model_copy(update={"source_path": cfg.source_path})
+        cfg = cfg.with_state_dir(args.state)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -82,44 +52,41 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     watchdog = ProgressWatchdog(notifier, stages=("trigger", "prepare", "infer", "deadline"))
-    state_dir = cfg.state_dir if not args.state else __import__("pathlib").Path(args.state)
+    state_dir = cfg.state_dir
     notifier.status("starting: opening cameras, model and divert link")
-    faults = {}
+    sim = {}
+    if args.sim_items is not None:
+        sim["items"] = args.sim_items
     for key in ("camera_faults", "emulator_faults"):
         text = getattr(args, key, None)
         if text:
             try:
-                faults[key] = json.loads(text)
+                sim[key] = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"--{key.replace('_', '-')}: not JSON ({exc})") from exc
-    handle = open_rig(cfg, state_dir=state_dir, sim_items=args.sim_items, watchdog=watchdog, **faults)
+    if sim:
+        cfg = cfg.with_sim(**sim)
+    handle = open_rig(cfg, watchdog=watchdog)
     rig = handle.rig
-    try:
-        if handle.sim_belt is not None:
-            handle.sim_belt.begin()
-        rig.start()
-        watchdog.start()
-        st = status_dict(handle, "running", started_at, watchdog)
+
+    def report(state: str) -> dict:
+        st = status_dict(handle, state, started_at, watchdog)
         write_status(state_dir, st)
-        notifier.ready(one_line(st))
-        t0 = time.monotonic()
-        while not stop.wait(1.0):
-            st = status_dict(handle, "running", started_at, watchdog)
-            write_status(state_dir, st)
-            notifier.status(one_line(st))
-            if args.max_seconds is not None and time.monotonic() - t0 > args.max_seconds:
-                break
-            if rig.sources_finished() and rig.idle():
-                break
-            if rig.crashed:
-                break
+        return st
+
+    def started() -> None:
+        watchdog.start()
+        notifier.ready(one_line(report("running")))
+
+    def stopping() -> None:
         notifier.stopping("stopping: finishing items in flight")
-        write_status(state_dir, status_dict(handle, "stopping", started_at, watchdog))
-        rig.stop()
+        report("stopping")
+
+    try:
+        serve(handle, stop=stop, max_s=args.max_seconds, wait_for_gates=False, poll_s=1.0, on_started=started,
+              on_tick=lambda: notifier.status(one_line(report("running"))), on_stopping=stopping)
         watchdog.stop()
-        final = status_dict(handle, "stopped", started_at, watchdog)
-        write_status(state_dir, final)
-        print(one_line(final))
+        print(one_line(report("stopped")))
     finally:
         handle.close()
         notifier.close()

@@ -40,7 +40,7 @@ class _Report:
 
     def check(self, name: str, fn) -> None:
         """Run fn() -> (status, detail); a RigError or failed assertion is a FAIL."""
-        from ..errors import RigError
+        from ..foundation.errors import RigError
 
         try:
             status, detail = fn()
@@ -149,7 +149,7 @@ def _nvcc(arch: str):
 
 
 def _onnx_ops(model: str):
-    from ..errors import ModelError
+    from ..foundation.errors import ModelError
     from .engine import model_onnx
 
     try:
@@ -227,7 +227,7 @@ def _trt_vs_ort(model: str, fp16: bool):
 
 def run(args) -> int:
     from ...kernels import loader
-    from ..errors import DeviceError
+    from ..foundation.errors import DeviceError
 
     report = _Report()
     print("rig selftest")

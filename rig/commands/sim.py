@@ -34,7 +34,7 @@ def add_arguments(p):
 
 def _settings(args):
     from ...tools.sim.generate import SimSettings
-    from ..errors import RigError
+    from ..foundation.errors import RigError
 
     try:
         splits = tuple(float(x) for x in args.splits.split(","))
@@ -61,7 +61,7 @@ def run(args) -> int:
     from ...calibration.model import load_calibration
     from ...tools.sim.generate import generate_dataset
     from ..config import PACKAGE_DATA
-    from ..errors import RigError
+    from ..foundation.errors import RigError
 
     settings = _settings(args)
     calib = load_calibration(args.calibration or PACKAGE_DATA / "demo_calib.yaml")

@@ -24,7 +24,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..errors import RigError
+    from ..foundation.errors import RigError
 
     if not 0.0 < args.fpr < 1.0:
         raise RigError(f"--fpr must be between 0 and 1, got {args.fpr}")

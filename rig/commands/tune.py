@@ -21,7 +21,7 @@ def add_arguments(p):
 def run(args) -> int:
     import json
 
-    from ..errors import RigError
+    from ..foundation.errors import RigError
     from ..review.tune import format_report, tune, write_tuned_model
 
     if args.fpr_budget is not None and not 0 < args.fpr_budget < 1:

@@ -1,29 +1,13 @@
-"""Runtime-side judgement: identify the product, anomaly against its references, fuse, decide.
+"""Runtime-side judgement, one concern a module.
 
-``Scorer.load(model_dir)`` is what the rig and ``rig eval`` both use, so an
-evaluation measures exactly the runtime path (ONNX Runtime or TensorRT for the
-network, numpy for the gallery look-ups and the fusion).
-Gallery maintenance without retraining: ``enroll``, ``list_versions``,
-``rollback``.
+- card.py: the model card (format, required keys, older cards);
+- gallery.py: the versioned gallery of pristine references and its identification index;
+- anomaly.py, fusion.py, scoring.py: identify the product, anomaly against its references,
+  fuse into P(damage) -- ``Scorer.load(model_dir)`` is what the rig and ``rig eval`` both use,
+  so an evaluation measures exactly the runtime path;
+- threshold.py: the operating threshold from a false-positive budget;
+- enroll.py: gallery maintenance without retraining.
+
+The CPU reference preprocessing of a view lives in rig/preprocess/reference.py.
+Nothing is re-exported here: import from the module.
 """
-
-from .enroll import enroll, enroll_dataset
-from .gallery import Gallery, current_version, list_versions, load_gallery, rollback
-from .scorer import ItemScore, Scorer, ViewScore, read_card
-from .threshold import fpr_at, threshold_at_fpr
-
-__all__ = [
-           "Gallery",
-           "ItemScore",
-           "Scorer",
-           "ViewScore",
-           "current_version",
-           "enroll",
-           "enroll_dataset",
-           "fpr_at",
-           "list_versions",
-           "load_gallery",
-           "read_card",
-           "rollback",
-           "threshold_at_fpr",
-]

@@ -19,9 +19,10 @@ import cv2
 import numpy as np
 
 from ..dataset import reference_depth_path
-from ..errors import DatasetError, ModelError
+from ..foundation.errors import DatasetError, ModelError
 from .gallery import BANK_SIZE, Gallery, build_sku_entry, load_gallery, save_gallery
 from .registration import MAX_REFS, RefSet, canonical, make_refset, scale_for
+from .scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,6 @@ def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = Tru
     SKU's previous references; ``replace=False`` keeps them only as far as the
     stored sources can be re-read from disk.
     """
-    from .scorer import Scorer
-
     if not sku or not isinstance(sku, str):
         raise ModelError(f"enroll needs a non-empty SKU name, got {sku!r}")
     if not images:
@@ -190,8 +189,6 @@ def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[st
     ``replace_all`` starts from an empty gallery (training does this);
     otherwise SKUs not in the dataset keep their current entries.
     """
-    from .scorer import Scorer
-
     refs = dataset.references
     wanted = sorted(refs) if skus is None else list(skus)
     missing = [s for s in wanted if s not in refs]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..errors import ModelError
+from ..foundation.errors import ModelError
 from .anomaly import coreset, global_anomaly, map_score, patch_map
 from .registration import RefSet
 
@@ -268,3 +268,36 @@ def _load_geo(arrays, i: int, meta: dict) -> dict[str, RefSet]:
         geo[view] = RefSet(h, arrays[f"geoc_{i}_{j}"], fg, float(g["scale"]),
                            tuple(float(v) for v in g.get("score_ref", (np.nan, np.nan))))
     return geo
+
+
+class GalleryIndex:
+    """The gallery's reference embeddings as one matrix, for identification by cosine kNN."""
+
+    def __init__(self, gallery: Gallery):
+        self.skus = sorted(gallery.skus)
+        rows, owner = [], []
+        for k, sku in enumerate(self.skus):
+            e = gallery.skus[sku].embeddings.astype(np.float32)
+            rows.append(e)
+            owner.append(np.full(len(e), k))
+        self.embeddings = np.concatenate(rows)
+        self.owner = np.concatenate(owner)
+
+    def identify(self, embeddings: list[np.ndarray], temperature: float) -> tuple[str, float, float]:
+        """(sku, softmax confidence, margin between the best and second-best SKU similarity).
+
+        Per SKU, each view's best cosine similarity to that SKU's references, averaged over the views.
+        """
+        per_sku = np.zeros(len(self.skus))
+        for emb in embeddings:
+            sims = self.embeddings @ emb.ravel().astype(np.float32)
+            best = np.full(len(self.skus), -1.0)
+            np.maximum.at(best, self.owner, sims)
+            per_sku += best
+        per_sku /= len(embeddings)
+        order = np.argsort(per_sku)[::-1]
+        top = per_sku[order[0]]
+        margin = float(top - per_sku[order[1]]) if len(order) > 1 else float(top)
+        z = (per_sku - top) / temperature
+        conf = float(1.0 / np.exp(z).sum())
+        return self.skus[order[0]], conf, margin

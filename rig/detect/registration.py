@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .preprocess import belt_plane
+from ..preprocess.reference import belt_plane
 
 WORK_PX = 72            # typical item size in working pixels (sets a view's scale)
 CANVAS = 108            # canonical grid (working px); an item is ~WORK_PX across

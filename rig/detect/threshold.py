@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..foundation.errors import ModelError
 
 log = logging.getLogger(__name__)
+
+VAL_OK_SCORES = "val_ok_scores.npy"  # the validation ok scores a model ships with
 
 
 def threshold_at_fpr(ok_scores, fpr: float, warn: bool = True) -> float:
@@ -41,3 +44,12 @@ def threshold_at_fpr(ok_scores, fpr: float, warn: bool = True) -> float:
 def fpr_at(ok_scores, threshold: float) -> float:
     s = np.asarray(ok_scores, np.float64)
     return float((s > threshold).mean()) if s.size else float("nan")
+
+
+def load_ok_scores(model_dir: str | Path | None) -> np.ndarray:
+    """The validation ok scores stored with a model (to set thresholds for other FPR budgets)."""
+    path = Path(model_dir) / VAL_OK_SCORES if model_dir else None
+    if path is None or not path.is_file():
+        raise ModelError(f"{model_dir}: no {VAL_OK_SCORES}; the threshold for another "
+                         "FPR budget cannot be derived (retrain with 'rig train')")
+    return np.load(path)

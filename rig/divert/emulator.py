@@ -42,7 +42,7 @@ import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DeviceError, ProtocolError
+from ..foundation.errors import DeviceError, ProtocolError
 from . import protocol as p
 
 log = logging.getLogger(__name__)

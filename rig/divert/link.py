@@ -32,33 +32,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import DeviceError
+from ..foundation.errors import DeviceError
 from . import protocol as p
+from .base import LINKS, DivertResult
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 128  # < 256 so a sequence number is never ambiguous after wrap-around
 CLOCK_WINDOW_S = 2.0
-
-
-@dataclass(frozen=True)
-class DivertResult:
-    """How one divert ended. Exactly one of: acked, late, fault is not None."""
-
-    item_id: int
-    acked: bool
-    late: bool
-    fault: str | None
-    attempts: int
-    sent_at: float  # host monotonic time of the first transmission (or of the call)
-    done_at: float  # host monotonic time the outcome was known
-    gate_id: int = 0
-    fire_at: int = 0
-    detail: str = ""
-
-    @property
-    def outcome(self) -> str:
-        return "acked" if self.acked else "late" if self.late else "fault"
+LINK_COUNTERS = ("sent", "acked", "nak", "retransmits", "crc_errors", "resyncs", "late", "faults",
+                 "heartbeats_rx", "controller_faults", "port_errors")
 
 
 @dataclass
@@ -73,6 +56,50 @@ class _Pending:
     sent_at: float
     last_tx: float
     attempts: int = 1
+
+
+class BeltClock:
+    """The controller's belt position as a line through its recent reports (host monotonic time).
+
+    Not thread-safe on its own: the link calls it under its lock.
+    """
+
+    def __init__(self, window_s: float = CLOCK_WINDOW_S):
+        self.window_s = window_s
+        self.samples: deque[tuple[float, int]] = deque()
+        self.state: int | None = None  # the controller's state of the last report
+
+    def clear(self) -> None:
+        self.samples.clear()
+
+    def add(self, t: float, pos: int, state: int) -> None:
+        if state != self.state:
+            self.samples.clear()  # the belt changed regime (stopped/restarted): refit
+            self.state = state
+        self.samples.append((t, pos))
+        while self.samples and t - self.samples[0][0] > self.window_s:
+            self.samples.popleft()
+
+    @staticmethod
+    def rate(samples: list[tuple[float, int]]) -> float | None:
+        """Counts per second: the least-squares slope (None with fewer than two reports)."""
+        if len(samples) < 2 or samples[-1][0] - samples[0][0] < 1e-3:
+            return None
+        tm = sum(t for t, _ in samples) / len(samples)
+        pm = sum(q for _, q in samples) / len(samples)
+        var = sum((t - tm) ** 2 for t, _ in samples)
+        return sum((t - tm) * (q - pm) for t, q in samples) / var
+
+    @classmethod
+    def position(cls, samples: list[tuple[float, int]], t_monotonic: float) -> int:
+        """The position at ``t_monotonic`` from a copy of the samples (at least one)."""
+        rate = cls.rate(samples)
+        if rate is None:
+            return samples[-1][1]
+        # least-squares line through the window, anchored at the sample mean
+        tm = sum(t for t, _ in samples) / len(samples)
+        pm = sum(q for _, q in samples) / len(samples)
+        return round(pm + rate * (t_monotonic - tm))
 
 
 class SerialLink:
@@ -91,18 +118,15 @@ class SerialLink:
         self.controller_timeout = (controller_timeout_s if controller_timeout_s is not None
                                    else max(1.0, 5 * self.heartbeat_period))
         self.reconnect_s = reconnect_s
-        self.counters = {k: 0 for k in ("sent", "acked", "nak", "retransmits", "crc_errors",
-                                        "resyncs", "late", "faults", "heartbeats_rx",
-                                        "controller_faults", "port_errors")}
+        self.counters = dict.fromkeys(LINK_COUNTERS, 0)
         self.last_error: str | None = None
         self.last_status: dict | None = None
-        self.controller_state: int | None = None
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
         self._pending: dict[int, _Pending] = {}
         self._seq = itertools.cycle(range(256))
         self._decoder = p.Decoder()
-        self._samples: deque[tuple[float, int]] = deque()
+        self._clock = BeltClock()
         self._last_rx: float | None = None
         self._ready = threading.Event()
         self._closed = threading.Event()
@@ -147,7 +171,7 @@ class SerialLink:
                 log.debug("closing the broken port failed too: %s", close_exc)
             self._ser = None
             self._ready.clear()
-            self._samples.clear()
+            self._clock.clear()
             for entry in list(self._pending.values()):
                 self._finish(entry, fault=f"port lost: {exc}")
 
@@ -177,33 +201,21 @@ class SerialLink:
     def position_at(self, t_monotonic: float) -> int:
         """Belt position (counts) at a host monotonic time, from the controller's reports."""
         with self._lock:
-            samples = list(self._samples)
+            samples = list(self._clock.samples)
         if not samples:
             raise DeviceError(f"no belt position from the controller on {self.url} yet "
                               "(call wait_ready first; is the controller sending heartbeats?)")
-        pos_last = samples[-1][1]
-        rate = self._rate(samples)
-        if rate is None:
-            return pos_last
-        # least-squares line through the window, anchored at the sample mean
-        tm = sum(t for t, _ in samples) / len(samples)
-        pm = sum(q for _, q in samples) / len(samples)
-        return round(pm + rate * (t_monotonic - tm))
+        return BeltClock.position(samples, t_monotonic)
 
-    @staticmethod
-    def _rate(samples: list[tuple[float, int]]) -> float | None:
-        if len(samples) < 2 or samples[-1][0] - samples[0][0] < 1e-3:
-            return None
-        tm = sum(t for t, _ in samples) / len(samples)
-        pm = sum(q for _, q in samples) / len(samples)
-        var = sum((t - tm) ** 2 for t, _ in samples)
-        return sum((t - tm) * (q - pm) for t, q in samples) / var
+    @property
+    def controller_state(self) -> int | None:
+        return self._clock.state
 
     @property
     def speed_mps(self) -> float | None:
         """Belt speed estimated from the controller's positions (None until two reports)."""
         with self._lock:
-            rate = self._rate(list(self._samples))
+            rate = BeltClock.rate(list(self._clock.samples))
         return None if rate is None else rate / self.counts_per_m
 
     def divert(self, item_id: int, gate_id: int, fire_at: int, deadline: float,
@@ -239,10 +251,6 @@ class SerialLink:
             self._pending[seq] = entry
             self.counters["sent"] += 1
         self._write(entry.frame)
-
-    def request_status(self) -> None:
-        """Ask for a STATUS frame; the answer lands in ``last_status``."""
-        self._write(p.encode(next(self._seq), p.MsgType.STATUS_REQ))
 
     def close(self) -> None:
         """Stop the threads; outstanding diverts end as faults ('link closed')."""
@@ -357,11 +365,11 @@ class SerialLink:
             elif frame.type == p.MsgType.HEARTBEAT:
                 pos, state = p.parse_ctrl_heartbeat(frame.payload)
                 self.counters["heartbeats_rx"] += 1
-                self._sample(t_sent, pos, state)
+                self._clock.add(t_sent, pos, state)
                 self._ready.set()
             elif frame.type == p.MsgType.STATUS:
                 self.last_status = p.parse_status(frame.payload)
-                self._sample(t_sent, self.last_status["position"], self.last_status["state"])
+                self._clock.add(t_sent, self.last_status["position"], self.last_status["state"])
             elif frame.type == p.MsgType.FAULT:
                 code, pos = p.parse_fault(frame.payload)
                 self.counters["controller_faults"] += 1
@@ -375,14 +383,6 @@ class SerialLink:
             # a frame with a valid CRC but a wrong payload: a firmware mismatch, not noise
             self.last_error = f"bad {frame.type:#04x} frame from the controller: {exc}"
             log.warning("%s", self.last_error)
-
-    def _sample(self, t: float, pos: int, state: int) -> None:
-        if state != self.controller_state:
-            self._samples.clear()  # the belt changed regime (stopped/restarted): refit
-            self.controller_state = state
-        self._samples.append((t, pos))
-        while self._samples and t - self._samples[0][0] > CLOCK_WINDOW_S:
-            self._samples.popleft()
 
     def _service_timers(self, now: float) -> None:
         resend: list[bytes] = []
@@ -403,23 +403,10 @@ class SerialLink:
             self._write(frame)
 
 
-def open_link(url: str, *, baud: int = 115200, ack_timeout_ms: float = 40.0, retries: int = 3,
-              heartbeat_period_ms: float = 200.0, counts_per_m: float = 1000.0,
-              speed_mps: float | None = None):
-    """Open the divert link named by ``url``.
-
-    ``modbus-rtu://PORT?...`` gives the Modbus RTU coil backend (see
-    damage_rig.rig.divert.modbus); anything else goes to serial_for_url.
-    'emulator' is not a port: start one with spawn_emulator() and pass its ``port``.
-    """
-    if url == "emulator":
-        raise DeviceError("divert.url 'emulator' is not a port: start the emulator with "
-                          "spawn_emulator() and open its .port")
-    if url.startswith("modbus-rtu:"):
-        from .modbus import ModbusLink
-
-        return ModbusLink(url, baud=baud, ack_timeout_ms=ack_timeout_ms, retries=retries,
-                          heartbeat_period_ms=heartbeat_period_ms, counts_per_m=counts_per_m,
-                          speed_mps=speed_mps)
+@LINKS.register("serial")
+def open_serial(url: str, *, baud: int = 115200, ack_timeout_ms: float = 40.0, retries: int = 3,
+                heartbeat_period_ms: float = 200.0, counts_per_m: float = 1000.0,
+                speed_mps: float | None = None) -> SerialLink:
+    """Any URL pyserial's serial_for_url takes (a tty, a pty, ``loop://``, ``spy://``)."""
     return SerialLink(url, baud=baud, ack_timeout_ms=ack_timeout_ms, retries=retries,
                       heartbeat_period_ms=heartbeat_period_ms, counts_per_m=counts_per_m)

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import DeviceError
-from .link import DivertResult
+from ..foundation.errors import DeviceError
+from .base import LINKS, DivertResult
 
 log = logging.getLogger(__name__)
 
@@ -233,3 +233,13 @@ class ModbusLink:
             else:
                 self._result(job, fault=f"no answer after {attempts} attempt(s): {error}",
                              attempts=attempts)
+
+
+@LINKS.register("modbus-rtu")
+def open_modbus(url: str, *, baud: int = 115200, ack_timeout_ms: float = 40.0, retries: int = 3,
+                heartbeat_period_ms: float = 200.0, counts_per_m: float = 1000.0,
+                speed_mps: float | None = None) -> ModbusLink:
+    """``modbus-rtu://PORT?...``: a PLC coil as the gate."""
+    return ModbusLink(url, baud=baud, ack_timeout_ms=ack_timeout_ms, retries=retries,
+                      heartbeat_period_ms=heartbeat_period_ms, counts_per_m=counts_per_m,
+                      speed_mps=speed_mps)

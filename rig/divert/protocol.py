@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from ..errors import ProtocolError
+from ..foundation.errors import ProtocolError
 
 SOF = 0xA5
 HEADER_LEN = 4  # SOF, LEN, SEQ, TYPE

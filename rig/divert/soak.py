@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from .link import DivertResult, open_link
+from .base import DivertResult, open_link
 from .spawn import spawn_emulator
 
 

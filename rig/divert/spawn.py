@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import DeviceError
+from ..foundation.errors import DeviceError
 from .emulator import Faults
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,6 @@ class EmulatorProcess:
         if self.alive():
             self.proc.kill()
             self.proc.wait(timeout=5)
-
-    def stderr_text(self) -> str:
-        try:
-            return self._stderr_path.read_text()
-        except OSError:
-            return ""
 
     def stop(self, timeout_s: float = 5.0) -> int | None:
         """SIGTERM, wait, and SIGKILL if it does not exit; return its exit code."""

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..foundation.errors import ModelError
+from . import INFERENCE
 
 
 class OnnxRuntimeBackend:
@@ -43,3 +44,8 @@ class OnnxRuntimeBackend:
 
     def describe(self) -> str:
         return f"CPU, {self.threads} thread(s), fp32, {self.onnx_path.name}"
+
+
+@INFERENCE.register("onnxruntime")
+def open_onnxruntime(onnx_path, *, max_batch: int = 8, threads: int = 2, engine_dir=None, fp16: bool = False):
+    return OnnxRuntimeBackend(onnx_path, max_batch=max_batch, threads=threads)

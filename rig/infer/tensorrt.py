@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DeviceError, ModelError
-from ..hashing import file_sha256
+from ...kernels.loader import cache_dir, cuda_context, cuda_device_info
+from ..foundation.errors import DeviceError, ModelError
+from ..foundation.hashing import file_sha256
+from . import INFERENCE
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,6 @@ def key_differences(stored: dict, wanted: EngineKey) -> list[str]:
 
 
 def default_engine_dir() -> Path:
-    from ...kernels.loader import cache_dir
-
     return cache_dir() / "engines"
 
 
@@ -122,8 +122,6 @@ def _import_tensorrt():
 
 def device_identity() -> tuple[str, str, str]:
     """(TensorRT version, GPU name, compute capability); DeviceError when either is missing."""
-    from ...kernels.loader import cuda_device_info
-
     trt = _import_tensorrt()
     info = cuda_device_info()
     return trt.__version__, info["name"], info["compute_capability"]
@@ -184,8 +182,6 @@ class TensorRTBackend:
 
     def __init__(self, onnx_path, max_batch: int = 8, engine_dir=None, fp16: bool = False,
                  rebuild: bool = True):
-        from ...kernels.loader import cuda_context
-
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise ModelError(f"ONNX model {self.onnx_path} does not exist")
@@ -262,3 +258,8 @@ class TensorRTBackend:
         k = self.key
         return (f"TensorRT {k.tensorrt_version} on {k.gpu_name} (sm {k.compute_capability}), "
                 f"{k.precision}, batch 1..{k.batch_profile[2]}, {self.engine_path.name}")
+
+
+@INFERENCE.register("tensorrt")
+def open_tensorrt(onnx_path, *, max_batch: int = 8, threads: int = 2, engine_dir=None, fp16: bool = False):
+    return TensorRTBackend(onnx_path, max_batch=max_batch, engine_dir=engine_dir, fp16=fp16)

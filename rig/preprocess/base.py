@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ...rig.errors import DeviceError
+from ..foundation.errors import DeviceError
 
 MAX_SIDE = 4096  # the kernels' exact-integer coordinate maths holds below this
 
@@ -19,7 +19,9 @@ class Preprocessor(Protocol):
     uint8 frames; ``run_float`` writes ``out[start+i, channel] = resize(crop_i) * scale +
     offset`` for float32 planes. ROIs are ``(x0, y0, x1, y1)`` with x1/y1 exclusive.
     ``out`` is a C-contiguous float32 or float16 (N, C, size, size) array; nothing
-    outside the written slots is touched.
+    outside the written slots is touched. ``align`` registers a depth frame to the
+    colour camera on the same device as the preprocessing (kernel or CPU reference;
+    identical results, tests/kernels).
     """
 
     name: str
@@ -33,6 +35,9 @@ class Preprocessor(Protocol):
     def run_float(self, planes: list[np.ndarray], rois: list[tuple[int, int, int, int]],
                   out: np.ndarray, start: int, channel: int, scale: float = 1.0,
                   offset: float = 0.0) -> None: ...
+
+    def align(self, depth: np.ndarray, depth_K, color_K, color_size, T_color_depth,
+              depth_units_m: float) -> np.ndarray: ...
 
 
 def check_normalisation(size: int, mean, std) -> tuple[int, tuple, tuple]:

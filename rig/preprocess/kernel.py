@@ -13,7 +13,9 @@ import logging
 
 import numpy as np
 
-from ...kernels.loader import load
+from ...kernels.align import align_depth_to_color as kernel_align
+from ...kernels.loader import cuda_context, load
+from . import PREPROCESS
 from .base import check_batch, check_normalisation, scale_bias
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,11 @@ class KernelPreprocessor:
         self._mod = load("preprocess", backend)  # builds/compiles now, so errors surface early
         self._gpu = _GpuBuffers() if backend == "cuda" else None
         self._taps = np.empty(0, np.uint8)  # the twin's tap table, grown on demand
+
+    def align(self, depth, depth_K, color_K, color_size, T_color_depth, depth_units_m):
+        """Depth registered to the colour camera by kernels/align.cu on this backend (twin or GPU)."""
+        return kernel_align(depth, depth_K, color_K, color_size, T_color_depth, depth_units_m,
+                            backend=self.name)
 
     @property
     def threads(self) -> int:
@@ -109,8 +116,6 @@ class _GpuBuffers:
     """
 
     def __init__(self):
-        from ...kernels.loader import cuda_context
-
         self._ctx = cuda_context
         self._frames: dict[tuple, object] = {}  # (shape, dtype, slot) -> DeviceAllocation
         self._out = None
@@ -181,3 +186,15 @@ class _GpuBuffers:
             self._last = (mod, launches)
             drv.memcpy_dtoh_async(first, int(self._out) + off, stream)
             stream.synchronize()
+
+
+@PREPROCESS.register("twin")
+def twin_preprocessor(size: int, mean, std) -> KernelPreprocessor:
+    """kernels/preprocess.cu compiled for the CPU (g++ through the grid-loop shim)."""
+    return KernelPreprocessor("twin", size, mean, std)
+
+
+@PREPROCESS.register("cuda")
+def cuda_preprocessor(size: int, mean, std) -> KernelPreprocessor:
+    """kernels/preprocess.cu on the GPU through pycuda."""
+    return KernelPreprocessor("cuda", size, mean, std)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...calibration.align import align_depth_to_color
+from . import PREPROCESS
 from .base import check_batch, check_normalisation, scale_bias
 
 
+@PREPROCESS.register("opencv")
 class OpenCVPreprocessor:
     name = "opencv"
 
@@ -31,6 +34,10 @@ class OpenCVPreprocessor:
             r *= self._scale
             r += self._bias
             out[start + i, :3] = r.transpose(2, 0, 1)
+
+    def align(self, depth, depth_K, color_K, color_size, T_color_depth, depth_units_m):
+        """Depth registered to the colour camera: the CPU reference (calibration/align.py)."""
+        return align_depth_to_color(depth, depth_K, color_K, color_size, T_color_depth, depth_units_m)
 
     def run_float(self, planes, rois, out, start: int, channel: int, scale: float = 1.0,
                   offset: float = 0.0) -> None:

@@ -8,28 +8,18 @@ reviewed images to enroll and records each action in the event log's
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 
-from ..errors import ModelError
+from ..detect import enroll as detect_enroll
+from ..detect import gallery
+from ..foundation.errors import ModelError
 from .store import BadLabelError, ReviewStore
 
 log = logging.getLogger(__name__)
 
 #: verdicts whose images show the product as it should look now
 ENROLLABLE = ("packaging_changed", "not_damaged")
-
-
-def _gallery():
-    """The detect package's gallery functions (imported lazily: they pull in the scorer)."""
-    try:  # by module path: the detect package re-exports functions under the same names
-        enroll_mod = importlib.import_module("damage_rig.rig.detect.enroll")
-        gallery_mod = importlib.import_module("damage_rig.rig.detect.gallery")
-    except ImportError as exc:
-        raise ModelError(f"the gallery functions are not available ({exc}); "
-                         "cannot enroll or roll back from the review terminal") from None
-    return enroll_mod, gallery_mod
 
 
 def enrollable_images(store: ReviewStore, sku: str) -> tuple[list[str], list[Path]]:
@@ -56,8 +46,7 @@ def enroll_reviewed(store: ReviewStore, model_dir: Path, sku: str) -> dict:
     if not paths:
         raise BadLabelError(f"no reviewed 'not damaged' or 'packaging changed' images of SKU {sku!r} "
                             "since its last enrollment: review some diverted items first")
-    enroll_mod, _ = _gallery()
-    version = enroll_mod.enroll(model_dir, sku, paths, replace=False,
+    version = detect_enroll.enroll(model_dir, sku, paths, replace=False,
                                 note=f"review: {len(ids)} reviewed item(s) of {sku} enrolled")
     store.record_gallery_event(sku, "enroll", str(version), ids)
     log.info("enrolled %d image(s) of %d item(s) for SKU %s as gallery version %s",
@@ -67,12 +56,12 @@ def enroll_reviewed(store: ReviewStore, model_dir: Path, sku: str) -> dict:
 
 def versions(model_dir: Path) -> list[dict]:
     """Every stored gallery version, oldest first (``current`` marks the one in use)."""
-    return _gallery()[1].list_versions(model_dir)
+    return gallery.list_versions(model_dir)
 
 
 def rollback(store: ReviewStore | None, model_dir: Path, version: str | None = None) -> dict:
     """Make ``version`` current again; without one, the current version's parent (undo the last change)."""
-    _, g = _gallery()
+    g = gallery
     if version is None:
         cur = [v for v in g.list_versions(model_dir) if v["current"]]
         if not cur or not cur[0].get("parent"):

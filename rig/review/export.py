@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 
 from ..dataset import Dataset, DatasetWriter, Item, read_dataset
-from ..errors import DatasetError
+from ..foundation.errors import DatasetError
 from .store import ReviewStore
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 
 from ..dataset import DAMAGE_TYPES
-from ..errors import ModelError, RigError
 from ..events import EventLogError, UnknownItemError
+from ..foundation.errors import ModelError, RigError
+from . import enroll
 from .store import BadLabelError, ReviewError, ReviewStore
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,6 @@ class ReviewServer:
         if method == "GET" and parts == ["drift"]:
             return {"drift": st.drift()}
         if parts[:1] == ["gallery"]:
-            from . import enroll
-
             if method == "GET" and parts == ["gallery", "versions"]:
                 return {"versions": enroll.versions(self._model_dir())}
             if method == "POST" and parts == ["gallery", "enroll"]:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .. import events
 from ..dataset import DAMAGE_TYPES
-from ..errors import RigError
+from ..foundation.errors import RigError
+from .drift import drift_flags
 
 
 class ReviewError(RigError):
@@ -114,8 +115,6 @@ class ReviewStore:
         return self._conn
 
     def drift(self) -> list[dict]:
-        from .drift import drift_flags
-
         with self._lock:
             return [f.to_json() for f in drift_flags(self._conn)]
 

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from .. import events
-from ..errors import ModelError, RigError
+from ..foundation.errors import ModelError, RigError
 
 CARD_NAME = "model_card.yaml"
 

@@ -13,7 +13,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..foundation.errors import ConfigError
+from .report import gather, prometheus_text
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ class MetricsServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                from .report import gather, prometheus_text
-
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "only /metrics is served here")
                     return

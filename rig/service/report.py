@@ -6,6 +6,9 @@ import logging
 import time
 from pathlib import Path
 
+from .. import events
+from ..foundation.errors import RigError
+from ..review.drift import drift_flags
 from .status import STALE_AFTER_S, read_status
 
 log = logging.getLogger(__name__)
@@ -13,9 +16,6 @@ log = logging.getLogger(__name__)
 
 def gather(state_dir: str | Path, recent: int = 10) -> dict:
     """Status file + event-log figures + drift flags, as one dict (missing parts are None)."""
-    from .. import events
-    from ..errors import RigError
-
     state_dir = Path(state_dir)
     out = {"state_dir": str(state_dir), "status": read_status(state_dir), "counts": None,
            "recent": [], "drift": []}
@@ -27,7 +27,6 @@ def gather(state_dir: str | Path, recent: int = 10) -> dict:
                                 (int(recent),)).fetchall()
             out["recent"] = [events.row_to_dict(r) for r in rows]
             try:
-                from ..review.drift import drift_flags
                 out["drift"] = [f.to_json() for f in drift_flags(conn)]
             except RigError as exc:
                 log.warning("drift check skipped: %s", exc)

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import DeviceError
+from ..foundation.errors import DeviceError
 
 STATUS_NAME = "status.json"
 #: a status older than this means the service is not running (or hung)
@@ -65,3 +65,31 @@ def read_status(state_dir: str | Path) -> dict | None:
         raise DeviceError(f"cannot read the status file {path}: {exc}") from None
     data["age_s"] = max(0.0, time.time() - float(data.get("updated_at", 0.0)))
     return data
+
+
+def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
+    rig = handle.rig
+    link = handle.link
+    counters = dict(rig.counters)
+    counters["dropped_frames"] = rig.dropped_frames()
+    cams = {name: {"fps": s["fps"], "drops": s["dropped"], "frames": s["frames"], "errors": s["errors"],
+                   "reconnects": s["reconnects"], "connected": s["last_frame_age_s"] is not None
+                   and s["last_frame_age_s"] < 2.0}
+            for name, s in rig.camera_stats().items()}
+    lc = getattr(link, "counters", {}) or {}
+    return {"state": state, "pid": os.getpid(), "started_at": started_at, "config": str(handle.cfg.source_path),
+            "cameras": cams,
+            "inference": {"backend": rig.scorer.backend.name, "describe": rig.scorer.backend.describe(),
+                          "preprocess": rig.pre.name},
+            "model_version": str(getattr(rig.scorer, "version", "")),
+            "controller": {"link": "up" if link.healthy else "down", "last_error": link.last_error,
+                           "retransmits": lc.get("retransmits", 0), "faults": lc.get("faults", 0),
+                           "crc_errors": lc.get("crc_errors", 0)},
+            "counters": counters, "latency_ms": rig.summary()["latency_ms"],
+            "stuck": watchdog.stuck() if watchdog is not None else []}
+
+
+def one_line(st: dict) -> str:
+    c = st["counters"]
+    return (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
+            f"{c['dropped_frames']} dropped frames, link {st['controller']['link']}")

@@ -43,10 +43,6 @@ class ProgressWatchdog:
         with self._lock:
             self._beats[stage] = time.monotonic()
 
-    def unregister(self, stage: str) -> None:
-        with self._lock:
-            self._beats.pop(stage, None)
-
     def beat(self, stage: str) -> None:
         """Called by a stage each time it makes progress (cheap: one dict store)."""
         self._beats[stage] = time.monotonic()

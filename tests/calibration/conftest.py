@@ -15,7 +15,7 @@ SMALL_BOARD = BoardSpec(squares_x=7, squares_y=5, square_mm=60.0, marker_mm=45.0
 @pytest.fixture(scope="session")
 def small_captures(tmp_path_factory):
     """(captures dir, true Calibration); do not modify: copy with `captures_copy`."""
-    from damage_rig.calibration.synthetic import synthesize_captures
+    from damage_rig.tools.sim.charuco import synthesize_captures
     from damage_rig.tools.sim.rigs import jetson_3cam_calibration
 
     out = tmp_path_factory.mktemp("charuco") / "captures"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from damage_rig.calibration.align import align_depth_to_color, uses_pixel_rectangles
+from damage_rig.calibration.align import align_depth_to_color
 from damage_rig.calibration.model import CameraModel, DepthModel
-from damage_rig.rig.errors import CalibrationError
+from damage_rig.rig.foundation.errors import CalibrationError
+from damage_rig.rig.foundation.geometry import uses_pixel_rectangles
 from damage_rig.tools.sim.rigs import intrinsics
 
 
@@ -88,8 +89,8 @@ def _scene(w, h, seed):
     ((640, 480), 74.0, (640, 360), 69.0, 1.0),   # librealsense's special resolution pair
 ])
 def test_identical_to_librealsense_rs_align(tmp_path, dsize, dfov, csize, cfov, units):
+    from damage_rig.rig.capture.realsense_io import Recording, write_recording
     from damage_rig.rig.commands.align import agreement
-    from damage_rig.tools.recording import Recording, write_recording
 
     a = np.deg2rad(2.0)
     T = np.eye(4)
@@ -113,8 +114,8 @@ def test_identical_to_librealsense_rs_align(tmp_path, dsize, dfov, csize, cfov, 
 @pytest.mark.realsense
 def test_rig_align_cli_writes_one_png_per_frame(tmp_path):
     import cv2
+    from damage_rig.rig.capture.realsense_io import write_recording
     from damage_rig.rig.cli import main
-    from damage_rig.tools.recording import write_recording
 
     dsize = csize = (320, 240)
     T = np.eye(4)

@@ -9,7 +9,7 @@ import yaml
 from damage_rig.calibration.pipeline import run_calibration
 from damage_rig.calibration.quality import camera_verdict
 from damage_rig.rig.cli import main
-from damage_rig.rig.errors import CalibrationError
+from damage_rig.rig.foundation.errors import CalibrationError
 
 
 def _run(captures, **kw):

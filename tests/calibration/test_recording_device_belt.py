@@ -1,4 +1,4 @@
-"""tools.recording round trip, --from-device on a recording, and the belt plane."""
+"""realsense_io (recording) round trip, --from-device on a recording, and the belt plane."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from damage_rig.calibration.belt_plane import (
     transform_plane,
 )
 from damage_rig.calibration.model import invert_T
-from damage_rig.rig.errors import CalibrationError, DeviceError
+from damage_rig.rig.foundation.errors import CalibrationError, DeviceError
 from damage_rig.tools.sim.rigs import jetson_3cam_calibration
 
 
 def test_missing_pyrealsense2_is_a_device_error(monkeypatch, tmp_path):
-    from damage_rig.tools import recording
+    from damage_rig.rig.capture import realsense_io as recording
 
     real_import = builtins.__import__
 
@@ -82,7 +82,7 @@ rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 is not installed (
 
 @pytest.mark.realsense
 def test_recording_round_trip_refuses_bag_and_keeps_frames(tmp_path):
-    from damage_rig.tools.recording import Recording, write_recording
+    from damage_rig.rig.capture.realsense_io import Recording, write_recording
 
     cam = jetson_3cam_calibration(160, 90).cameras["top"]
     rng = np.random.default_rng(3)
@@ -107,8 +107,8 @@ def test_from_device_reads_recording_and_compares_with_board(tmp_path, capsys):
     import json
 
     from damage_rig.calibration.model import load_calibration, save_calibration
+    from damage_rig.rig.capture.realsense_io import write_recording
     from damage_rig.rig.cli import main
-    from damage_rig.tools.recording import write_recording
 
     calib = jetson_3cam_calibration(320, 180)
     save_calibration(calib, tmp_path / "board.yaml")

@@ -4,7 +4,7 @@ outputs poisoned before every run so an unwritten (or over-written) element is c
 import cv2
 import numpy as np
 import pytest
-from damage_rig.rig.errors import DeviceError
+from damage_rig.rig.foundation.errors import DeviceError
 from damage_rig.rig.preprocess import Preprocessor, make_preprocessor
 
 MEAN = (0.485, 0.456, 0.406)

@@ -11,12 +11,15 @@ import shutil
 
 import numpy as np
 import pytest
-from damage_rig.models import synth
 from damage_rig.models.evaluate import evaluate
 from damage_rig.models.onnx_ops import check_onnx, graph_ops
 from damage_rig.models.train import train
-from damage_rig.rig.detect import Scorer, enroll, list_versions, rollback
-from damage_rig.rig.errors import DatasetError, ModelError
+from damage_rig.rig.detect.enroll import enroll
+from damage_rig.rig.detect.gallery import list_versions, rollback
+from damage_rig.rig.detect.scoring import Scorer
+from damage_rig.rig.foundation.errors import DatasetError, ModelError
+
+from tests.helpers import synth
 
 SIZE = 128
 
@@ -49,7 +52,7 @@ def test_tiny_model_beats_chance_by_a_wide_margin(trained, tmp_path):
 
 def test_card_records_threshold_budget_and_hashes(trained):
     _, model_dir, card = trained
-    from damage_rig.rig.detect.scorer import sha256
+    from damage_rig.rig.foundation.hashing import file_sha256 as sha256
 
     assert card["fpr_budget"] == 0.001 and card["threshold_set_on"]["split"] == "val"
     assert card["files"]["model.onnx"] == sha256(model_dir / "model.onnx")

@@ -2,10 +2,11 @@
 
 import numpy as np
 import torch
-from damage_rig.models import synth
 from damage_rig.models.arch import OUTPUT_NAMES, TRUNK_PREFIX, DamageNet, load_trained
 from damage_rig.models.train import train
-from damage_rig.rig.detect import Scorer
+from damage_rig.rig.detect.scoring import Scorer
+
+from tests.helpers import synth
 
 
 def test_finetuned_trunk_reloads_and_matches_its_onnx(tmp_path):

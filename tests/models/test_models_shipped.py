@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from damage_rig.models import SHIPPED_DIR
 from damage_rig.models.onnx_ops import check_onnx
-from damage_rig.rig.detect import Scorer, list_versions
-from damage_rig.rig.detect.scorer import read_card, sha256
+from damage_rig.rig.detect.card import read_card
+from damage_rig.rig.detect.gallery import list_versions
+from damage_rig.rig.detect.scoring import Scorer
+from damage_rig.rig.foundation.hashing import file_sha256 as sha256
 
 pytestmark = pytest.mark.skipif(not (SHIPPED_DIR / "model_card.yaml").is_file(),
                                 reason="no shipped model in this checkout")

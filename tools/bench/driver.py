@@ -1,6 +1,6 @@
 """Drive the real pipeline at a chosen item rate and measure where the time goes.
 
-``run_at_rate`` opens the rig with :func:`damage_rig.rig.runtime.open_rig` —
+``run_at_rate`` opens the rig with :func:`damage_rig.rig.service.assemble.open_rig` —
 the code `rig run` runs — on the simulated belt, with the belt speed set so
 that ``rate = speed / pitch``, runs it until every item is decided, and
 collects the StageClock's per-stage durations and spans, each item's
@@ -25,8 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...rig.errors import ConfigError, RigError
-from ...rig.stages import STAGES, StageClock, percentiles
+from ...rig.config import RigConfig
+from ...rig.foundation.errors import ConfigError, RigError
+from ...rig.pipeline.clock import STAGES, StageClock, percentiles
+from ...rig.service.assemble import load_scorer, open_rig
+from ...rig.service.loop import serve
+from .nvtx import NvtxBackend, NvtxPreprocessor, available, nvtx_range
 from .sweep import SweepPoint, find_max_rate
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,6 @@ def config_at_rate(cfg, rate: float, min_pitch_m: float = MIN_PITCH_M):
     """A copy of ``cfg`` whose belt brings ``rate`` items per second (pitch kept >= min_pitch_m)."""
     from pydantic import ValidationError
 
-    from ...rig.config import RigConfig
 
     if not rate > 0:
         raise RigError(f"item rate must be > 0 items/s, got {rate}")
@@ -65,19 +68,6 @@ def config_at_rate(cfg, rate: float, min_pitch_m: float = MIN_PITCH_M):
                        f"config does not allow ({'.'.join(map(str, first['loc']))}: {first['msg']}); "
                        "choose a lower rate") from None
     return out.model_copy(update={"source_path": cfg.source_path})
-
-
-def load_scorer(cfg):
-    """The Scorer and inference backend exactly as ``open_rig`` builds them (loaded once, reused per run)."""
-    from ...rig.detect import Scorer
-    from ...rig.detect.scorer import read_card
-    from ...rig.infer import make_backend
-
-    card = read_card(cfg.model_dir)
-    backend = make_backend(cfg.inference.backend, Path(cfg.model_dir) / card["onnx"]["file"],
-                           max_batch=cfg.inference.max_batch, threads=cfg.inference.threads,
-                           allow_fallback=cfg.inference.allow_fallback, engine_dir=cfg.inference.engine_dir)
-    return Scorer.load(cfg.model_dir, backend=backend)
 
 
 @dataclass
@@ -163,8 +153,6 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     (``startup``) — a freshly started rig misses or fails safe on its first items
     while cameras and threads come up, which is start-up, not load.
     """
-    from ...rig.runtime import open_rig, run_until_done
-
     if items < 1:
         raise RigError(f"the bench needs at least 1 item, got {items}")
     if not any(c.source == "sim" for c in cfg.cameras):
@@ -173,21 +161,19 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     rcfg = config_at_rate(cfg, rate)
     clock = StageClock(keep_spans=True)  # the spans give the steady-state durations
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="damage-rig-bench-"))
-    handle = open_rig(rcfg, sim_items=items, sim_seed=seed, damage_rate=damage_rate, state_dir=state,
-                      clock=clock, with_events=False, scorer=scorer, keep_items=True)
+    rcfg = rcfg.with_state_dir(state).with_sim(items=items, seed=seed, damage_rate=damage_rate)
+    handle = open_rig(rcfg, clock=clock, with_events=False, scorer=scorer, keep_items=True)
+    belt = handle.sources.groups["sim"].state
     try:
         if handle.rig.pre.name == "cuda":
-            from .nvtx import NvtxPreprocessor, available
-
             if available():
                 handle.rig.pre = NvtxPreprocessor(handle.rig.pre)
-        belt_s = (handle.sim_belt.end_time or 0.0) + 2.0
-        run_until_done(handle, max_s=belt_s + extra_s)
+        belt_s = (belt.end_time or 0.0) + 2.0
+        serve(handle, max_s=belt_s + extra_s)
         rig = handle.rig
         summary = rig.summary()
-        t_settle = handle.sim_belt.start + settle_s
-        with rig._lock:
-            its = list(rig.items.values())
+        t_settle = belt.start + settle_s
+        its = rig.items_snapshot()
     finally:
         handle.close()
     startup = [it for it in its if it.capture.host_time < t_settle]
@@ -231,8 +217,6 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
 def model_alone(backend, batch: int, channels: int, size: int, *, seconds: float = 3.0, min_runs: int = 5,
                 seed: int = 0) -> dict:
     """The inference backend alone on an already-preprocessed (batch, C, S, S) tensor, run back to back."""
-    from .nvtx import nvtx_range
-
     x = np.random.default_rng(seed).standard_normal((batch, channels, size, size)).astype(np.float32)
     backend.run(x)  # warm-up: first-run allocations and lazy initialisation
     times = []
@@ -360,8 +344,6 @@ def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = Fals
 
 def wrap_gpu_path(scorer) -> None:
     """NVTX ranges around inference when it runs on the GPU (no-op elsewhere or without NVTX)."""
-    from .nvtx import NvtxBackend, available
-
     backend = scorer.backend
     if getattr(backend, "name", "") == "tensorrt" and available() and not isinstance(backend, NvtxBackend):
         scorer.backend = NvtxBackend(backend)

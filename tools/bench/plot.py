@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...rig.foundation.errors import RigError
+
 PANEL_W, PANEL_H = 330, 210
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 44, 12, 28, 30
 WHITE, BLACK, GREY, BLUE, RED, GREEN = (255, 255, 255), (0, 0, 0), (170, 170, 170), (200, 90, 20), (40, 40, 220), \
@@ -115,7 +117,6 @@ def render(durations: dict[str, list[float]], end_to_end_ms: list[float], points
 def write_png(path: str | Path, img: np.ndarray) -> Path:
     import cv2
 
-    from ...rig.errors import RigError
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

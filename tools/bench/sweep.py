@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ...rig.errors import RigError
+from ...rig.foundation.errors import RigError
 
 log = logging.getLogger(__name__)
 

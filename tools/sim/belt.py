@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ...calibration.model import Calibration, CameraModel
-from ...rig.geometry import roi_from_corners
+from ...rig.capture.realsense_io import write_recording
+from ...rig.foundation.geometry import roi_from_corners
 from .generate import SimSettings, catalogue_for
 from .render import Lighting, Placed, render
 from .scene import ItemSpec, build_item, draw_spec, item_box_corners
@@ -190,8 +191,6 @@ class BeltSim:
 def record_belt(out_dir: Path, calib: Calibration, settings: SimSettings, n_items: int, fps: int = 15,
                 speed_mps: float = 0.5, pitch_m: float = 0.5) -> list[Path]:
     """Write one .db3 per camera: ``n_items`` items passing at ``speed_mps``; plus truth.json."""
-    from ..recording import write_recording
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     belt = BeltSim(calib, sorted(calib.cameras), settings, speed_mps, pitch_m, noise=settings.noise, lead_in_s=0.6,

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...calibration.model import Calibration
-from ...rig.dataset import DatasetWriter, Item, read_dataset, write_view_files
+from ...rig.dataset import DatasetWriter, Item, parse_item, read_dataset, write_view_files
 from .products import make_catalogue
 from .scene import draw_spec, render_views
 
@@ -95,7 +95,6 @@ def generate_dataset(out: str | Path, calib: Calibration, settings: SimSettings,
                          desc="references", disable=not progress, unit="img"):
             for sku, name, rgb, depth in refs:
                 writer.add_reference(sku, name, rgb, depth)
-        from ...rig.dataset import parse_item
         for obj in tqdm(pool.map(_render_item, range(settings.items), chunksize=4), total=settings.items,
                         desc="items", disable=not progress, unit="item"):
             writer.add_item(parse_item(obj, "simulator"))

@@ -45,18 +45,6 @@ class Placed:
             self._cache["d"] = cv2.dilate(self.surface.height, np.ones((k, k), np.uint8))
         return self._cache["d"]
 
-    def footprint_corners(self) -> np.ndarray:
-        """The bounding box corners (8x3, mm, belt frame), margin included."""
-        hx, hy = self.surface.half_extent
-        hz = float(self.surface.height.max()) + 1
-        c, s = np.cos(self.yaw), np.sin(self.yaw)
-        pts = []
-        for sx in (-hx, hx):
-            for sy in (-hy, hy):
-                for z in (0.0, hz):
-                    pts.append([self.x_mm + c * sx - s * sy, self.y_mm + s * sx + c * sy, z])
-        return np.array(pts)
-
 
 @dataclass
 class Lighting:

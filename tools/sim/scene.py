@@ -14,7 +14,7 @@ import numpy as np
 
 from ...calibration.model import Calibration, CameraModel
 from ...rig.dataset import DAMAGE_TYPES
-from ...rig.geometry import roi_from_corners
+from ...rig.foundation.geometry import roi_from_corners
 from .products import APPLICABLE, ItemSurface, Sku, apply_damage, build_surface
 from .render import Lighting, Placed, apply_sensor, render
 

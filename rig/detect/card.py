@@ -1,0 +1,36 @@
+"""The model card: the file that says what a model directory holds and how to run it.
+
+``model_card.yaml`` (format ``damage-rig-model/1``) names the ONNX file, the
+input (size, channels, normalisation, depth encoding), the damage types, the
+fusion, the threshold and the FPR budget it was set for, the version and the
+hashes of the files. ``read_card`` checks it. There is one format so far: a new
+one gets its migration here, so the rest of the rig reads one shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ..foundation.errors import ModelError
+
+CARD_NAME = "model_card.yaml"
+CARD_FORMAT = "damage-rig-model/1"
+REQUIRED = ("onnx", "input", "damage_types", "fusion", "threshold")
+
+def read_card(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / CARD_NAME
+    if not path.is_file():
+        raise ModelError(f"{model_dir}: not a model directory (no {CARD_NAME}); "
+                         "train one with 'rig train' or use the shipped model")
+    try:
+        card = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise ModelError(f"{path}: not a {CARD_FORMAT} model card")
+    for key in REQUIRED:
+        if key not in card:
+            raise ModelError(f"{path}: model card lacks {key!r}")
+    return card

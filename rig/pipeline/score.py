@@ -1,0 +1,56 @@
+"""Stage: score an item from its views' network outputs and hand it to the decision."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from .clock import StageClock
+from .items import ItemScorer, ItemState, Ledger, Score
+
+log = logging.getLogger(__name__)
+
+SCORE_STAGES = ("identify", "anomaly", "fuse")
+
+
+class ScoreStage:
+    def __init__(self, scorer: ItemScorer, fpr_budget: float | None, ledger: Ledger, clock: StageClock,
+                 failsafe: Callable[[ItemState, str], None],
+                 decide: Callable[[ItemState, str, str, Score | None], None]):
+        self.scorer = scorer
+        self.fpr_budget = fpr_budget
+        self.ledger = ledger
+        self.clock = clock
+        self.failsafe = failsafe
+        self.decide = decide
+        self._thr: float | None = None
+
+    def threshold(self) -> float | None:
+        """The threshold for the configured FPR budget (None: the model card's)."""
+        if self.fpr_budget is None:
+            return None
+        if self._thr is None:
+            self._thr = self.scorer.threshold_for_fpr(self.fpr_budget)
+        return self._thr
+
+    def __call__(self, item: ItemState) -> None:
+        t0 = time.monotonic()
+        try:
+            score = self.scorer.score_item(item.views, threshold=self.threshold(), canons=item.canons)
+        except Exception:
+            log.exception("item %s: scoring failed", item.item_id)
+            self.ledger.count("stage_errors")
+            self.failsafe(item, "fault")
+            return
+        t1 = time.monotonic()
+        timing = getattr(score, "timing_ms", None) or {}
+        if timing:
+            t = t0
+            for stage in SCORE_STAGES:
+                if stage in timing:
+                    self.clock.add(stage, t, t + timing[stage] / 1000.0, item.no)
+                    t += timing[stage] / 1000.0
+        else:
+            self.clock.add("score", t0, t1, item.no)
+        self.decide(item, "divert" if score.damaged else "pass", "score", score)

@@ -1,0 +1,85 @@
+"""Threshold selection, fusion and metrics against synthetic scores with known distributions."""
+
+import math
+
+import numpy as np
+import pytest
+from damage_rig.models.metrics import auroc, recall_at_fpr, summarize
+from damage_rig.rig.detect.fusion import fit_fusion
+from damage_rig.rig.detect.threshold import fpr_at, threshold_at_fpr
+from damage_rig.rig.foundation.errors import ModelError
+
+
+@pytest.mark.parametrize("budget", [0.001, 0.01, 0.05])
+def test_threshold_meets_budget_on_the_data_it_was_set_on(budget):
+    rng = np.random.default_rng(1)
+    ok = rng.normal(0.0, 1.0, 20000)
+    t = threshold_at_fpr(ok, budget)
+    achieved = fpr_at(ok, t)
+    assert achieved <= budget
+    # and it is the lowest such threshold: one ok item short of the budget at most
+    assert achieved >= budget - 1.0 / len(ok)
+
+
+def test_threshold_generalises_to_fresh_samples_of_the_same_distribution():
+    rng = np.random.default_rng(2)
+    t = threshold_at_fpr(rng.normal(size=50000), 0.01)
+    # N(0,1): the 99th percentile is 2.326
+    assert abs(t - 2.326) < 0.05
+    fresh = fpr_at(rng.normal(size=200000), t)
+    assert abs(fresh - 0.01) < 0.0015
+
+
+def test_threshold_with_too_few_ok_items_gives_zero_false_positives():
+    ok = np.array([0.1, 0.5, 0.3])
+    assert threshold_at_fpr(ok, 0.001) == 0.5
+    assert fpr_at(ok, 0.5) == 0.0
+
+
+def test_threshold_refuses_empty_or_bad_budget():
+    with pytest.raises(ModelError, match="no ok items"):
+        threshold_at_fpr([], 0.01)
+    with pytest.raises(ModelError, match="budget"):
+        threshold_at_fpr([0.1], 1.5)
+
+
+def test_auroc_matches_the_binormal_formula():
+    rng = np.random.default_rng(3)
+    d = 1.5
+    ok, bad = rng.normal(0, 1, 20000), rng.normal(d, 1, 20000)
+    expected = 0.5 * (1 + math.erf(d / 2))  # Phi(d / sqrt(2))
+    s = np.r_[ok, bad]
+    y = np.r_[np.zeros(ok.size), np.ones(bad.size)]
+    assert abs(auroc(s, y) - expected) < 0.01
+    assert auroc([0.1, 0.2, 0.2, 0.9], [0, 0, 1, 1]) == pytest.approx(0.875)  # a tie counts half
+
+
+def test_recall_at_fpr_on_separated_normals():
+    rng = np.random.default_rng(4)
+    ok, bad = rng.normal(0, 1, 100000), rng.normal(4, 1, 5000)
+    r, t = recall_at_fpr(np.r_[ok, bad], np.r_[np.zeros(ok.size), np.ones(bad.size)], 0.001)
+    # threshold ~3.09, recall = P(N(4,1) > 3.09) = 0.818
+    assert abs(t - 3.09) < 0.05 and abs(r - 0.818) < 0.02
+
+
+def test_fusion_learns_which_signal_carries_the_label():
+    rng = np.random.default_rng(5)
+    n = 4000
+    y = rng.random(n) < 0.3
+    x = rng.normal(size=(n, 5))
+    x[:, 2] += 3.0 * y            # only the patch anomaly is informative
+    f = fit_fusion(x, y)
+    w = np.abs(f.weights)
+    assert np.argmax(w) == 2 and w[2] > 5 * np.delete(w, 2).max()
+    assert auroc(f(x), y) > 0.97
+
+
+def test_summary_counts_printed_damage_and_broken_sets():
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.7])
+    labels = np.array([1, 0, 0, 1, 1], bool)
+    types = [["broken_set"], [], [], ["hole"], ["broken_set", "crush"]]
+    m = summarize(scores, labels, 0.5, types=types, printed=[False, False, True, False, False],
+                  sku_true=list("abcde"), sku_pred=list("abcdx"), type_names=("hole", "broken_set"))
+    assert m["broken_set_recall"] == 1.0 and m["recall_per_type"]["hole"]["recall"] == 0.0
+    assert m["printed_damage_false_alarm_rate"] == 1.0 and m["false_alarms"] == 1
+    assert m["identification_top1"] == 0.8

@@ -1,0 +1,100 @@
+"""Dataset format: write/read round trip, and malformed files rejected with their line number."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from damage_rig.rig.cli import main
+from damage_rig.rig.dataset import DatasetWriter, Item, read_dataset
+from damage_rig.rig.foundation.errors import DatasetError
+
+
+def _write_small(root):
+    rng = np.random.default_rng(0)
+    with DatasetWriter(root, "t", ["a", "b"], depth_units_mm=0.5) as w:
+        for i in range(3):
+            views = {}
+            for v in ("a", "b"):
+                rgb = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+                depth = rng.uniform(100, 900, (20, 30)).astype(np.float32)
+                mask = (rng.random((20, 30)) > 0.8).astype(np.uint8) if i == 2 else None
+                views[v] = w.write_view(f"i{i}", v, rgb, depth, mask)
+            w.add_item(Item(f"i{i}", "skuA", ["train", "val", "test"][i], "damaged" if i == 2 else "ok",
+                            ["hole"] if i == 2 else [], i == 1, views))
+        w.add_reference("skuA", "r0", rng.integers(0, 255, (10, 10, 3), dtype=np.uint8))
+    return rng
+
+
+def test_round_trip(tmp_path):
+    _write_small(tmp_path / "ds")
+    ds = read_dataset(tmp_path / "ds")
+    assert ds.views == ["a", "b"] and ds.depth_units_mm == 0.5
+    assert [it.id for it in ds.items] == ["i0", "i1", "i2"]
+    assert ds.items[2].damage == ["hole"] and ds.items[1].printed_damage
+    assert list(ds.references) == ["skuA"]
+    d = ds.load_depth_mm(ds.items[0], "a")
+    assert d.dtype == np.float32 and np.all(np.abs(d - np.round(d / 0.5) * 0.5) < 1e-4)
+    assert ds.load_mask(ds.items[0], "a") is None
+    assert set(np.unique(ds.load_mask(ds.items[2], "b"))) <= {0, 255}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda o: o.update(split="dev"), "'split' must be one of"),
+    (lambda o: o.update(damage=["dent"]), "'damage' must be a list drawn from"),
+    (lambda o: o.pop("sku"), "missing key(s) ['sku']"),
+    (lambda o: o.update(label="ok", damage=["hole"]), "label 'ok' but damage"),
+    (lambda o: o["views"].update(c={"rgb": "x.png"}), "views ['c'] are not in dataset.yaml"),
+])
+def test_malformed_item_names_file_line_and_item(tmp_path, mutate, message):
+    _write_small(tmp_path / "ds")
+    path = tmp_path / "ds" / "items.jsonl"
+    lines = path.read_text().splitlines()
+    obj = json.loads(lines[1])
+    mutate(obj)
+    lines[1] = json.dumps(obj)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError) as exc:
+        read_dataset(tmp_path / "ds")
+    assert f"items.jsonl:2" in str(exc.value) and message in str(exc.value)
+
+
+def test_broken_json_line_and_missing_file(tmp_path):
+    _write_small(tmp_path / "ds")
+    path = tmp_path / "ds" / "items.jsonl"
+    path.write_text(path.read_text() + "{not json\n")
+    with pytest.raises(DatasetError, match=r"items.jsonl:4: not valid JSON"):
+        read_dataset(tmp_path / "ds")
+    _write_small(tmp_path / "ds2")
+    (tmp_path / "ds2" / "items" / "i1" / "b_depth.png").unlink()
+    with pytest.raises(DatasetError, match=r"items.jsonl:2 \(item 'i1'\): view 'b' depth file"):
+        read_dataset(tmp_path / "ds2")
+
+
+def test_import_mvtec(tmp_path, capsys):
+    import cv2
+
+    root = tmp_path / "mv"
+    rng = np.random.default_rng(1)
+    for cat in ("bottle", "tile"):
+        for sub, n in (("train/good", 10), ("test/good", 4), ("test/crack", 3)):
+            d = root / cat / sub
+            d.mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(d / f"{i:03d}.png"), rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+        g = root / cat / "ground_truth" / "crack"
+        g.mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(g / f"{i:03d}_mask.png"), np.full((16, 16), 255, np.uint8))
+    assert main(["dataset", "import-mvtec", str(root), "--out", str(tmp_path / "out")]) == 0
+    ds = read_dataset(tmp_path / "out")
+    assert sorted(ds.references) == ["bottle", "tile"] and len(ds.references["tile"]) == 2
+    assert len(ds.split("train")) == 16
+    tests = ds.split("val") + ds.split("test")
+    assert len(tests) == 14
+    cracked = [it for it in tests if it.label == "damaged"]
+    assert len(cracked) == 6 and all(it.damage == ["tear"] for it in cracked)
+    assert all(ds.load_mask(it, "main").max() == 255 for it in cracked)
+    assert "16 items" in capsys.readouterr().out
+    assert main(["dataset", "import-mvtec", str(tmp_path), "--out", str(tmp_path / "o2")]) == 1
