@@ -35,10 +35,10 @@ from tqdm import tqdm
 from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
 from ..rig.detect.card import CARD_FORMAT, CARD_NAME
 from ..rig.detect.enroll import enroll_dataset, read_rgb
-from ..rig.detect.fusion import Fusion, fit_fusion
+from ..rig.detect.fusion import Fusion, fit_fusion_low_fpr
 from ..rig.detect.gallery import BANK_SIZE
 from ..rig.detect.scoring import Scorer
-from ..rig.detect.threshold import VAL_OK_SCORES, fpr_at, threshold_at_fpr
+from ..rig.detect.threshold import VAL_OK_SCORES, fpr_at, fpr_interval, threshold_at_fpr
 from ..rig.foundation.errors import DatasetError
 from ..rig.foundation.hashing import file_sha256 as sha256
 from ..rig.infer import make_backend
@@ -416,7 +416,10 @@ def _calibrate(scorer: Scorer, ds: Dataset, out: Path, fpr: float, types: list[s
     results = score_items(scorer, ds, val, progress=progress, desc="scoring val")
     x = np.stack([r.features for r in results])
     y = np.array([it.damaged for it in val])
-    fusion = fit_fusion(x, y)
+    fusion, how = fit_fusion_low_fpr(x, y, max_fpr=max(0.01, 10 * fpr))
+    say(f"fusion fitted for the low-FPR region: partial AUC (FPR <= {how.get('max_fpr', 0):.1%}) "
+        f"logistic {how.get('pauc_logistic', float('nan')):.4f}, tuned {how.get('pauc_tuned', float('nan')):.4f}"
+        f" -> {how['chosen']}")
     scorer.fusion = fusion
     scores = fusion(x)
     ok_scores = scores[~y]
@@ -426,6 +429,11 @@ def _calibrate(scorer: Scorer, ds: Dataset, out: Path, fpr: float, types: list[s
     metrics = summarize(scores, y, threshold, types=[it.damage for it in val],
                         printed=[it.printed_damage for it in val], sku_true=[it.sku for it in val],
                         sku_pred=sku_pred, type_names=types)
+    metrics["ok_above_threshold"] = int((ok_scores > threshold).sum())
+    lo, hi = fpr_interval(metrics["ok_above_threshold"], len(ok_scores))
+    say(f"val: FPR at the threshold {metrics['ok_above_threshold']} of {len(ok_scores)} ok items, "
+        f"95 % interval [{lo:.3%}, {hi:.3%}]"
+        + ("" if len(ok_scores) >= 5000 else " (fewer than 5,000 ok items: the interval is wide)"))
     say(f"val: AUROC {metrics['auroc']:.4f}, threshold {threshold:.4f} -> FPR "
         f"{fpr_at(ok_scores, threshold):.4%} (budget {fpr:.4%}), recall {metrics['recall_at_threshold']:.2%}")
     return fusion, threshold, metrics, val, y
@@ -449,6 +457,8 @@ def _card_details(out: Path, onnx_path: Path, command: str | None, grid: int, fu
         "fusion": fusion.to_dict(),
         "fpr_budget": float(fpr),
         "threshold": float(threshold),
+        "threshold_fpr_ci95": [float(v) for v in fpr_interval(int((metrics.get("ok_above_threshold", 0))),
+                                                              int((~y).sum()))],
         "decision": "damaged = fused score > threshold; per item: max/mean of the views' damage "
                     "logits, max of their anomalies, identification averaged over views",
         "threshold_set_on": {"dataset": str(ds.root), "split": "val", "n_ok": int((~y).sum()),

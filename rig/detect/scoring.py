@@ -55,6 +55,9 @@ class ViewScore:
     height_residual: float = float("nan")   # x a pristine view's (NaN: not compared)
     color_residual: float = float("nan")
     residual: ViewResidual | None = None    # the registered comparison (maps, pose)
+    residual_refs: tuple[float, float] = (1.0, 1.0)  # a pristine view's (height, colour) residual
+    damage_map: np.ndarray | None = None    # the head's per-patch damage logits (h, w)
+    shape: tuple[int, int] | None = None    # the crop's (H, W), where known (maps)
 
     def get(self, key, default=None):  # dict-like access for callers that treat views as dicts
         return getattr(self, key, default)
@@ -237,7 +240,9 @@ class Scorer:
             pa = map_score(amap)
             ga = global_anomaly(np.ravel(out["global_desc"]), entry.descs) / g_scale
             views[v] = ViewScore(float(1 / (1 + np.exp(-logit))), float(max(pa, ga)),
-                                 amap.astype(np.float32), pa, ga)
+                                 amap.astype(np.float32), pa, ga,
+                                 damage_map=np.squeeze(np.asarray(out["damage_map"], np.float32))
+                                 if "damage_map" in out else None)
             canon = (canons or {}).get(v)
             if canon is not None and v in entry.geo:
                 self._compare_view(views[v], canon, entry.geo[v])
@@ -273,8 +278,9 @@ class Scorer:
         h_ref, c_ref = refs.score_ref
         h_ref = h_ref if np.isfinite(h_ref) else 2.0 * HEIGHT_FLOOR_MM
         c_ref = c_ref if np.isfinite(c_ref) else 4.0 * COLOR_FLOOR
-        vs.height_residual = max(res.height_score, 0.1 * HEIGHT_FLOOR_MM) / max(h_ref, HEIGHT_FLOOR_MM)
-        vs.color_residual = max(res.color_score, 0.1 * COLOR_FLOOR) / max(c_ref, COLOR_FLOOR)
+        vs.residual_refs = (max(h_ref, HEIGHT_FLOOR_MM), max(c_ref, COLOR_FLOOR))
+        vs.height_residual = max(res.height_score, 0.1 * HEIGHT_FLOOR_MM) / vs.residual_refs[0]
+        vs.color_residual = max(res.color_score, 0.1 * COLOR_FLOOR) / vs.residual_refs[1]
         if not canon.has_depth:
             vs.height_residual = float("nan")
         vs.residual = res
