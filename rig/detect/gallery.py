@@ -227,7 +227,7 @@ def save_gallery(model_dir: str | Path, gallery: Gallery, note: str = "") -> str
                          "score_ref": [float(v) for v in r.score_ref]}
         if geo:
             meta_skus[sku]["geo"] = geo
-    np.savez(tmp / "arrays.npz", **arrays)
+    np.savez_compressed(tmp / "arrays.npz", **arrays)  # the registered references compress well
     meta = {"version": version, "parent": parent, "note": note,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "skus": meta_skus}
     (tmp / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
