@@ -70,6 +70,9 @@ class CaptureConfig(_Strict):
 class TriggerConfig(_Strict):
     min_height_mm: Annotated[float, Field(gt=0, le=1000)] = 8.0
     min_area_px: Annotated[int, Field(ge=1, le=16_777_216)] = 400
+    # 5x5-averaged height that also counts as the item (items from 2 mm, a blister's card); 0 = off.
+    # Needs a belt flat to within about a millimetre under the trigger camera.
+    thin_height_mm: Annotated[float, Field(ge=0, le=50)] = 1.5
     camera: str | None = None  # camera whose depth drives the trigger; default: first 'top'
 
 

@@ -7,7 +7,9 @@
       {"id", "sku", "split": train|val|test, "label": ok|damaged,
        "damage": [subset of DAMAGE_TYPES] ([] when ok), "printed_damage": bool,
        "views": {VIEW: {"rgb": path, "depth": path|null, "mask": path|null}}}
-    DATASET/references/SKU/*.png    pristine references of that product (any view)
+    DATASET/references/SKU/*.png    pristine references of that product (any view); a reference
+                                    NAME.png may carry depth next to it as NAME_depth.png
+                                    (16-bit, depth_units_mm, aligned to the colour image)
 
 RGB is 8-bit PNG, depth 16-bit PNG in depth_units_mm (0 = no data), mask 8-bit
 PNG (255 = damaged pixel). Paths are relative to DATASET.
@@ -31,6 +33,14 @@ DAMAGE_TYPES = ("crush", "tear", "hole", "deconstruction", "spill", "broken_set"
 SPLITS = ("train", "val", "test")
 LABELS = ("ok", "damaged")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+DEPTH_SUFFIX = "_depth"  # references/SKU/NAME_depth.png: the depth of reference NAME.png
+
+
+def reference_depth_path(image: str | Path) -> Path | None:
+    """The depth file that goes with a reference image (NAME_depth.png), or None."""
+    p = Path(image)
+    cand = p.with_name(p.stem + DEPTH_SUFFIX + ".png")
+    return cand if cand.is_file() else None
 
 
 @dataclass
@@ -245,7 +255,8 @@ def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
     ref_root = root / "references"
     if ref_root.is_dir():
         for sku_dir in sorted(p for p in ref_root.iterdir() if p.is_dir()):
-            files = sorted(p for p in sku_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            files = sorted(p for p in sku_dir.iterdir()
+                           if p.suffix.lower() in IMAGE_EXTS and not p.stem.endswith(DEPTH_SUFFIX))
             if files:
                 refs[sku_dir.name] = files
     return Dataset(root, str(meta.get("name", root.name)), list(views), depth_units,
@@ -287,11 +298,15 @@ class DatasetWriter:
         self._items.write(json.dumps(item.to_json()) + "\n")
         self._items.flush()
 
-    def add_reference(self, sku: str, name: str, rgb: np.ndarray) -> Path:
+    def add_reference(self, sku: str, name: str, rgb: np.ndarray, depth_mm: np.ndarray | None = None) -> Path:
+        """Write references/SKU/NAME.png (and NAME_depth.png when depth is given, in depth_units_mm)."""
         d = self.root / "references" / sku
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{name}.png"
         cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if depth_mm is not None:
+            units = np.clip(np.round(depth_mm / self.depth_units_mm), 0, 65535).astype(np.uint16)
+            cv2.imwrite(str(d / f"{name}{DEPTH_SUFFIX}.png"), units)
         return path
 
     def close(self) -> None:

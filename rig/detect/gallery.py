@@ -34,6 +34,7 @@ import yaml
 from ..foundation.errors import ModelError
 from ..foundation.hashing import file_sha256
 from .anomaly import coreset, global_anomaly, map_score, patch_map
+from .registration import RefSet
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class SkuEntry:
     # the damage logit of each reference image (median over its orientations), so that a later
     # enrollment can extend the entry from what the gallery stores (empty in older galleries)
     ref_discs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # registered references per view name (height, colour, footprint in canonical pose):
+    # registration.py; empty for galleries without depth references (older ones included)
+    geo: dict[str, RefSet] = field(default_factory=dict)
 
     @property
     def n_refs(self) -> int:
@@ -178,7 +182,16 @@ class Gallery:
         return max(p, 1e-6), max(g, 1e-4)
 
     def nbytes(self) -> int:
-        return sum(e.embeddings.nbytes + e.descs.nbytes + e.bank.nbytes for e in self.skus.values())
+        return sum(e.embeddings.nbytes + e.descs.nbytes + e.bank.nbytes
+                   + sum(r.nbytes() for r in e.geo.values()) for e in self.skus.values())
+
+    def geo_scales(self) -> dict[str, float]:
+        """Working scale per view name (the same for every product: it belongs to the camera)."""
+        out: dict[str, float] = {}
+        for e in self.skus.values():
+            for v, r in e.geo.items():
+                out.setdefault(v, r.scale)
+        return out
 
 
 def _gallery_root(model_dir: str | Path) -> Path:
@@ -260,7 +273,15 @@ def save_gallery(model_dir: str | Path, gallery: Gallery, note: str = "") -> str
                           "patch_scale": float(e.patch_scale), "global_scale": float(e.global_scale),
                           "ref_disc": float(e.ref_disc), "ref_disc_base": float(e.ref_disc_base),
                           "sources": list(e.sources)}
-    np.savez(tmp / "arrays.npz", **arrays)
+        geo = {}
+        for j, (view, r) in enumerate(sorted(e.geo.items())):
+            arrays[f"geoh_{i}_{j}"], arrays[f"geoc_{i}_{j}"] = r.height, r.rgb
+            arrays[f"geof_{i}_{j}"] = np.packbits(r.fg, axis=-1)
+            geo[view] = {"index": j, "n": r.n, "scale": float(r.scale),
+                         "score_ref": [float(v) for v in r.score_ref]}
+        if geo:
+            meta_skus[sku]["geo"] = geo
+    np.savez_compressed(tmp / "arrays.npz", **arrays)  # the registered references compress well
     meta = {"version": version, "parent": parent, "note": note,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "arrays_sha256": file_sha256(tmp / "arrays.npz"),
             "skus": meta_skus}
@@ -297,10 +318,22 @@ def load_gallery(model_dir: str | Path, version: str | None = None) -> Gallery:
                              arrays[f"src_{i}"], float(m["patch_scale"]), float(m["global_scale"]),
                              list(m.get("sources", [])), float(m.get("ref_disc", float("nan"))),
                              float(m.get("ref_disc_base", float("nan"))),
-                             arrays[f"disc_{i}"] if f"disc_{i}" in arrays else np.zeros(0, np.float32))
+                             arrays[f"disc_{i}"] if f"disc_{i}" in arrays else np.zeros(0, np.float32),
+                             _load_geo(arrays, i, m))
     if not skus:
         raise ModelError(f"{d}: gallery version {version} holds no SKU")
     return Gallery(skus, version, meta.get("note", ""))
+
+
+def _load_geo(arrays, i: int, meta: dict) -> dict[str, RefSet]:
+    geo = {}
+    for view, g in (meta.get("geo") or {}).items():
+        j = g["index"]
+        h = arrays[f"geoh_{i}_{j}"]
+        fg = np.unpackbits(arrays[f"geof_{i}_{j}"], axis=-1)[..., :h.shape[-1]].astype(bool)
+        geo[view] = RefSet(h, arrays[f"geoc_{i}_{j}"], fg, float(g["scale"]),
+                           tuple(float(v) for v in g.get("score_ref", (np.nan, np.nan))))
+    return geo
 
 
 class GalleryIndex:

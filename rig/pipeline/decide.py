@@ -53,4 +53,4 @@ class Decide:
         # decide first, record after: the DIVERT is on the wire; the row only joins the recorder's
         # queue (recorder.py), so a slow, locked or full disk never delays a decision
         self.record(item, lat)
-        item.views, item.crops = {}, {}  # network outputs and crops are with the recorder now
+        item.views, item.crops, item.canons = {}, {}, {}  # network outputs and crops are with the recorder now

@@ -51,7 +51,10 @@ class ItemScorer(Protocol):
 
     def depth_channel(self, depth_mm: np.ndarray | None) -> np.ndarray | None: ...
 
-    def score_item(self, view_outputs: dict, threshold: float | None = None) -> Score: ...
+    def canon_view(self, view: str, rgb: np.ndarray, depth_mm: np.ndarray | None) -> object | None: ...
+
+    def score_item(self, view_outputs: dict, threshold: float | None = None,
+                   canons: dict | None = None) -> Score: ...
 
     def threshold_for_fpr(self, fpr: float) -> float: ...
 
@@ -67,6 +70,7 @@ class ItemState:
     dist_m: float = 0.0  # from where it was captured to the gate
     views: dict = field(default_factory=dict)  # view -> network outputs
     crops: dict = field(default_factory=dict)  # view -> RGB crop
+    canons: dict = field(default_factory=dict)  # view -> the crop in canonical pose (registration)
     expected: int = 0
     decided: bool = False
     decision: str = ""

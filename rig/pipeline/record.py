@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ..detect.maps import evidence_map
 from ..events import EventLog, ItemRecord
 from ..foundation.errors import RigError
 from .items import ItemState, Ledger
@@ -32,7 +33,8 @@ class Record:
         for v, crop in item.crops.items():
             hm = None
             if s is not None and v in s.views:
-                hm = s.views[v].get("heatmap")
+                # the fused evidence (head, patch anomaly, registered residuals) on the crop
+                hm = evidence_map(s.views[v], crop.shape[:2])
             views[v] = {"rgb": crop, "heatmap": hm}
         rec = ItemRecord(
             id=item.item_id, captured_at=time.time() - (time.monotonic() - item.capture.host_time),

@@ -66,7 +66,8 @@ class Rig:
         self.sync = FrameSync(self.cam_names, cfg.capture.sync_tolerance_ms,
                               max_pending=int(stale_ms * fps / 1000.0) + 3, primary=trig_name, stale_ms=stale_ms)
         trigger = Trigger(trig_cam.depth_imager(), trig_cam.depth.depth_units_mm if trig_cam.depth else 1.0,
-                          speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px, n_cameras=len(cameras))
+                          speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px, n_cameras=len(cameras),
+                          thin_height_mm=cfg.trigger.thin_height_mm)
         # the stages, downstream first (each is handed what it calls next)
         self.record = Record(events, cfg.storage.save_crops, str(getattr(scorer, "version", "")), self.ledger)
         self.dispatch = Dispatch(link, cfg.divert.gate_id, counts_per_m, self.ledger, self.clock, self.record)

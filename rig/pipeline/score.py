@@ -37,7 +37,7 @@ class ScoreStage:
     def __call__(self, item: ItemState) -> None:
         t0 = time.monotonic()
         try:
-            score = self.scorer.score_item(item.views, threshold=self.threshold())
+            score = self.scorer.score_item(item.views, threshold=self.threshold(), canons=item.canons)
         except Exception:
             log.exception("item %s: scoring failed", item.item_id)
             self.ledger.count("stage_errors")
