@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from ..rig.foundation.errors import CalibrationError
+from ..rig.foundation.yamlpos import load_with_lines
 
 
 @dataclass
@@ -132,6 +133,27 @@ def _matrix(value, shape, where: str) -> np.ndarray:
     return arr
 
 
+def _dist(value, where: str) -> np.ndarray:
+    """Distortion coefficients: 4, 5, 8, 12 or 14 finite numbers (OpenCV's models)."""
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{where}: expected a list of numbers (k1, k2, p1, p2[, k3...]), "
+                               f"got {value!r}"[:300]) from None
+    if arr.ndim != 1 or arr.size not in (4, 5, 8, 12, 14) or not np.all(np.isfinite(arr)):
+        raise CalibrationError(f"{where}: expected 4, 5, 8, 12 or 14 finite numbers, got {value!r}"[:300])
+    return arr
+
+
+def _depth_units(value, where: str) -> float:
+    """Millimetres per depth count: a positive, finite number (0 or NaN would blind the rig)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0 \
+            or value > 1000:
+        raise CalibrationError(f"{where}: expected a positive finite number of mm per count (e.g. 1.0 or 0.1), "
+                               f"got {value!r}")
+    return float(value)
+
+
 def calibration_from_dict(data: dict, source: str = "<calibration>") -> Calibration:
     if not isinstance(data, dict) or not isinstance(data.get("cameras"), dict) or not data["cameras"]:
         raise CalibrationError(f"{source}: expected a mapping with a non-empty 'cameras' mapping")
@@ -149,18 +171,20 @@ def calibration_from_dict(data: dict, source: str = "<calibration>") -> Calibrat
         depth = None
         if c.get("depth") is not None:
             d = c["depth"]
+            if not isinstance(d, dict):
+                raise CalibrationError(f"{where}.depth: expected a mapping")
             depth = DepthModel(
                 K=_matrix(d.get("K"), (3, 3), where + ".depth.K"),
                 size=tuple(d.get("size", size)),
                 T_color_depth=_matrix(d.get("T_color_depth", np.eye(4).tolist()), (4, 4),
                                       where + ".depth.T_color_depth"),
-                depth_units_mm=float(d.get("depth_units_mm", 1.0)),
-                dist=np.asarray(d.get("dist", [0.0] * 5), float),
+                depth_units_mm=_depth_units(d.get("depth_units_mm", 1.0), where + ".depth.depth_units_mm"),
+                dist=_dist(d.get("dist", [0.0] * 5), where + ".depth.dist"),
             )
         cams[str(name)] = CameraModel(
             name=str(name),
             K=_matrix(c["K"], (3, 3), where + ".K"),
-            dist=np.asarray(c.get("dist", [0.0] * 5), float),
+            dist=_dist(c.get("dist", [0.0] * 5), where + ".dist"),
             size=(size[0], size[1]),
             T_ref_cam=_matrix(c["T_ref_cam"], (4, 4), where + ".T_ref_cam"),
             depth=depth,
@@ -173,7 +197,11 @@ def load_calibration(path: str | Path) -> Calibration:
     if not path.is_file():
         raise CalibrationError(f"calibration file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data, _ = load_with_lines(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CalibrationError(f"{path}: not UTF-8 text ({exc})") from None
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot read: {exc}") from None
     except yaml.YAMLError as exc:
         raise CalibrationError(f"{path}: not valid YAML: {exc}") from None
     return calibration_from_dict(data, str(path))

@@ -201,14 +201,28 @@ def trunk_features(mid: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
 
 
 class DepthBranch(nn.Module):
-    """Relative-height channel (N, 1, S, S) -> (N, 32, S/16, S/16)."""
+    """Depth channels (N, D, S, S) -> (N, 32, S/16, S/16).
 
-    def __init__(self, width: int = 32):
+    D = 1 (relative height; older models: 4x average-pooled, then stride 16) or
+    D = 3 (height, detail, validity: preprocess.height_detail_valid): 2x
+    average-pooled, then a stride-2 conv gives a stride-4 map where a 3 mm dent
+    or an 8 mm hole still spans pixels, before two more stride-2 convs.
+    """
+
+    def __init__(self, width: int = 32, in_channels: int = 1):
         super().__init__()
-        self.pool = nn.AvgPool2d(4)
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, width, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, 1, 1), nn.ReLU())
+        self.in_channels = in_channels
+        if in_channels == 1:
+            self.pool = nn.AvgPool2d(4)
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, width, 3, 2, 1), nn.ReLU(),
+                nn.Conv2d(width, width, 3, 1, 1), nn.ReLU())
+        else:
+            self.pool = nn.AvgPool2d(2)
+            self.net = nn.Sequential(
+                nn.Conv2d(in_channels, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU(),
+                nn.Conv2d(16, 24, 3, 2, 1), nn.ReLU(), nn.Conv2d(24, width, 3, 2, 1), nn.ReLU(),
+                nn.Conv2d(width, width, 3, 1, 1), nn.ReLU())
         self.width = width
 
     def forward(self, depth):
@@ -218,10 +232,10 @@ class DepthBranch(nn.Module):
 class Heads(nn.Module):
     """The trained part: depth branch, damage/type heads, identification projection."""
 
-    def __init__(self, feat_channels: int, n_types: int, depth: bool, hidden: int = 96,
+    def __init__(self, feat_channels: int, n_types: int, depth: int, hidden: int = 96,
                  embed_dim: int = 128, patch_dim: int = 64):
         super().__init__()
-        self.depth = DepthBranch() if depth else None
+        self.depth = DepthBranch(in_channels=int(depth)) if depth else None
         cin = feat_channels + (self.depth.width if depth else 0)
         self.hidden = nn.Sequential(nn.Conv2d(cin, hidden, 1), nn.ReLU(),
                                     nn.Conv2d(hidden, hidden, 3, 1, 1), nn.ReLU())
@@ -261,7 +275,8 @@ class Heads(nn.Module):
 
 
 class DamageNet(nn.Module):
-    """Trunk + heads; input (N, C, S, S) float32, C = 3 (RGB) or 4 (RGB + relative height)."""
+    """Trunk + heads; input (N, C, S, S) float32: C = 3 (RGB), 4 (RGB + relative height) or
+    6 (RGB + height, detail, validity)."""
 
     def __init__(self, input_size: int = 224, channels: int = 4, n_types: int = 6,
                  hidden: int = 96, embed_dim: int = 128, patch_dim: int = 64):
@@ -272,7 +287,7 @@ class DamageNet(nn.Module):
         self.trunk = Lite0Trunk(input_size)
         feat = self.trunk.mid_channels + self.trunk.out_channels
         self.feat_channels = feat
-        self.heads = Heads(feat, n_types, channels > 3, hidden, embed_dim, patch_dim)
+        self.heads = Heads(feat, n_types, channels - 3, hidden, embed_dim, patch_dim)
 
     def features(self, x):
         """(patch feature map (N, 152, h, w), stride-32 map (N, 320, h/2, w/2))."""
@@ -280,7 +295,7 @@ class DamageNet(nn.Module):
         return trunk_features(mid, patch), deep
 
     def forward(self, x):
-        depth = x[:, 3:4] if self.channels > 3 else None
+        depth = x[:, 3:] if self.channels > 3 else None
         feats, deep = self.features(x)
         out = self.heads(feats, deep, depth)
         return tuple(out[k] for k in OUTPUT_NAMES)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
+from ..rig.detect.maps import PixelAuroc, evidence_map, to_png16
 from ..rig.detect.scoring import Scorer
 from ..rig.foundation.errors import DatasetError
 from .metrics import format_summary, roc_curve, summarize
@@ -31,6 +32,14 @@ def load_view(scorer, ds: Dataset, item: Item, view: str) -> np.ndarray:
     return scorer.prepare_view(rgb, depth, where=where)
 
 
+def load_view_and_canon(scorer, ds: Dataset, item: Item, view: str):
+    """(network input, canonical pose for the registered comparison or None, crop shape) of one view."""
+    where = f"item {item.id!r} view {view!r}"
+    rgb = ds.load_rgb(item, view)
+    depth = ds.load_depth_mm(item, view)
+    return scorer.prepare_view(rgb, depth, where=where), scorer.canon_view(view, rgb, depth), rgb.shape[:2]
+
+
 def score_items(scorer, ds: Dataset, items: list[Item], *, progress: bool = True,
                 desc: str = "scoring", batch_views: int = 16) -> list:
     """ItemScore per item through the runtime path, batching views across items."""
@@ -38,6 +47,8 @@ def score_items(scorer, ds: Dataset, items: list[Item], *, progress: bool = True
 
     results = [None] * len(items)
     pending: list[tuple[int, str, np.ndarray]] = []
+    canons: dict[int, dict] = {}
+    shapes: dict[tuple[int, str], tuple[int, int]] = {}
 
     def flush():
         if not pending:
@@ -47,14 +58,18 @@ def score_items(scorer, ds: Dataset, items: list[Item], *, progress: bool = True
         for (i, v, _), row in zip(pending, rows):
             by_item.setdefault(i, {})[v] = row
         for i, outs in by_item.items():
-            results[i] = scorer.score_item(outs, item_id=items[i].id)
+            results[i] = scorer.score_item(outs, item_id=items[i].id, canons=canons.pop(i, None))
+            for v, vs in results[i].views.items():
+                vs.shape = shapes.pop((i, v), None)
         pending.clear()
 
     for i, it in enumerate(tqdm(items, desc=desc, unit="item", disable=not progress)):
         if not it.views:
             raise DatasetError(f"item {it.id!r} has no views")
         for v in it.views:  # all of an item's views go into the same flush
-            pending.append((i, v, load_view(scorer, ds, it, v)))
+            x, canon, shapes[(i, v)] = load_view_and_canon(scorer, ds, it, v)
+            pending.append((i, v, x))
+            canons.setdefault(i, {})[v] = canon
         if len(pending) >= batch_views:
             flush()
     flush()
@@ -70,7 +85,7 @@ def write_scores_csv(path: str | Path, items: list[Item], results: list) -> None
 
 
 def evaluate(model_dir: str | Path, data: str | Path, split: str = "test", *, scores_csv=None,
-             report=None, threads: int = 2, progress: bool = True) -> dict:
+             report=None, threads: int = 2, progress: bool = True, maps=None) -> dict:
     """Score DATASET's split with the model; returns the metrics dict."""
     ds = read_dataset(data)
     items = ds.split(split)
@@ -85,9 +100,32 @@ def evaluate(model_dir: str | Path, data: str | Path, split: str = "test", *, sc
     metrics = summarize(scores, labels, scorer.threshold, types=[it.damage for it in items],
                         printed=[it.printed_damage for it in items], sku_true=[it.sku for it in items],
                         sku_pred=[r.sku_pred for r in results], type_names=DAMAGE_TYPES)
+    pixel = write_maps(ds, items, results, maps)
+    if np.isfinite(pixel):
+        metrics["pixel_auroc"] = pixel
     if report:
         write_report(report, ds, items, results, metrics, scorer, model_dir, split)
     return metrics
+
+
+def write_maps(ds: Dataset, items: list[Item], results: list, out=None) -> float:
+    """Fused evidence map per view (rig/detect/maps.py): written to OUT/<item id>_<view>.png as
+    16-bit PNG the size of the view's image when ``out`` is given; returns the pixel AUROC
+    against the dataset's masks (NaN when no view has a damage mask)."""
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    acc = PixelAuroc()
+    has_mask = False
+    for it, r in zip(items, results):
+        for v, vs in r.views.items():
+            shape = vs.shape or ds.load_rgb(it, v).shape[:2]
+            m = evidence_map(vs, shape)
+            if out is not None:
+                cv2.imwrite(str(Path(out) / f"{it.id}_{v}.png"), to_png16(m))
+            mask = ds.load_mask(it, v) if it.damaged else None
+            has_mask |= mask is not None and bool((mask > 0).any())
+            acc.add(m, mask)
+    return acc.value() if has_mask else float("nan")
 
 
 # ---- HTML report ---------------------------------------------------------------
@@ -156,7 +194,8 @@ def write_report(path, ds: Dataset, items, results, metrics, scorer, model_dir, 
             it, r = items[i], results[i]
             cells = []
             for v, vs in r.views.items():
-                img, over = _overlay(ds.load_rgb(it, v), vs.heatmap)
+                rgb = ds.load_rgb(it, v)
+                img, over = _overlay(rgb, evidence_map(vs, rgb.shape[:2]))
                 cells.append(f'<td><img src="data:image/png;base64,{_png_b64(img)}"> '
                              f'<img src="data:image/png;base64,{_png_b64(over)}"><br>{html.escape(v)}: '
                              f'P(view) {vs.damage_prob:.3f}, anomaly {vs.anomaly:.2f}</td>')

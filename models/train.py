@@ -35,14 +35,20 @@ from tqdm import tqdm
 from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
 from ..rig.detect.card import CARD_FORMAT, CARD_NAME
 from ..rig.detect.enroll import enroll_dataset, read_rgb
-from ..rig.detect.fusion import Fusion, fit_fusion
+from ..rig.detect.fusion import Fusion, fit_fusion_low_fpr
 from ..rig.detect.gallery import BANK_SIZE
 from ..rig.detect.scoring import Scorer
-from ..rig.detect.threshold import VAL_OK_SCORES, fpr_at, threshold_at_fpr
+from ..rig.detect.threshold import VAL_OK_SCORES, fpr_at, fpr_interval, threshold_at_fpr
 from ..rig.foundation.errors import DatasetError
 from ..rig.foundation.hashing import file_sha256 as sha256
 from ..rig.infer import make_backend
-from ..rig.preprocess.reference import FAR_PERCENTILE, IMAGENET_MEAN, IMAGENET_STD
+from ..rig.preprocess.reference import (
+    DETAIL_SCALE_MM,
+    DETAIL_SIGMA,
+    FAR_PERCENTILE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+)
 from .arch import (
     DEEP_CHANNELS,
     MID_BLOCK,
@@ -54,6 +60,7 @@ from .arch import (
     neighbourhood,
     trunk_features,
 )
+from .augment import SYNTH_TYPES, synth_damage
 from .evaluate import load_view, score_items
 from .export import export_onnx
 from .metrics import summarize
@@ -64,6 +71,10 @@ HEIGHT_SCALE_MM = 100.0
 PATCH_DIM = 64
 EMBED_DIM = 128
 HIDDEN = 64
+DEPTH_MODE = "height_detail_valid"  # depth input: height, detail above a smooth surface, validity
+DEPTH_CHANNELS = 3
+SYNTHETIC_SHARE = 0.5  # ok train views that also train as a copy with synthetic damage (augment.py)
+SYNTHETIC_MAX = 1500
 FINETUNE_EPOCHS = 0   # epochs of trunk fine-tuning after the head epochs (0: frozen trunk; see docs)
 
 
@@ -130,11 +141,15 @@ def _card_input(size: int, channels: int) -> dict:
     return {"name": "input", "layout": "NCHW", "size": size, "channels": channels, "color": "RGB",
             "resize": "bilinear (cv2.INTER_LINEAR) of the whole crop to size x size",
             "scale": "1/255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "depth": ({"mode": "relative_height", "scale_mm": HEIGHT_SCALE_MM,
+            "depth": ({"mode": DEPTH_MODE, "scale_mm": HEIGHT_SCALE_MM,
+                       "channels": ["relative height / scale_mm, clipped [-1, 4]",
+                                    f"height minus a smooth surface (Gaussian sigma size*{DETAIL_SIGMA:.4f}, "
+                                    f"normalised over valid pixels) / {DETAIL_SCALE_MM:g} mm, clipped [-2, 2]",
+                                    "validity: 1 where depth was measured"],
                        "belt": "plane fitted to 1/z on the crop's border ring (width size/16); "
                                f"fallback: the {FAR_PERCENTILE:g}th percentile of depth",
                        "far_percentile": FAR_PERCENTILE, "resize": "nearest",
-                       "clip": [-1.0, 4.0], "missing": "0"} if channels > 3 else None)}
+                       "missing": "0 in every channel"} if channels > 3 else None)}
 
 
 @dataclass
@@ -142,6 +157,7 @@ class _Cache:
     """Trunk features of every train view and reference, and the targets, cached once (float16)."""
 
     records: list            # (item, view) of the train split
+    synth_records: list      # (item, view, seed): ok train views with synthetic damage
     ref_records: list        # (sku, path) of the references
     feats: np.ndarray
     deeps: np.ndarray
@@ -159,18 +175,21 @@ class _Cache:
         return len(self.y_view)
 
 
-def _new_cache(model, records, ref_records, n_types: int, input_size: int, finetune: bool,
-               has_depth: bool) -> _Cache:
-    n = len(records) + len(ref_records)
+def _new_cache(model, records, synth_records, ref_records, n_types: int, input_size: int,
+               finetune: bool, has_depth: bool) -> _Cache:
+    n = len(records) + len(synth_records) + len(ref_records)
+    # the depth branch's input after its first pooling (it trains from this cache)
+    dpool = model.heads.depth.pool if has_depth else None
+    dsz = input_size // int(dpool.kernel_size) if has_depth else 0
     grid = model.trunk.grid
     deep_grid = (grid + 1) // 2
     mid_grid = 2 * grid
     return _Cache(
-        records, ref_records,
+        records, synth_records, ref_records,
         feats=np.zeros((n, model.feat_channels, grid, grid), np.float16),
         deeps=np.zeros((n, DEEP_CHANNELS, deep_grid, deep_grid), np.float16),
         mids=(np.zeros((n, model.trunk.mid_channels, mid_grid, mid_grid), np.float16) if finetune else None),
-        depth_small=np.zeros((n, 1, input_size // 4, input_size // 4), np.float32) if has_depth else None,
+        depth_small=(np.zeros((n, model.channels - 3, dsz, dsz), np.float16) if has_depth else None),
         y_view=np.zeros(n, np.float32), y_patch=np.zeros((n, grid, grid), np.float32),
         w_patch=np.zeros(n, np.float32), y_type=np.zeros((n, n_types), np.float32),
         w_damage=np.zeros(n, np.float32), y_sku=np.zeros(n, np.int64))
@@ -180,7 +199,7 @@ def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str]
                     supervised: bool, has_depth: bool, progress: bool) -> None:
     """Step 1: run the frozen trunk once over every train view and reference; fill the targets."""
     grid = model.trunk.grid
-    pool = torch.nn.AvgPool2d(4)
+    pool = model.heads.depth.pool if has_depth else None
     bar = tqdm(total=c.n, desc="trunk features", unit="view", disable=not progress)
     buf, idx = [], []
 
@@ -195,7 +214,7 @@ def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str]
             if c.mids is not None:
                 c.mids[idx] = m.numpy().astype(np.float16)
             if has_depth:
-                c.depth_small[idx] = pool(x[:, 3:4]).numpy()
+                c.depth_small[idx] = pool(x[:, 3:]).numpy().astype(np.float16)
         bar.update(len(buf))
         buf.clear()
         idx.clear()
@@ -211,8 +230,20 @@ def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str]
             c.y_type[k, [types.index(t) for t in it.damage]] = 1.0
         if len(buf) >= 32:
             flush()
-    for j, (sku, path) in enumerate(c.ref_records):
+    for j, (it, v, syn_seed) in enumerate(c.synth_records):
         k = len(c.records) + j
+        rgb, depth, mask, kind = synth_damage(ds.load_rgb(it, v), ds.load_depth_mm(it, v),
+                                              np.random.default_rng(syn_seed))
+        buf.append(prep.prepare_view(rgb, depth, where=f"item {it.id!r} view {v!r} (synthetic {kind})"))
+        idx.append(k)
+        c.y_view[k], c.w_damage[k], c.y_sku[k] = 1.0, 1.0, sku_index[it.sku]
+        small = cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+        c.y_patch[k], c.w_patch[k] = (small > 0.02).astype(np.float32), 1.0
+        c.y_type[k, types.index(kind)] = 1.0
+        if len(buf) >= 32:
+            flush()
+    for j, (sku, path) in enumerate(c.ref_records):
+        k = len(c.records) + len(c.synth_records) + j
 
         buf.append(prep.prepare_view(read_rgb(path), None, where=f"reference {path}"))
         idx.append(k)
@@ -294,7 +325,7 @@ def _train_heads(model, c: _Cache, n_skus: int, supervised: bool, has_depth: boo
         flip = bool(rng.random() < 0.5)  # a flipped feature map is a plausible view of a flipped item
         f = _orient(torch.from_numpy(c.feats[b].astype(np.float32)), 0, flip)
         g = _orient(torch.from_numpy(c.deeps[b].astype(np.float32)), 0, flip)
-        d = _orient(torch.from_numpy(c.depth_small[b]), 0, flip) if has_depth else None
+        d = _orient(torch.from_numpy(c.depth_small[b].astype(np.float32)), 0, flip) if has_depth else None
         return batch_loss(f, g, d, b, 0, flip)
 
     _run_epochs("training heads", epochs, c, batch_size, rng, opt, sched, step_loss, progress)
@@ -330,7 +361,7 @@ def _finetune_trunk(model, c: _Cache, params, batch_loss, has_depth: bool, epoch
         m = _orient(torch.from_numpy(c.mids[b].astype(np.float32)), k, flip)
         patch, g = model.trunk.from_mid(m)
         f = trunk_features(m, patch)
-        d = _orient(torch.from_numpy(c.depth_small[b]), k, flip) if has_depth else None
+        d = _orient(torch.from_numpy(c.depth_small[b].astype(np.float32)), k, flip) if has_depth else None
         return batch_loss(f, g, d, b, k, flip)
 
     _run_epochs("fine-tuning trunk", epochs, c, batch_size, rng, opt, sched, step_loss, progress,
@@ -385,7 +416,10 @@ def _calibrate(scorer: Scorer, ds: Dataset, out: Path, fpr: float, types: list[s
     results = score_items(scorer, ds, val, progress=progress, desc="scoring val")
     x = np.stack([r.features for r in results])
     y = np.array([it.damaged for it in val])
-    fusion = fit_fusion(x, y)
+    fusion, how = fit_fusion_low_fpr(x, y, max_fpr=max(0.01, 10 * fpr))
+    say(f"fusion fitted for the low-FPR region: partial AUC (FPR <= {how.get('max_fpr', 0):.1%}) "
+        f"logistic {how.get('pauc_logistic', float('nan')):.4f}, tuned {how.get('pauc_tuned', float('nan')):.4f}"
+        f" -> {how['chosen']}")
     scorer.fusion = fusion
     scores = fusion(x)
     ok_scores = scores[~y]
@@ -395,6 +429,11 @@ def _calibrate(scorer: Scorer, ds: Dataset, out: Path, fpr: float, types: list[s
     metrics = summarize(scores, y, threshold, types=[it.damage for it in val],
                         printed=[it.printed_damage for it in val], sku_true=[it.sku for it in val],
                         sku_pred=sku_pred, type_names=types)
+    metrics["ok_above_threshold"] = int((ok_scores > threshold).sum())
+    lo, hi = fpr_interval(metrics["ok_above_threshold"], len(ok_scores))
+    say(f"val: FPR at the threshold {metrics['ok_above_threshold']} of {len(ok_scores)} ok items, "
+        f"95 % interval [{lo:.3%}, {hi:.3%}]"
+        + ("" if len(ok_scores) >= 5000 else " (fewer than 5,000 ok items: the interval is wide)"))
     say(f"val: AUROC {metrics['auroc']:.4f}, threshold {threshold:.4f} -> FPR "
         f"{fpr_at(ok_scores, threshold):.4%} (budget {fpr:.4%}), recall {metrics['recall_at_threshold']:.2%}")
     return fusion, threshold, metrics, val, y
@@ -418,6 +457,8 @@ def _card_details(out: Path, onnx_path: Path, command: str | None, grid: int, fu
         "fusion": fusion.to_dict(),
         "fpr_budget": float(fpr),
         "threshold": float(threshold),
+        "threshold_fpr_ci95": [float(v) for v in fpr_interval(int((metrics.get("ok_above_threshold", 0))),
+                                                              int((~y).sum()))],
         "decision": "damaged = fused score > threshold; per item: max/mean of the views' damage "
                     "logits, max of their anomalies, identification averaged over views",
         "threshold_set_on": {"dataset": str(ds.root), "split": "val", "n_ok": int((~y).sum()),
@@ -454,7 +495,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
           input_size: int = 224, batch_size: int = 64, seed: int = 0, bank_size: int = BANK_SIZE,
           threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None,
           known_good: int = 64, finetune_epochs: int = FINETUNE_EPOCHS,
-          finetune_lr: float = 3e-4) -> dict:
+          finetune_lr: float = 3e-4, synthetic: float = SYNTHETIC_SHARE) -> dict:
     """Train, export and calibrate a model from DATASET into OUT; returns the model card."""
     t_start = time.monotonic()
     torch.manual_seed(seed)
@@ -468,7 +509,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     ds = read_dataset(data)
     check_dataset(ds)
     has_depth = any(vp.depth is not None for it in ds.items for vp in it.views.values())
-    channels = 4 if has_depth else 3
+    channels = 3 + DEPTH_CHANNELS if has_depth else 3
     types = list(DAMAGE_TYPES)
     train_items = ds.split("train")
     train_skus = sorted({it.sku for it in train_items} | set(ds.references))
@@ -482,9 +523,12 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
 
     # ---- 1. cache trunk features of every train view and reference --------
     records = [(it, v) for it in train_items for v in it.views]
+    synth_records = _synth_records(records, synthetic, rng) if supervised else []
+    if synth_records:
+        say(f"adding {len(synth_records)} ok train views with synthetic damage ({', '.join(SYNTH_TYPES)})")
     ref_records = [(sku, p) for sku in sorted(ds.references) for p in ds.references[sku]]
     tuned = finetune_epochs > 0 and supervised
-    cache = _new_cache(model, records, ref_records, len(types), input_size, tuned, has_depth)
+    cache = _new_cache(model, records, synth_records, ref_records, len(types), input_size, tuned, has_depth)
     _cache_features(model, ds, prep, cache, types, sku_index, supervised, has_depth, progress)
     say(f"cached {cache.n} views' trunk features in {time.monotonic() - t_start:.0f} s")
 
@@ -529,6 +573,16 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     (out / CARD_NAME).write_text(yaml.safe_dump(_plain(card), sort_keys=False))
     say(f"wrote {out} in {time.monotonic() - t_start:.0f} s")
     return card
+
+
+def _synth_records(records, share: float, rng, cap: int = SYNTHETIC_MAX) -> list:
+    """(item, view, seed) for a random ``share`` of the ok train views (at most ``cap``)."""
+    ok = [(it, v) for it, v in records if not it.damaged]
+    k = min(cap, int(round(share * len(ok))))
+    if k <= 0:
+        return []
+    pick = np.sort(rng.choice(len(ok), k, replace=False))
+    return [(ok[i][0], ok[i][1], int(rng.integers(2**31))) for i in pick]
 
 
 def _orient(t, k: int, flip: bool):

@@ -29,7 +29,8 @@ DEMO_CONFIG = PACKAGE_DATA / "demo.yaml"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every number finite: '.inf' or '.nan' is an error, not an unbounded value that crashes at start
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _choices(registry):
@@ -68,13 +69,16 @@ class CaptureConfig(_Strict):
 
 class TriggerConfig(_Strict):
     min_height_mm: Annotated[float, Field(gt=0, le=1000)] = 8.0
-    min_area_px: Annotated[int, Field(ge=1)] = 400
+    min_area_px: Annotated[int, Field(ge=1, le=16_777_216)] = 400
+    # 5x5-averaged height that also counts as the item (items from 2 mm, a blister's card); 0 = off.
+    # Needs a belt flat to within about a millimetre under the trigger camera.
+    thin_height_mm: Annotated[float, Field(ge=0, le=50)] = 1.5
     camera: str | None = None  # camera whose depth drives the trigger; default: first 'top'
 
 
 class BeltConfig(_Strict):
     speed_mps: Annotated[float, Field(gt=0, le=10)] | None = 0.5
-    encoder_counts_per_m: Annotated[float, Field(gt=0)] | None = None
+    encoder_counts_per_m: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
     gate_distance_m: Annotated[float, Field(gt=0, le=50)] = 1.5
     item_pitch_m: Annotated[float, Field(gt=0, le=10)] = 0.5
     width_m: Annotated[float, Field(gt=0, le=5)] = 0.6
@@ -106,6 +110,9 @@ class PreprocessConfig(_Strict):
 class DecisionConfig(_Strict):
     fpr_budget: Annotated[float, Field(gt=0, lt=1)] | None = None  # None: the model card's threshold
     fail_safe: Literal["divert", "pass"] = "divert"
+    # the least time, from an item's capture to its decide-by moment, the rig needs to decide
+    # (docs/latency-budget.md: 132 ms p99 on the Orin NX paper budget); the gate must be far enough
+    min_decision_ms: Annotated[float, Field(ge=0, le=60_000)] = 150.0
 
 
 class DivertConfig(_Strict):
@@ -121,7 +128,7 @@ class DivertConfig(_Strict):
 class StorageConfig(_Strict):
     state_dir: str = "state"
     retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
-    max_crops_mb: Annotated[float, Field(gt=0)] = 2048.0
+    max_crops_mb: Annotated[float, Field(gt=0, le=100_000_000)] = 2048.0
     save_crops: bool = True
 
 
@@ -181,6 +188,9 @@ class SimConfig(_Strict):
     camera_faults: dict[str, list[CameraFaultConfig]] = {}
     emulator_faults: dict[str, int | float] | None = None  # Faults of rig/divert/emulator.py
     scanner: SimScannerConfig = SimScannerConfig()  # the scanner upstream, when scan.url is 'sim'
+    # the wall clock item ids are drawn from, shifted (s): rehearses a restart after the clock
+    # jumped (65,536 s was the old u32 id's wrap) against a long-lived controller
+    id_clock_offset_s: Annotated[float, Field(ge=-1e9, le=1e9)] = 0.0
 
 
 class RigConfig(_Strict):
@@ -203,6 +213,24 @@ class RigConfig(_Strict):
 
     # resolved at load time; not part of the file
     source_path: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _gate_far_enough(self):
+        """The item must take longer to reach the gate than deciding plus the divert reserve."""
+        speed = self.belt.speed_mps
+        if speed is None:
+            return self  # encoder only: the speed is known at run time
+        travel_ms = self.belt.gate_distance_m / speed * 1000.0
+        reserve_ms = self.divert.ack_timeout_ms * (self.divert.retries + 1)
+        need_ms = reserve_ms + self.decision.min_decision_ms
+        if travel_ms < need_ms:
+            raise ValueError(
+                f"belt.gate_distance_m {self.belt.gate_distance_m} m at belt.speed_mps {speed} m/s gives "
+                f"{travel_ms:.0f} ms from capture to gate, less than the divert reserve ({reserve_ms:.0f} ms = "
+                f"ack_timeout_ms x (retries + 1)) plus decision.min_decision_ms ({self.decision.min_decision_ms:.0f} "
+                f"ms): every item would fail safe. Move the gate to at least "
+                f"{need_ms / 1000.0 * speed:.3f} m, slow the belt, or shorten the reserve")
+        return self
 
     @model_validator(mode="after")
     def _unique_cameras(self):

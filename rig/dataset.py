@@ -7,7 +7,9 @@
       {"id", "sku", "split": train|val|test, "label": ok|damaged,
        "damage": [subset of DAMAGE_TYPES] ([] when ok), "printed_damage": bool,
        "views": {VIEW: {"rgb": path, "depth": path|null, "mask": path|null}}}
-    DATASET/references/SKU/*.png    pristine references of that product (any view)
+    DATASET/references/SKU/*.png    pristine references of that product (any view); a reference
+                                    NAME.png may carry depth next to it as NAME_depth.png
+                                    (16-bit, depth_units_mm, aligned to the colour image)
 
 RGB is 8-bit PNG, depth 16-bit PNG in depth_units_mm (0 = no data), mask 8-bit
 PNG (255 = damaged pixel). Paths are relative to DATASET.
@@ -16,19 +18,29 @@ PNG (255 = damaged pixel). Paths are relative to DATASET.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
 import yaml
 
 from .foundation.errors import DatasetError
+from .foundation.yamlpos import load_with_lines  # bounded aliases, duplicate keys refused
 
 DAMAGE_TYPES = ("crush", "tear", "hole", "deconstruction", "spill", "broken_set")
 SPLITS = ("train", "val", "test")
 LABELS = ("ok", "damaged")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
+DEPTH_SUFFIX = "_depth"  # references/SKU/NAME_depth.png: the depth of reference NAME.png
+
+
+def reference_depth_path(image: str | Path) -> Path | None:
+    """The depth file that goes with a reference image (NAME_depth.png), or None."""
+    p = Path(image)
+    cand = p.with_name(p.stem + DEPTH_SUFFIX + ".png")
+    return cand if cand.is_file() else None
 
 
 @dataclass
@@ -118,6 +130,18 @@ def _fail(where: str, msg: str):
     raise DatasetError(f"{where}: {msg}")
 
 
+def _relative_path(rel: str, where: str, what: str) -> str:
+    """A dataset path stays inside the dataset: relative, no '..', no NUL."""
+    p = PurePosixPath(rel.replace("\\", "/"))
+    if not rel or "\0" in rel or p.is_absolute() or ".." in p.parts or (len(rel) > 1 and rel[1] == ":"):
+        _fail(where, f"{what}: path {rel!r} must be relative to the dataset folder, without '..'")
+    return rel
+
+
+#: the longest items.jsonl line accepted (a real one is a few hundred bytes)
+MAX_LINE = 64 * 1024
+
+
 def parse_item(obj, where: str) -> Item:
     if not isinstance(obj, dict):
         _fail(where, "expected a JSON object")
@@ -156,7 +180,10 @@ def parse_item(obj, where: str) -> Item:
             _fail(where, f"view {vname!r}: unknown key(s) {bad}")
         for k in ("depth", "mask"):
             if vp.get(k) is not None and not isinstance(vp[k], str):
-                _fail(where, f"view {vname!r}: {k!r} must be a path or null, got {vp[k]!r}")
+                _fail(where, f"view {vname!r}: {k!r} must be a path or null, got {vp[k]!r}"[:300])
+        for k in ("rgb", "depth", "mask"):
+            if vp.get(k) is not None:
+                _relative_path(vp[k], where, f"view {vname!r} {k}")
         parsed[vname] = ViewPaths(vp["rgb"], vp.get("depth"), vp.get("mask"))
     return Item(obj["id"], obj["sku"], obj["split"], obj["label"], list(dmg),
                 obj["printed_damage"], parsed)
@@ -169,7 +196,9 @@ def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
     if not meta_path.is_file():
         raise DatasetError(f"{root}: not a dataset (no dataset.yaml)")
     try:
-        meta = yaml.safe_load(meta_path.read_text()) or {}
+        meta = load_with_lines(meta_path.read_text(encoding="utf-8"))[0] or {}
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{meta_path}: not UTF-8 text ({exc})") from None
     except yaml.YAMLError as exc:
         raise DatasetError(f"{meta_path}: not valid YAML: {exc}") from None
     if not isinstance(meta, dict):
@@ -179,22 +208,34 @@ def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
         raise DatasetError(f"{meta_path}: 'views' must be a non-empty list of view names, got {views!r}")
     try:
         depth_units = float(meta.get("depth_units_mm", 1.0))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DatasetError(f"{meta_path}: 'depth_units_mm' must be a number") from None
+    if not (math.isfinite(depth_units) and depth_units > 0):
+        raise DatasetError(f"{meta_path}: 'depth_units_mm' must be a positive finite number, got {depth_units}")
     items_path = root / "items.jsonl"
     if not items_path.is_file():
         raise DatasetError(f"{root}: no items.jsonl")
     items: list[Item] = []
     seen: dict[str, int] = {}
-    with items_path.open() as fh:
-        for lineno, line in enumerate(fh, 1):
+    with items_path.open("rb") as fh:
+        for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_LINE + 1), b""), 1):
+            where = f"{items_path}:{lineno}"
+            if len(raw) > MAX_LINE:
+                raise DatasetError(f"{where}: line longer than {MAX_LINE} bytes")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             if not line.strip():
                 continue
-            where = f"{items_path}:{lineno}"
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, parse_int=_bounded_int, parse_constant=_no_constant)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+            except RecursionError:
+                raise DatasetError(f"{where}: JSON nested too deeply") from None
+            except ValueError as exc:
+                raise DatasetError(f"{where}: {exc}") from None
             item = parse_item(obj, where)
             if item.id in seen:
                 raise DatasetError(f"{where}: item id {item.id!r} repeats line {seen[item.id]}")
@@ -214,11 +255,22 @@ def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
     ref_root = root / "references"
     if ref_root.is_dir():
         for sku_dir in sorted(p for p in ref_root.iterdir() if p.is_dir()):
-            files = sorted(p for p in sku_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            files = sorted(p for p in sku_dir.iterdir()
+                           if p.suffix.lower() in IMAGE_EXTS and not p.stem.endswith(DEPTH_SUFFIX))
             if files:
                 refs[sku_dir.name] = files
     return Dataset(root, str(meta.get("name", root.name)), list(views), depth_units,
                    str(meta.get("notes", "")), items, refs)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # beyond 64 bits: no field of ours is that large
+        raise ValueError(f"number {text[:24]}... is too large")
+    return int(text)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
 
 
 class DatasetWriter:
@@ -246,11 +298,15 @@ class DatasetWriter:
         self._items.write(json.dumps(item.to_json()) + "\n")
         self._items.flush()
 
-    def add_reference(self, sku: str, name: str, rgb: np.ndarray) -> Path:
+    def add_reference(self, sku: str, name: str, rgb: np.ndarray, depth_mm: np.ndarray | None = None) -> Path:
+        """Write references/SKU/NAME.png (and NAME_depth.png when depth is given, in depth_units_mm)."""
         d = self.root / "references" / sku
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{name}.png"
         cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if depth_mm is not None:
+            units = np.clip(np.round(depth_mm / self.depth_units_mm), 0, 65535).astype(np.uint16)
+            cv2.imwrite(str(d / f"{name}{DEPTH_SUFFIX}.png"), units)
         return path
 
     def close(self) -> None:

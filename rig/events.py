@@ -127,6 +127,12 @@ def connect(state_dir: str | Path, readonly: bool = False) -> sqlite3.Connection
         if not path.is_file():
             raise EventLogError(f"{path}: no event log here (is --state the rig's state directory?)")
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, check_same_thread=False)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            # a read-only state directory: WAL readers need to create -shm; read the file as it is
+            conn.close()
+            conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True, timeout=5.0, check_same_thread=False)
     else:
         conn = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False, isolation_level=None)
     conn.row_factory = sqlite3.Row
@@ -209,7 +215,10 @@ class EventLog:
             "reason, decided_reason, latency_ms, model_version, views, crops, crop_bytes, truth) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values, f"record item {rec.id!r}")
         if time.monotonic() - self._last_prune > self.PRUNE_PERIOD_S:
-            self.prune()
+            try:
+                self.prune()
+            except (sqlite3.Error, OSError) as exc:  # the row is stored; retention waits for next time
+                log.warning("retention pass skipped: %s", exc)
 
     def mark_acked(self, item_id: str, acked_at: float) -> None:
         """The controller acknowledged the divert: committed (fsynced) before this returns."""

@@ -13,6 +13,10 @@ def add_arguments(p):
     p.add_argument("--scores", required=True, metavar="OUT.csv",
                    help="per-item CSV: id,score,damaged,type,sku_pred")
     p.add_argument("--report", metavar="OUT.html", help="HTML report: ROC, histograms, worst cases")
+    p.add_argument("--maps", metavar="DIR",
+                   help="write one fused evidence map per view: DIR/<item id>_<view>.png, 16-bit, the "
+                        "size of the view's image, higher = more damaged (4096 counts = a pristine view's "
+                        "level); the pixel AUROC against the dataset's masks is printed")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -22,7 +26,10 @@ def run(args) -> int:
     from ...models.metrics import format_summary
 
     metrics = evaluate(args.model, args.data, args.split, scores_csv=args.scores, report=args.report,
-                       threads=args.threads, progress=not args.no_progress)
+                       threads=args.threads, progress=not args.no_progress, maps=args.maps)
     print(format_summary(metrics))
-    print(f"scores written to {args.scores}" + (f", report to {args.report}" if args.report else ""))
+    if "pixel_auroc" in metrics:
+        print(f"pixel AUROC of the evidence maps: {metrics['pixel_auroc']:.4f}")
+    print(f"scores written to {args.scores}" + (f", report to {args.report}" if args.report else "")
+          + (f", maps to {args.maps}/" if args.maps else ""))
     return 0

@@ -12,7 +12,10 @@ def add_arguments(p):
     where.add_argument("--config", metavar="FILE", help="rig configuration (state dir and model from it); "
                        "default: the demo config")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only; "
+                   "::1 for IPv6). Beyond loopback an access token is required: RIG_REVIEW_TOKEN or --token-file")
+    p.add_argument("--token-file", metavar="FILE", help="file holding the access token (instead of the "
+                   "RIG_REVIEW_TOKEN environment variable); required when --host is not loopback")
     p.add_argument("--model", metavar="MODEL_DIR", help="model directory whose gallery enroll/rollback change "
                    "(default: the config's model)")
     act = p.add_mutually_exclusive_group()
@@ -33,6 +36,27 @@ def _model_dir(args):
     if args.state and not args.config:
         return None
     return load_config(args.config or DEMO_CONFIG).model_dir
+
+
+def _token(args) -> str | None:
+    import os
+    from pathlib import Path
+
+    from ..foundation.errors import ConfigError
+    from ..review.guard import TOKEN_ENV
+
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--token-file {args.token_file}: {exc}") from None
+        if len(token) < 16:
+            raise ConfigError(f"--token-file {args.token_file}: the token must be at least 16 characters")
+        return token
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token and len(token) < 16:
+        raise ConfigError(f"{TOKEN_ENV}: the token must be at least 16 characters")
+    return token or None
 
 
 def run(args) -> int:
@@ -63,9 +87,9 @@ def run(args) -> int:
         finally:
             store.close()
         return 0
-    server = ReviewServer(state, port=args.port, host=args.host, model_dir=model_dir)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}, not loopback: anyone on that network can label items")
+    server = ReviewServer(state, port=args.port, host=args.host, model_dir=model_dir, token=_token(args))
+    if server.guard.token:
+        print(f"listening on {args.host} beyond loopback: open {server.url}?token=TOKEN once per browser")
     print(f"review terminal for {state}: {server.url}  (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

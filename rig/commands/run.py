@@ -14,27 +14,28 @@ def add_arguments(p):
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (testing)")
     p.add_argument("--camera-faults", default=None, metavar="JSON",
                    help='testing: inject sim camera faults, e.g. \'{"top": [{"kind": "hang", "at_s": 4}]}\'')
+    p.add_argument("--id-clock-offset", type=float, default=None, metavar="S",
+                   help="testing: draw item ids from a wall clock S seconds ahead (rehearses a restart after "
+                        "the clock jumped, against a long-lived controller)")
     p.add_argument("--emulator-faults", default=None, metavar="JSON",
                    help='testing: controller emulator faults, e.g. \'{"silence_after_s": 5, "silence_for_s": 3}\'')
 
 
 def run(args) -> int:
     import json
-    import logging
     import signal
     import sys
     import threading
     import time
 
     from ..config import check_config
-    from ..foundation.errors import ConfigError, DeviceError
+    from ..foundation.errors import ConfigError
     from ..service.assemble import open_rig
     from ..service.loop import serve
     from ..service.notify import Notifier
-    from ..service.status import one_line, status_dict, write_status
+    from ..service.status import StatusWriter, one_line, status_dict
     from ..service.watchdog import ProgressWatchdog
 
-    log = logging.getLogger("damage_rig.rig.run")
     started_at = time.time()
     notifier = Notifier()
     try:
@@ -59,6 +60,8 @@ def run(args) -> int:
     sim = {}
     if args.sim_items is not None:
         sim["items"] = args.sim_items
+    if args.id_clock_offset is not None:
+        sim["id_clock_offset_s"] = args.id_clock_offset
     for key in ("camera_faults", "emulator_faults"):
         text = getattr(args, key, None)
         if text:
@@ -71,20 +74,19 @@ def run(args) -> int:
     handle = open_rig(cfg, watchdog=watchdog)
     rig = handle.rig
 
+    status = StatusWriter(state_dir)  # a full or read-only state disk is reported, never fatal
+
     def report(state: str) -> dict:
         st = status_dict(handle, state, started_at, watchdog)
-        try:
-            write_status(state_dir, st)
-            handle.status_write_error = None
-        except DeviceError as exc:  # a full disk must not stop the rig: the status goes stale, health says why
-            if handle.status_write_error is None:
-                log.error("%s", exc)
-            handle.status_write_error = str(exc)
+        status.write(st)
         return st
+
+    def line(st: dict) -> str:
+        return one_line(st, status.error)
 
     def started() -> None:
         watchdog.start()
-        notifier.ready(one_line(report("running")))
+        notifier.ready(line(report("running")))
 
     def stopping() -> None:
         notifier.stopping("stopping: finishing items in flight")
@@ -92,9 +94,11 @@ def run(args) -> int:
 
     try:
         serve(handle, stop=stop, max_s=args.max_seconds, wait_for_gates=False, poll_s=1.0, on_started=started,
-              on_tick=lambda: notifier.status(one_line(report("running"))), on_stopping=stopping)
+              on_tick=lambda: notifier.status(line(report("running"))), on_stopping=stopping)
         watchdog.stop()
-        print(one_line(report("stopped")))
+        if hasattr(handle.events, "flush"):
+            handle.events.flush(10.0)  # rows still queued (a disk that just came back) go in first
+        print(line(report("stopped")))
     finally:
         handle.close()
         notifier.close()

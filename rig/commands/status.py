@@ -51,6 +51,7 @@ def run(args) -> int:
     h = summary(info)
     if args.json:
         print(json.dumps({**h, "state_dir": info["state_dir"], "status": info["status"], "counts": info["counts"],
+                          "event_log_error": info.get("event_log_error"),
                           "recent": info["recent"], "drift": info["drift"]}, indent=1, default=str))
     else:
         print(format_text(info))

@@ -38,10 +38,19 @@ def run(args) -> int:
                f"--input-size {args.input_size} --batch-size {args.batch_size} --bank-size {args.bank_size} "
                f"--seed {args.seed} --known-good {args.known_good}")
 
-    card = train(args.data, args.out, fpr=args.fpr, epochs=args.epochs, input_size=args.input_size,
-                 batch_size=args.batch_size, seed=args.seed, bank_size=args.bank_size,
-                 threads=args.threads, progress=not args.no_progress, command=command,
-                 known_good=args.known_good)
+    import shutil
+    from pathlib import Path
+
+    created = not Path(args.out).exists()
+    try:
+        card = train(args.data, args.out, fpr=args.fpr, epochs=args.epochs, input_size=args.input_size,
+                     batch_size=args.batch_size, seed=args.seed, bank_size=args.bank_size,
+                     threads=args.threads, progress=not args.no_progress, command=command,
+                     known_good=args.known_good)
+    except BaseException:
+        if created:  # a failed run leaves no half-made model folder behind (one that existed is kept)
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
     m = card["val_metrics"]
     print(f"model written to {args.out}: threshold {card['threshold']:.4f} for FPR budget {args.fpr:g}; "
           f"val AUROC {m['auroc']:.4f}, val FPR at threshold {m['fpr_at_threshold']:.4%}, "

@@ -14,10 +14,12 @@ from pathlib import Path
 import yaml
 
 from ..foundation.errors import ModelError
+from ..foundation.hashing import file_sha256
 
 CARD_NAME = "model_card.yaml"
 CARD_FORMAT = "damage-rig-model/1"
 REQUIRED = ("onnx", "input", "damage_types", "fusion", "threshold")
+
 
 def read_card(model_dir: str | Path) -> dict:
     path = Path(model_dir) / CARD_NAME
@@ -34,3 +36,26 @@ def read_card(model_dir: str | Path) -> dict:
         if key not in card:
             raise ModelError(f"{path}: model card lacks {key!r}")
     return card
+
+
+def verify_model_files(model_dir: str | Path, card: dict) -> None:
+    """Every file the card lists under ``files`` must exist and have that SHA-256; the ONNX file must
+    be listed. A mismatch is a ModelError naming the file (a tampered or half-copied model never runs)."""
+    model_dir = Path(model_dir)
+    files = card.get("files")
+    onnx_name = card["onnx"]["file"]
+    if not isinstance(files, dict) or onnx_name not in files:
+        raise ModelError(f"{model_dir / CARD_NAME}: the card lists no SHA-256 for {onnx_name} (section "
+                         "'files'), so the model cannot be verified; re-export it with 'rig train'")
+    for name, want in files.items():
+        path = (model_dir / str(name)).resolve()
+        if model_dir.resolve() not in path.parents:
+            raise ModelError(f"{model_dir / CARD_NAME}: file {name!r} lies outside the model folder")
+        try:
+            got = file_sha256(path)
+        except OSError as exc:
+            raise ModelError(f"{path}: listed in the model card but unreadable: {exc}") from None
+        if got != str(want).lower():
+            raise ModelError(f"{path}: SHA-256 {got[:16]}... does not match the model card's {str(want)[:16]}... "
+                             "(the file was changed or damaged after the model was made); restore it from the "
+                             "model's release")

@@ -2,8 +2,12 @@
 
 Enrolment runs the reference images through the same network (the model's
 ONNX on the configured backend) and writes a new gallery version; the old one
-stays on disk for ``rollback``. Reference images are RGB only: identification
-and anomaly read RGB features, so no depth is needed to enrol a product.
+stays on disk for ``rollback``. Identification and the patch anomaly read RGB
+features, so no depth is needed to enrol a product. A reference that carries
+depth (``NAME_depth.png`` beside ``NAME.png``), and, in training, the train
+split's ok views, also become the product's *registered references*
+(registration.py): canonical height and colour per view name that each view is
+compared with after registration.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..dataset import reference_depth_path
 from ..foundation.errors import DatasetError, ModelError
-from .gallery import BANK_SIZE, Gallery, build_sku_entry, load_gallery, save_gallery
+from .gallery import BANK_SIZE, Gallery, build_sku_entry, load_gallery, merge_entries, save_gallery
+from .registration import MAX_REFS, RefSet, canonical, make_refset, scale_for
 from .scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,64 @@ def entry_from_images(scorer, images: list, sources: list[str], bank_size: int =
     return build_sku_entry(outputs, sources, bank_size, source_index=src)
 
 
+def read_depth_mm(path: str | Path, depth_units_mm: float = 1.0) -> np.ndarray:
+    d = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if d is None or d.dtype != np.uint16 or d.ndim != 2:
+        raise DatasetError(f"depth {path} is missing or not a single-channel 16-bit PNG")
+    return d.astype(np.float32) * np.float32(depth_units_mm)
+
+
+def views_of_reference(path: str | Path, view_names) -> list[str]:
+    """View names a reference image belongs to: those its file name mentions (ref03_top.png),
+    else every view (a reference taken by a camera like the rig's)."""
+    tokens = set(Path(path).stem.replace("-", "_").split("_"))
+    named = [v for v in view_names if v in tokens]
+    return named or list(view_names)
+
+
+def view_scales(dataset, n: int = 200) -> dict[str, float]:
+    """Working scale per view name from the sizes of the train split's crops (registration)."""
+    sizes: dict[str, list[int]] = {}
+    for item in dataset.split("train")[:n]:
+        for v, vp in item.views.items():
+            if vp.depth is None:
+                continue
+            img = cv2.imread(str(dataset.path(vp.rgb)), cv2.IMREAD_UNCHANGED)
+            if img is not None:
+                sizes.setdefault(v, []).append(max(img.shape[:2]))
+    return {v: scale_for(s) for v, s in sizes.items()}
+
+
+def geo_refs(scales: dict[str, float], views: dict[str, list[tuple[np.ndarray, np.ndarray | None]]],
+             max_refs: int = MAX_REFS) -> dict[str, RefSet]:
+    """Registered references per view name from (rgb, depth_mm) pairs; views without depth are
+    skipped (their height is unknown), a view name with fewer than 2 usable pairs gets none."""
+    out = {}
+    for v, pairs in views.items():
+        if v not in scales:
+            continue
+        canons = [canonical(rgb, depth, scales[v]) for rgb, depth in pairs[:max_refs] if depth is not None]
+        canons = [c for c in canons if c.fg.sum() > 10]
+        if len(canons) >= 2:
+            out[v] = make_refset(canons, scales[v], max_refs)
+    return out
+
+
+def reference_pairs(paths, scales: dict[str, float], depth_units_mm: float = 1.0) -> dict[str, list]:
+    """{view: [(rgb, depth_mm)]} from reference images that carry depth."""
+    out: dict[str, list] = {}
+    for p in paths:
+        if not isinstance(p, (str, Path)):
+            continue
+        dp = reference_depth_path(p)
+        if dp is None:
+            continue
+        pair = (read_rgb(p), read_depth_mm(dp, depth_units_mm))
+        for v in views_of_reference(p, scales):
+            out.setdefault(v, []).append(pair)
+    return out
+
+
 def _baseline(prev, entry) -> float:
     """The damage-logit baseline of a product (Gallery.disc_shift): kept from the entry it
     replaces (what the model was trained with), its own value for a product new to the gallery."""
@@ -89,6 +153,10 @@ def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = Tru
     ``images``: paths or (H, W, 3) uint8 RGB arrays. ``replace=True`` drops the
     SKU's previous references; ``replace=False`` keeps them only as far as the
     stored sources can be re-read from disk.
+
+    ``replace=False`` keeps every existing reference: the new images' entry is merged with the
+    stored one (gallery.merge_entries) from the gallery's own features, so references whose
+    source files are gone (a gallery trained on another machine) are never lost.
     """
     if not sku or not isinstance(sku, str):
         raise ModelError(f"enroll needs a non-empty SKU name, got {sku!r}")
@@ -97,17 +165,19 @@ def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = Tru
     scorer = scorer or Scorer.load(model_dir)
     gallery = load_gallery(model_dir)
     sources = [str(im) if isinstance(im, (str, Path)) else f"array{i}" for i, im in enumerate(images)]
-    if not replace and sku in gallery.skus:
-        old = [s for s in gallery.skus[sku].sources if Path(s).is_file()]
-        images = [Path(s) for s in old] + list(images)
-        sources = old + sources
     entry = entry_from_images(scorer, list(images), sources, bank_size)
+    if not replace and sku in gallery.skus:
+        entry = merge_entries(gallery.skus[sku], entry, bank_size)
     entry.ref_disc_base = _baseline(gallery.skus.get(sku), entry)
+    scales = gallery.geo_scales()
+    entry.geo = geo_refs(scales, reference_pairs(images, scales))
+    if not entry.geo and not replace and sku in gallery.skus:
+        entry.geo = dict(gallery.skus[sku].geo)  # extending with colour-only images keeps the shape
     skus = dict(gallery.skus)
     action = "replaced" if sku in skus else "added"
     skus[sku] = entry
-    version = save_gallery(model_dir, Gallery(skus), note or f"enroll: {action} {sku} ({len(images)} refs)")
-    log.info("%s SKU %s with %d references -> gallery %s", action, sku, len(images), version)
+    version = save_gallery(model_dir, Gallery(skus), note or f"enroll: {action} {sku} ({entry.n_refs} refs)")
+    log.info("%s SKU %s: %d references -> gallery %s", action, sku, entry.n_refs, version)
     if scorer.model_dir is not None and Path(scorer.model_dir) == Path(model_dir):
         scorer.reload_gallery()
     return version
@@ -143,6 +213,9 @@ def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[st
         for item in dataset.split("train"):
             if not item.damaged:
                 good.setdefault(item.sku, []).extend((item, v) for v in item.views)
+    scales = view_scales(dataset) if replace_all else load_gallery(model_dir).geo_scales()
+    if not scales and not replace_all:
+        scales = view_scales(dataset)
     for sku in it:
         paths = refs[sku]
         views = good.get(sku, [])
@@ -153,9 +226,27 @@ def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[st
         entry = entry_from_images(scorer, paths, [str(p) for p in paths], bank_size,
                                   known_good=kg, known_good_sources=kg_src)
         entry.ref_disc_base = _baseline(skus_out.get(sku), entry)
+        entry.geo = geo_refs(scales, _geo_pairs(dataset, paths, good.get(sku, []), scales, rng))
         skus_out[sku] = entry
     version = save_gallery(model_dir, Gallery(skus_out),
                            note or f"references of {len(wanted)} SKU(s) from {dataset.root}")
     if scorer.model_dir is not None and Path(scorer.model_dir) == Path(model_dir):
         scorer.set_gallery(load_gallery(model_dir))
     return version
+
+
+def _geo_pairs(dataset, paths, good: list, scales: dict[str, float], rng) -> dict[str, list]:
+    """{view: [(rgb, depth_mm)]}: references with depth first, then random ok train views."""
+    pairs = reference_pairs(paths, scales, dataset.depth_units_mm)
+    by_view: dict[str, list] = {}
+    for item, v in good:
+        by_view.setdefault(v, []).append(item)
+    for v, items in by_view.items():
+        need = MAX_REFS - len(pairs.get(v, []))
+        if need <= 0 or v not in scales:
+            continue
+        for i in sorted(rng.choice(len(items), min(need, len(items)), replace=False)):
+            depth = dataset.load_depth_mm(items[i], v)
+            if depth is not None:
+                pairs.setdefault(v, []).append((dataset.load_rgb(items[i], v), depth))
+    return pairs

@@ -32,7 +32,9 @@ import numpy as np
 import yaml
 
 from ..foundation.errors import ModelError
+from ..foundation.hashing import file_sha256
 from .anomaly import coreset, global_anomaly, map_score, patch_map
+from .registration import RefSet
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,46 @@ class SkuEntry:
     # and its value when the product was enrolled for training (the baseline the fusion knows)
     ref_disc: float = float("nan")
     ref_disc_base: float = float("nan")
+    # the damage logit of each reference image (median over its orientations), so that a later
+    # enrollment can extend the entry from what the gallery stores (empty in older galleries)
+    ref_discs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # registered references per view name (height, colour, footprint in canonical pose):
+    # registration.py; empty for galleries without depth references (older ones included)
+    geo: dict[str, RefSet] = field(default_factory=dict)
 
     @property
     def n_refs(self) -> int:
         return len(self.sources) or len(self.embeddings)
+
+
+def merge_entries(old: SkuEntry, new: SkuEntry, bank_size: int = BANK_SIZE, seed: int = 0) -> SkuEntry:
+    """``old`` extended by ``new`` from stored features only (no source image is re-read): every
+    reference of both is kept; the patch bank is a coreset of both banks. Calibration scales stay
+    the old entry's (measured leave-one-out on its references) unless it had none."""
+    n_old = old.n_refs
+    allp = np.concatenate([old.bank, new.bank]).astype(np.float32)
+    allsrc = np.concatenate([old.bank_src.astype(np.int32), new.bank_src.astype(np.int32) + n_old])
+    idx = coreset(allp, min(bank_size, len(allp)), seed)
+    old_discs = old.ref_discs if len(old.ref_discs) else np.full(n_old, old.ref_disc, np.float32)
+    new_discs = new.ref_discs if len(new.ref_discs) else np.full(new.n_refs, new.ref_disc, np.float32)
+    discs = np.concatenate([old_discs, new_discs]).astype(np.float32)
+    # a product with several looks (old and new packaging) is judged against its most damaged-looking
+    # pristine look: over all references, 70 old ones would outvote a few new ones and the new look
+    # would divert again; so the level never drops when references are added
+    looks = [v for v in (_p90(discs), _p90(new_discs), old.ref_disc) if np.isfinite(v)]
+    return SkuEntry(
+        np.concatenate([old.embeddings, new.embeddings]), np.concatenate([old.descs, new.descs]),
+        allp[idx].astype(np.float16), allsrc[idx].astype(np.int16),
+        old.patch_scale if np.isfinite(old.patch_scale) else new.patch_scale,
+        old.global_scale if np.isfinite(old.global_scale) else new.global_scale,
+        list(old.sources) + list(new.sources),
+        float(max(looks)) if looks else float("nan"), old.ref_disc_base, discs)
+
+
+def _p90(values: np.ndarray) -> float:
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    return float(np.percentile(finite, 90)) if finite.size else float("nan")
 
 
 def build_sku_entry(outputs: list[dict[str, np.ndarray]], sources: list[str],
@@ -108,9 +146,10 @@ def build_sku_entry(outputs: list[dict[str, np.ndarray]], sources: list[str],
     per_image: dict[int, list[float]] = {}
     for j, o in enumerate(outputs):
         per_image.setdefault(src_of[j], []).append(float(np.ravel(o["damage_logit"])[0]))
-    ref_disc = float(np.percentile([np.median(v) for v in per_image.values()], 90))
+    discs = np.array([np.median(per_image[i]) for i in sorted(per_image)], np.float64)
+    ref_disc = float(np.percentile(discs, 90))
     return SkuEntry(emb.astype(np.float16), desc.astype(np.float16), bank.astype(np.float16),
-                    bank_src, p_scale, g_scale, list(sources), ref_disc)
+                    bank_src, p_scale, g_scale, list(sources), ref_disc, ref_discs=discs)
 
 
 @dataclass
@@ -143,7 +182,16 @@ class Gallery:
         return max(p, 1e-6), max(g, 1e-4)
 
     def nbytes(self) -> int:
-        return sum(e.embeddings.nbytes + e.descs.nbytes + e.bank.nbytes for e in self.skus.values())
+        return sum(e.embeddings.nbytes + e.descs.nbytes + e.bank.nbytes
+                   + sum(r.nbytes() for r in e.geo.values()) for e in self.skus.values())
+
+    def geo_scales(self) -> dict[str, float]:
+        """Working scale per view name (the same for every product: it belongs to the camera)."""
+        out: dict[str, float] = {}
+        for e in self.skus.values():
+            for v, r in e.geo.items():
+                out.setdefault(v, r.scale)
+        return out
 
 
 def _gallery_root(model_dir: str | Path) -> Path:
@@ -167,7 +215,23 @@ def current_version(model_dir: str | Path) -> str:
     ptr = _gallery_root(model_dir) / "current"
     if not ptr.is_file():
         raise ModelError(f"{model_dir}: no gallery (missing {ptr}); run 'rig train' or 'rig enroll'")
-    return ptr.read_text().strip()
+    try:
+        version = ptr.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{ptr}: unreadable: {exc}") from None
+    return _check_version_name(model_dir, version)
+
+
+def _verify_arrays(d: Path, meta) -> None:
+    """The version's arrays must have the SHA-256 its meta.yaml records (written by save_gallery)."""
+    want = (meta or {}).get("arrays_sha256") if isinstance(meta, dict) else None
+    if want is None:
+        raise ModelError(f"{d / 'meta.yaml'}: records no arrays_sha256, so {d / 'arrays.npz'} cannot be "
+                         "verified; re-save the gallery (rig enroll)")
+    got = file_sha256(d / "arrays.npz")
+    if got != str(want).lower():
+        raise ModelError(f"{d / 'arrays.npz'}: SHA-256 {got[:16]}... does not match meta.yaml's "
+                         f"{str(want)[:16]}... (changed or damaged); roll back to another version or restore it")
 
 
 def _set_current(model_dir: Path, version: str) -> None:
@@ -181,10 +245,11 @@ def _set_current(model_dir: Path, version: str) -> None:
 
 def rollback(model_dir: str | Path, version: str) -> str:
     """Make an earlier (or later) stored version current again; returns it."""
-    d = _gallery_root(model_dir) / version
-    if not _VERSION.match(version) or not (d / "meta.yaml").is_file():
+    d = _gallery_root(model_dir) / str(version)
+    if not isinstance(version, str) or not _VERSION.match(version) or not (d / "meta.yaml").is_file():
         known = [v["version"] for v in list_versions(model_dir)]
         raise ModelError(f"{model_dir}: no gallery version {version!r}; stored: {known}")
+    load_gallery(model_dir, version)  # verified (hash, contents) before it becomes current
     _set_current(Path(model_dir), version)
     log.info("gallery of %s rolled back to %s", model_dir, version)
     return version
@@ -202,13 +267,24 @@ def save_gallery(model_dir: str | Path, gallery: Gallery, note: str = "") -> str
     for i, (sku, e) in enumerate(sorted(gallery.skus.items())):
         arrays[f"emb_{i}"], arrays[f"desc_{i}"] = e.embeddings, e.descs
         arrays[f"bank_{i}"], arrays[f"src_{i}"] = e.bank, e.bank_src
+        if len(e.ref_discs):
+            arrays[f"disc_{i}"] = np.asarray(e.ref_discs, np.float32)
         meta_skus[sku] = {"index": i, "n_refs": e.n_refs, "bank": len(e.bank),
                           "patch_scale": float(e.patch_scale), "global_scale": float(e.global_scale),
                           "ref_disc": float(e.ref_disc), "ref_disc_base": float(e.ref_disc_base),
                           "sources": list(e.sources)}
-    np.savez(tmp / "arrays.npz", **arrays)
+        geo = {}
+        for j, (view, r) in enumerate(sorted(e.geo.items())):
+            arrays[f"geoh_{i}_{j}"], arrays[f"geoc_{i}_{j}"] = r.height, r.rgb
+            arrays[f"geof_{i}_{j}"] = np.packbits(r.fg, axis=-1)
+            geo[view] = {"index": j, "n": r.n, "scale": float(r.scale),
+                         "score_ref": [float(v) for v in r.score_ref]}
+        if geo:
+            meta_skus[sku]["geo"] = geo
+    np.savez_compressed(tmp / "arrays.npz", **arrays)  # the registered references compress well
     meta = {"version": version, "parent": parent, "note": note,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "skus": meta_skus}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "arrays_sha256": file_sha256(tmp / "arrays.npz"),
+            "skus": meta_skus}
     (tmp / "meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private
     os.replace(tmp, root / version)
@@ -218,12 +294,21 @@ def save_gallery(model_dir: str | Path, gallery: Gallery, note: str = "") -> str
     return version
 
 
+def _check_version_name(model_dir, version: str) -> str:
+    """A gallery version is a folder ``vNNNN`` directly in the gallery: no path may leave it."""
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise ModelError(f"{_gallery_root(model_dir)}: gallery version {version!r} is not a name like v0001 "
+                         "(the 'current' pointer or the request is wrong)")
+    return version
+
+
 def load_gallery(model_dir: str | Path, version: str | None = None) -> Gallery:
-    version = version or current_version(model_dir)
+    version = _check_version_name(model_dir, version or current_version(model_dir))
     d = _gallery_root(model_dir) / version
     try:
         meta = yaml.safe_load((d / "meta.yaml").read_text())
-        arrays = np.load(d / "arrays.npz")
+        _verify_arrays(d, meta)
+        arrays = np.load(d / "arrays.npz", allow_pickle=False)
     except (OSError, yaml.YAMLError, ValueError) as exc:
         raise ModelError(f"{d}: gallery version {version} is unreadable: {exc}") from None
     skus = {}
@@ -232,10 +317,23 @@ def load_gallery(model_dir: str | Path, version: str | None = None) -> Gallery:
         skus[sku] = SkuEntry(arrays[f"emb_{i}"], arrays[f"desc_{i}"], arrays[f"bank_{i}"],
                              arrays[f"src_{i}"], float(m["patch_scale"]), float(m["global_scale"]),
                              list(m.get("sources", [])), float(m.get("ref_disc", float("nan"))),
-                             float(m.get("ref_disc_base", float("nan"))))
+                             float(m.get("ref_disc_base", float("nan"))),
+                             arrays[f"disc_{i}"] if f"disc_{i}" in arrays else np.zeros(0, np.float32),
+                             _load_geo(arrays, i, m))
     if not skus:
         raise ModelError(f"{d}: gallery version {version} holds no SKU")
     return Gallery(skus, version, meta.get("note", ""))
+
+
+def _load_geo(arrays, i: int, meta: dict) -> dict[str, RefSet]:
+    geo = {}
+    for view, g in (meta.get("geo") or {}).items():
+        j = g["index"]
+        h = arrays[f"geoh_{i}_{j}"]
+        fg = np.unpackbits(arrays[f"geof_{i}_{j}"], axis=-1)[..., :h.shape[-1]].astype(bool)
+        geo[view] = RefSet(h, arrays[f"geoc_{i}_{j}"], fg, float(g["scale"]),
+                           tuple(float(v) for v in g.get("score_ref", (np.nan, np.nan))))
+    return geo
 
 
 class GalleryIndex:

@@ -27,16 +27,22 @@ import numpy as np
 
 from ..foundation.errors import ModelError
 from ..infer import make_backend
-from ..preprocess.reference import normalize_rgb, relative_height
+from ..preprocess.reference import height_detail_valid, normalize_rgb, relative_height
 from .anomaly import global_anomaly, map_score, patch_map
-from .card import read_card
-from .fusion import Fusion
+from .card import read_card, verify_model_files
+from .fusion import FEATURES, Fusion
 from .gallery import Gallery, GalleryIndex, load_gallery
+from .registration import Canon, ViewResidual, canonical, compare
 from .threshold import load_ok_scores, threshold_at_fpr
 
 log = logging.getLogger(__name__)
 
 ID_TEMPERATURE = 0.05
+# residual floors: a product whose references agree perfectly must not turn sensor noise into
+# a large ratio (mm of height; normalised colour units)
+HEIGHT_FLOOR_MM = 0.6
+DEPTH_MODES = {"relative_height": 1, "height_detail_valid": 3}  # depth input mode -> channels
+COLOR_FLOOR = 0.05
 
 
 @dataclass
@@ -46,6 +52,12 @@ class ViewScore:
     heatmap: np.ndarray
     patch_anomaly: float = 0.0
     global_anomaly: float = 0.0
+    height_residual: float = float("nan")   # x a pristine view's (NaN: not compared)
+    color_residual: float = float("nan")
+    residual: ViewResidual | None = None    # the registered comparison (maps, pose)
+    residual_refs: tuple[float, float] = (1.0, 1.0)  # a pristine view's (height, colour) residual
+    damage_map: np.ndarray | None = None    # the head's per-patch damage logits (h, w)
+    shape: tuple[int, int] | None = None    # the crop's (H, W), where known (maps)
 
     def get(self, key, default=None):  # dict-like access for callers that treat views as dicts
         return getattr(self, key, default)
@@ -64,7 +76,7 @@ class ItemScore:
     anomaly: float               # max over views of the normalised anomaly
     views: dict[str, ViewScore] = field(default_factory=dict)
     type_probs: dict[str, float] = field(default_factory=dict)
-    features: np.ndarray | None = None   # the fusion's inputs (for fitting and for the report)
+    features: np.ndarray | None = None   # every fusion.FEATURES value, in that order (fitting, report)
     threshold: float = 0.5
     timing_ms: dict[str, float] = field(default_factory=dict)  # identify/anomaly/fuse, for `rig bench`
     # set by rig/scan/decide.py when the item was scanned upstream: the scanned SKU and what the image said
@@ -87,6 +99,13 @@ class Scorer:
         self.std = tuple(float(v) for v in inp["std"])
         depth = inp.get("depth") or {}
         self.height_scale_mm = float(depth.get("scale_mm", 100.0))
+        self.depth_mode = str(depth.get("mode", "relative_height"))
+        if self.channels > 3 and self.depth_mode not in DEPTH_MODES:
+            raise ModelError(f"model card: unknown depth mode {self.depth_mode!r} "
+                             f"(known: {sorted(DEPTH_MODES)})")
+        if self.channels > 3 and DEPTH_MODES[self.depth_mode] != self.channels - 3:
+            raise ModelError(f"model card: depth mode {self.depth_mode!r} gives "
+                             f"{DEPTH_MODES[self.depth_mode]} channel(s), the input has {self.channels - 3}")
         self.damage_types = list(card["damage_types"])
         self.views = list(card.get("views", []))
         self.fusion = Fusion.from_dict(card["fusion"])
@@ -109,6 +128,7 @@ class Scorer:
         onnx_path = model_dir / card["onnx"]["file"]
         if not onnx_path.is_file():
             raise ModelError(f"{model_dir}: the model card names {onnx_path.name}, which is missing")
+        verify_model_files(model_dir, card)
         gallery = load_gallery(model_dir, gallery_version)
         if backend is None:
             backend = make_backend("onnxruntime", onnx_path, max_batch=max_batch, threads=threads)
@@ -120,6 +140,7 @@ class Scorer:
         self.gallery = gallery
         self.index = GalleryIndex(gallery)
         self.skus = self.index.skus
+        self.geo_scales = gallery.geo_scales()
 
     def reload_gallery(self, version: str | None = None) -> str:
         if self.model_dir is None:
@@ -140,7 +161,15 @@ class Scorer:
         """(channels - 3, S, S) float32 non-RGB input, or None for an RGB-only model."""
         if self.channels == 3:
             return None
+        if self.depth_mode == "height_detail_valid":
+            return height_detail_valid(depth_mm, self.input_size, self.height_scale_mm, where)
         return relative_height(depth_mm, self.input_size, self.height_scale_mm, where)
+
+    def canon_view(self, view: str, rgb: np.ndarray, depth_mm: np.ndarray | None) -> Canon | None:
+        """The view in canonical pose for the registered comparison (None: the gallery has no
+        registered references for this view name)."""
+        s = getattr(self, "geo_scales", {}).get(view)
+        return None if s is None else canonical(rgb, depth_mm, s)
 
     # ---- inference -----------------------------------------------------
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -169,7 +198,9 @@ class Scorer:
         names = list(crops)
         batch = np.stack([self.prepare_view(*crops[v], where=f"item {item_id!r} view {v!r}")
                           for v in names])
-        return self.score_item(dict(zip(names, self.run_batch(batch))), item_id=item_id, sku=sku)
+        canons = {v: self.canon_view(v, *crops[v]) for v in names}
+        return self.score_item(dict(zip(names, self.run_batch(batch))), item_id=item_id, sku=sku,
+                               canons=canons)
 
     # ---- scoring -------------------------------------------------------
     def identify(self, view_outputs: dict[str, dict[str, np.ndarray]]) -> tuple[str, float, float]:
@@ -177,11 +208,14 @@ class Scorer:
         return self.index.identify([out["embedding"] for out in view_outputs.values()], ID_TEMPERATURE)
 
     def score_item(self, view_outputs: dict[str, dict[str, np.ndarray]], threshold: float | None = None,
-                   item_id: str = "item", sku: str | None = None) -> ItemScore:
+                   item_id: str = "item", sku: str | None = None,
+                   canons: dict[str, Canon | None] | None = None) -> ItemScore:
         """Score one item from per-view backend outputs (each sliced at that view's batch row).
 
         ``sku`` forces the product instead of identifying it (for example when a
-        barcode reader on the line already knows it).
+        barcode reader on the line already knows it). ``canons`` (from
+        :meth:`canon_view`) adds the comparison with the product's registered
+        references; without them those residuals read "as a pristine view".
         """
         if not view_outputs:
             raise ModelError(f"item {item_id!r}: no views to score")
@@ -211,14 +245,26 @@ class Scorer:
             pa = map_score(amap)
             ga = global_anomaly(np.ravel(out["global_desc"]), entry.descs) / g_scale
             views[v] = ViewScore(float(1 / (1 + np.exp(-logit))), float(max(pa, ga)),
-                                 amap.astype(np.float32), pa, ga)
+                                 amap.astype(np.float32), pa, ga,
+                                 damage_map=np.squeeze(np.asarray(out["damage_map"], np.float32))
+                                 if "damage_map" in out else None)
+            canon = (canons or {}).get(v)
+            if canon is not None and v in entry.geo:
+                self._compare_view(views[v], canon, entry.geo[v])
             logits.append(logit)
             p_anoms.append(pa)
             g_anoms.append(ga)
             types.append(1 / (1 + np.exp(-np.ravel(out["type_logits"]).astype(np.float64))))
         t_fuse = time.perf_counter()
-        feats = np.array([max(logits), float(np.mean(logits)), max(p_anoms), max(g_anoms), margin])
-        score = float(self.fusion(feats))
+        hres = [vs.height_residual for vs in views.values() if np.isfinite(vs.height_residual)]
+        cres = [vs.color_residual for vs in views.values() if np.isfinite(vs.color_residual)]
+        named = {"disc_max": max(logits), "disc_mean": float(np.mean(logits)),
+                 "patch_anomaly": max(p_anoms), "global_anomaly": max(g_anoms), "id_margin": margin,
+                 # log of "x a pristine view's residual"; 0 (= typical) where nothing was compared
+                 "height_residual": float(np.log(max(hres))) if hres else 0.0,
+                 "color_residual": float(np.log(max(cres))) if cres else 0.0}
+        feats = np.array([named[k] for k in FEATURES])
+        score = float(self.fusion(self.fusion.vector(named)))
         thr = self.threshold if threshold is None else float(threshold)
         damaged = score > thr
         type_p = np.max(np.stack(types), axis=0)
@@ -229,6 +275,20 @@ class Scorer:
                   "fuse": (t_end - t_fuse) * 1000.0}
         return ItemScore(score, damaged, dtype, sku_pred, sku_conf,
                          max(v.anomaly for v in views.values()), views, type_probs, feats, thr, timing)
+
+    @staticmethod
+    def _compare_view(vs: ViewScore, canon: Canon, refs) -> None:
+        """Fill a view's registered residuals (ratios to a pristine view's, floored)."""
+        res = compare(canon, refs)
+        h_ref, c_ref = refs.score_ref
+        h_ref = h_ref if np.isfinite(h_ref) else 2.0 * HEIGHT_FLOOR_MM
+        c_ref = c_ref if np.isfinite(c_ref) else 4.0 * COLOR_FLOOR
+        vs.residual_refs = (max(h_ref, HEIGHT_FLOOR_MM), max(c_ref, COLOR_FLOOR))
+        vs.height_residual = max(res.height_score, 0.1 * HEIGHT_FLOOR_MM) / vs.residual_refs[0]
+        vs.color_residual = max(res.color_score, 0.1 * COLOR_FLOOR) / vs.residual_refs[1]
+        if not canon.has_depth:
+            vs.height_residual = float("nan")
+        vs.residual = res
 
     # ---- operating point -----------------------------------------------
     def threshold_for_fpr(self, fpr: float) -> float:

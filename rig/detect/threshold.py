@@ -53,3 +53,18 @@ def load_ok_scores(model_dir: str | Path | None) -> np.ndarray:
         raise ModelError(f"{model_dir}: no {VAL_OK_SCORES}; the threshold for another "
                          "FPR budget cannot be derived (retrain with 'rig train')")
     return np.load(path)
+
+
+def fpr_interval(false_positives: int, n_ok: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % by default) of a false-positive rate measured as k of n.
+
+    With 0 of 1,000 the upper end is 0.38 %: a 0.1 % budget is not shown by 1,000 ok items;
+    0 of 5,000 gives 0.08 %.
+    """
+    if n_ok <= 0:
+        return (float("nan"), float("nan"))
+    p = false_positives / n_ok
+    den = 1 + z * z / n_ok
+    mid = (p + z * z / (2 * n_ok)) / den
+    half = z * math.sqrt(p * (1 - p) / n_ok + z * z / (4 * n_ok * n_ok)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))

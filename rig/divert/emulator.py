@@ -93,7 +93,14 @@ class _Counters:
     fired: int = 0
     late: int = 0
     duplicates: int = 0
+    log_errors: int = 0
     host_heartbeats: int = 0
+
+
+#: diverts the controller holds at once (a real controller's table is bounded too)
+MAX_SCHEDULED = 4096
+#: frames waiting to go out (only the delay fault holds any)
+MAX_OUTBOX = 4096
 
 
 @dataclass(order=True)
@@ -136,7 +143,12 @@ class ControllerEmulator:
         self._decoder = p.Decoder()
         self._silence_toggled = False
         self._stop = False
-        self._log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
+        self._log = None
+        if log_path:
+            try:
+                self._log = open(log_path, "a", buffering=1)  # noqa: SIM115
+            except OSError as exc:  # a read-only or full disk: the controller runs without its log
+                log.error("gate log %s cannot be opened (%s); running without it", log_path, exc)
         self._fd: int | None = None
 
     # --- belt model ---------------------------------------------------------
@@ -160,7 +172,12 @@ class ControllerEmulator:
     def _event(self, kind: str, **fields) -> None:
         rec = {"event": kind, **fields, "t_mono": time.monotonic(), "t_wall": time.time()}
         if self._log:
-            self._log.write(json.dumps(rec) + "\n")
+            try:
+                self._log.write(json.dumps(rec) + "\n")
+            except OSError as exc:  # a full disk must not stop the controller: it goes on firing
+                self.counters.log_errors += 1
+                if self.counters.log_errors == 1:
+                    log.error("gate log %s not written: %s", self._log.name, exc)
         log.debug("%s", rec)
 
     def _send(self, msg_type: int, payload: bytes = b"", now: float | None = None) -> None:
@@ -177,6 +194,9 @@ class ControllerEmulator:
             frame = bytes(buf)
             self.counters.corrupted_tx += 1
         self._order += 1
+        if len(self._outbox) >= MAX_OUTBOX:  # a delayed line cannot hold more than a UART buffer
+            self.counters.tx_overflow += 1
+            return
         heapq.heappush(self._outbox, (now + self.faults.delay_ms / 1000.0, self._order, frame))
 
     def _flush_outbox(self, now: float) -> None:
@@ -221,47 +241,60 @@ class ControllerEmulator:
                 self._clear_failsafe(now)
         elif frame.type == p.MsgType.DIVERT:
             try:
+                version = p.divert_version(frame.payload)
                 item_id, gate_id, fire_at = p.parse_divert(frame.payload)
             except ProtocolError:
                 c.naks += 1
                 self._send(p.MsgType.NAK, p.nak_payload(frame.seq, p.NakReason.BAD_PAYLOAD), now)
                 return
-            self._divert(frame.seq, item_id, gate_id, fire_at, now)
+            self._divert(frame.seq, item_id, gate_id, fire_at, now, version)
         elif frame.type == p.MsgType.STATUS_REQ:
             self._status(now)
         else:
             c.naks += 1
             self._send(p.MsgType.NAK, p.nak_payload(frame.seq, p.NakReason.UNKNOWN_TYPE), now)
 
-    def _divert(self, seq: int, item_id: int, gate_id: int, fire_at: int, now: float) -> None:
+    def _divert(self, seq: int, item_id: int, gate_id: int, fire_at: int, now: float,
+                version: int = p.PROTOCOL_VERSION) -> None:
         c = self.counters
+
+        def answer(reason: int | None) -> None:  # in the protocol version the DIVERT came in
+            if reason is None:
+                c.acks += 1
+                self._send(p.MsgType.ACK, p.ack_payload(seq, item_id, version), now)
+            else:
+                c.naks += 1
+                self._send(p.MsgType.NAK, p.nak_payload(seq, reason, item_id, version), now)
+
         key = (item_id, gate_id)
         if key in self._known:
             # a retransmission whose ACK was lost: confirm again, schedule nothing
             c.duplicates += 1
-            c.acks += 1
-            self._send(p.MsgType.ACK, p.ack_payload(seq, item_id), now)
+            answer(None)
             return
         if gate_id not in self.gates:
-            c.naks += 1
-            self._send(p.MsgType.NAK, p.nak_payload(seq, p.NakReason.BAD_GATE, item_id), now)
+            answer(p.NakReason.BAD_GATE)
             return
         pos = self.position(now)
         if fire_at <= pos:
             c.late += 1
-            c.naks += 1
             self._event("late", item_id=item_id, gate=gate_id, fire_at=fire_at, position=pos)
-            self._send(p.MsgType.NAK, p.nak_payload(seq, p.NakReason.LATE, item_id), now)
+            answer(p.NakReason.LATE)
+            return
+        if len(self._schedule) >= MAX_SCHEDULED:
+            self._event("queue_full", item_id=item_id, gate=gate_id, pending=len(self._schedule))
+            answer(p.NakReason.QUEUE_FULL)
             return
         self._known[key] = fire_at
         heapq.heappush(self._schedule, _Scheduled(fire_at, item_id, gate_id))
-        c.acks += 1
-        self._send(p.MsgType.ACK, p.ack_payload(seq, item_id), now)
+        answer(None)
 
     def _fire_due(self, now: float) -> None:
         pos = self.position(now)
         while self._schedule and self._schedule[0].fire_at <= pos:
             s = heapq.heappop(self._schedule)
+            # its fire position has passed: the id is forgotten (a later item may carry it again)
+            self._known.pop((s.item_id, s.gate_id), None)
             self.counters.fired += 1
             self._event("fired", item_id=s.item_id, gate=s.gate_id, fire_at=s.fire_at,
                         fired_at=pos, state=self.state.name.lower())
@@ -377,11 +410,16 @@ class ControllerEmulator:
 
 def run_emulator(*, port_link: str | None, port_file: str | None, **kwargs) -> dict:
     """Create the pty, publish its path, serve until SIGTERM/SIGINT; return counters."""
+    if port_link:
+        link = Path(port_link)
+        if link.exists() and not link.is_symlink():
+            # only a stale symlink of ours is replaced; a real file or folder is somebody's data
+            raise DeviceError(f"--port {port_link}: a file is already there and it is not a symlink; "
+                              "choose another path (the emulator replaces only its own old symlink)")
     emu = ControllerEmulator(**kwargs)
     path = emu.open_pty()
     if port_link:
-        link = Path(port_link)
-        if link.is_symlink() or link.exists():
+        if link.is_symlink():
             link.unlink()
         link.symlink_to(path)
     print(f"PORT {path}", flush=True)

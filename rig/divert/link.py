@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 128  # < 256 so a sequence number is never ambiguous after wrap-around
 CLOCK_WINDOW_S = 2.0
+CLOCK_MAX_SAMPLES = 512
 LINK_COUNTERS = ("sent", "acked", "nak", "retransmits", "crc_errors", "resyncs", "late", "faults",
-                 "heartbeats_rx", "controller_faults", "port_errors")
+                 "heartbeats_rx", "controller_faults", "port_errors", "nak_unmatched")
 
 
 @dataclass
@@ -66,7 +67,8 @@ class BeltClock:
 
     def __init__(self, window_s: float = CLOCK_WINDOW_S):
         self.window_s = window_s
-        self.samples: deque[tuple[float, int]] = deque()
+        # bounded by count as well as by time: a controller that floods heartbeats cannot grow it
+        self.samples: deque[tuple[float, int]] = deque(maxlen=CLOCK_MAX_SAMPLES)
         self.state: int | None = None  # the controller's state of the last report
 
     def clear(self) -> None:
@@ -232,11 +234,19 @@ class SerialLink:
         (the item reaches the gate then); past it the divert is reported late.
         """
         now = time.monotonic()
-        payload = p.divert_payload(item_id, gate_id, fire_at)  # ProtocolError on bad fields
+        try:
+            payload = p.divert_payload(item_id, gate_id, fire_at)
+        except p.ProtocolError as exc:
+            payload, bad = b"", str(exc)  # a field that cannot go on the wire is a fault, never a raise
+        else:
+            bad = None
         with self._lock:
             base = {"item_id": item_id, "gate_id": gate_id, "fire_at": fire_at,
                     "deadline": deadline, "on_result": on_result, "sent_at": now,
                     "last_tx": now, "attempts": 0}
+            if bad is not None:
+                self._finish(_Pending(seq=-1, frame=b"", **base), fault=bad)
+                return
             if self._closed.is_set() or self._ser is None:
                 why = "link closed" if self._closed.is_set() else (self.last_error or "port not open")
                 self._finish(_Pending(seq=-1, frame=b"", **base), fault=why)
@@ -258,10 +268,18 @@ class SerialLink:
             self.counters["sent"] += 1
         self._write(entry.frame)
 
-    def close(self) -> None:
-        """Stop the threads; outstanding diverts end as faults ('link closed')."""
+    def close(self, drain_s: float | None = None) -> None:
+        """Stop the threads; diverts sent and awaiting their ACK get up to ``drain_s`` (default: every
+        retry's timeout) to be answered first, so a clean stop does not turn a divert the controller
+        fired into a fault; what is still outstanding then ends as a fault ('link closed')."""
         if self._closed.is_set():
             return
+        end = time.monotonic() + (self.ack_timeout * (self.retries + 1) if drain_s is None else drain_s)
+        while time.monotonic() < end and self._io.is_alive():
+            with self._lock:
+                if not self._pending:
+                    break
+            time.sleep(0.005)
         self._closed.set()
         self._io.join(timeout=2.0)
         with self._lock:
@@ -361,7 +379,10 @@ class SerialLink:
             elif frame.type == p.MsgType.NAK:
                 seq, reason, item_id = p.parse_nak(frame.payload)
                 entry = self._pending.get(seq)
-                if entry is None or (item_id and entry.item_id != item_id):
+                if entry is None or entry.item_id != item_id:
+                    # item id 0 (the controller could not read the DIVERT) or another item's: not this
+                    # divert's answer; it is retransmitted and ends by its own ACK, NAK or deadline
+                    self.counters["nak_unmatched"] += 1
                     return
                 self.counters["nak"] += 1
                 if reason == p.NakReason.LATE:

@@ -16,6 +16,12 @@ line noise never swallows the real frame that follows it.
 
 This module is pure (no I/O, no threads), so the host link, the emulator and
 the tests share exactly one implementation of the format.
+
+Protocol version 2 widens the item id from u32 to u64 (ids are unique across
+restarts and years: rig/item_ids.py). The version is told by the payload
+length, so one controller serves both: a 17-byte DIVERT is version 2 and is
+answered by a 9-byte ACK / 10-byte NAK; a 13-byte DIVERT is version 1 and is
+answered in version 1. The host sends version 2.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class NakReason(IntEnum):
     BAD_PAYLOAD = 3  # payload length or contents wrong for the type
     UNKNOWN_TYPE = 4
     BELT_STOPPED = 5  # controller is in its stop_belt fail-safe
+    QUEUE_FULL = 6    # the controller's schedule is at its bound (MAX_SCHEDULED)
 
 
 class CtrlState(IntEnum):
@@ -66,12 +73,19 @@ class FaultCode(IntEnum):
     BAD_FRAMES = 3
 
 
+PROTOCOL_VERSION = 2
+U64_MAX = 2**64 - 1
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+
 # payload layouts (little-endian)
-_DIVERT = struct.Struct("<IBq")        # item_id u32, gate_id u8, fire_at i64 counts
+_DIVERT = struct.Struct("<QBq")        # v2: item_id u64, gate_id u8, fire_at i64 counts
+_DIVERT_V1 = struct.Struct("<IBq")     # v1: item_id u32
 _CTRL_HEARTBEAT = struct.Struct("<qB")  # position i64 counts, state u8
 _HOST_HEARTBEAT = struct.Struct("<I")   # host uptime ms u32 (informative)
-_ACK = struct.Struct("<BI")            # seq being acknowledged, its item_id
-_NAK = struct.Struct("<BBI")           # seq being refused, reason, its item_id
+_ACK = struct.Struct("<BQ")            # v2: seq being acknowledged, its item_id u64
+_NAK = struct.Struct("<BBQ")           # v2: seq being refused, reason, its item_id u64
+_ACK_V1 = struct.Struct("<BI")         # v1: item_id u32
+_NAK_V1 = struct.Struct("<BBI")
 _STATUS = struct.Struct("<qBIIII")     # position, state, fired, late, crc_errors, pending
 _FAULT = struct.Struct("<Bq")          # fault code, position
 
@@ -167,17 +181,35 @@ def _unpack(layout: struct.Struct, payload: bytes, what: str) -> tuple:
     return layout.unpack(payload)
 
 
-def divert_payload(item_id: int, gate_id: int, fire_at: int) -> bytes:
-    if not 0 <= item_id <= 0xFFFFFFFF:
-        raise ProtocolError(f"item id {item_id} does not fit the DIVERT payload (u32)")
+def _check_item_id(item_id: int, version: int = PROTOCOL_VERSION) -> None:
+    top = U64_MAX if version >= 2 else 0xFFFFFFFF
+    if not isinstance(item_id, int) or not 0 <= item_id <= top:
+        raise ProtocolError(f"item id {item_id} does not fit the protocol version {version} payload "
+                            f"({'u64' if version >= 2 else 'u32'})")
+
+
+def divert_payload(item_id: int, gate_id: int, fire_at: int, version: int = PROTOCOL_VERSION) -> bytes:
+    _check_item_id(item_id, version)
     if not 0 <= gate_id <= 255:
         raise ProtocolError(f"gate id {gate_id} out of range 0..255")
-    return _DIVERT.pack(item_id, gate_id, fire_at)
+    if not isinstance(fire_at, int) or not I64_MIN <= fire_at <= I64_MAX:
+        raise ProtocolError(f"fire_at {fire_at} does not fit the DIVERT payload (i64 counts)")
+    return (_DIVERT if version >= 2 else _DIVERT_V1).pack(item_id, gate_id, fire_at)
+
+
+def divert_version(payload: bytes) -> int:
+    """The protocol version a DIVERT payload was written in (by its length); ProtocolError if neither."""
+    if len(payload) == _DIVERT.size:
+        return 2
+    if len(payload) == _DIVERT_V1.size:
+        return 1
+    raise ProtocolError(f"DIVERT payload is {len(payload)} bytes, expected {_DIVERT.size} (v2) "
+                        f"or {_DIVERT_V1.size} (v1)")
 
 
 def parse_divert(payload: bytes) -> tuple[int, int, int]:
-    """-> (item_id, gate_id, fire_at)."""
-    return _unpack(_DIVERT, payload, "DIVERT")
+    """-> (item_id, gate_id, fire_at), from a version 2 or version 1 payload."""
+    return (_DIVERT if divert_version(payload) == 2 else _DIVERT_V1).unpack(payload)
 
 
 def ctrl_heartbeat_payload(position: int, state: int) -> bytes:
@@ -193,27 +225,30 @@ def host_heartbeat_payload(uptime_ms: int) -> bytes:
     return _HOST_HEARTBEAT.pack(uptime_ms & 0xFFFFFFFF)
 
 
-def ack_payload(seq: int, item_id: int = 0) -> bytes:
-    return _ACK.pack(seq, item_id)
+def ack_payload(seq: int, item_id: int = 0, version: int = PROTOCOL_VERSION) -> bytes:
+    _check_item_id(item_id, version)
+    return (_ACK if version >= 2 else _ACK_V1).pack(seq, item_id)
 
 
 def parse_ack(payload: bytes) -> tuple[int, int]:
-    """-> (seq, item_id). The item id guards against a stale ACK after seq wrap-around."""
-    return _unpack(_ACK, payload, "ACK")
+    """-> (seq, item_id), v2 or v1. The item id guards against a stale ACK after seq wrap-around."""
+    return _unpack(_ACK_V1 if len(payload) == _ACK_V1.size else _ACK, payload, "ACK")
 
 
-def nak_payload(seq: int, reason: int, item_id: int = 0) -> bytes:
-    return _NAK.pack(seq, reason, item_id)
+def nak_payload(seq: int, reason: int, item_id: int = 0, version: int = PROTOCOL_VERSION) -> bytes:
+    _check_item_id(item_id, version)
+    return (_NAK if version >= 2 else _NAK_V1).pack(seq, reason, item_id)
 
 
 def parse_nak(payload: bytes) -> tuple[int, int, int]:
-    """-> (seq, reason, item_id)."""
-    return _unpack(_NAK, payload, "NAK")
+    """-> (seq, reason, item_id), v2 or v1; item_id 0 when the controller could not read it."""
+    return _unpack(_NAK_V1 if len(payload) == _NAK_V1.size else _NAK, payload, "NAK")
 
 
 def status_payload(position: int, state: int, fired: int, late: int, crc_errors: int,
                    pending: int) -> bytes:
-    return _STATUS.pack(position, state, fired, late, crc_errors, pending)
+    m = 0xFFFFFFFF  # counters of a long-lived controller wrap rather than overflow the u32 fields
+    return _STATUS.pack(position, state, fired & m, late & m, crc_errors & m, pending & m)
 
 
 def parse_status(payload: bytes) -> dict:

@@ -83,6 +83,19 @@ class EmulatorProcess:
         self.stop()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the rig that spawned it dies, even by SIGKILL
+    (Linux PR_SET_PDEATHSIG), so no orphaned controller emulator holds the pty."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: only a clean stop() ends the emulator
+
+
 def spawn_emulator(*, speed_mps: float = 0.5, counts_per_m: float = 1000.0,
                    failsafe: str = "divert_all", heartbeat_timeout_s: float = 1.0,
                    heartbeat_ms: float = 50.0, gates: tuple[int, ...] = (1,),
@@ -112,7 +125,7 @@ def spawn_emulator(*, speed_mps: float = 0.5, counts_per_m: float = 1000.0,
     stderr_path = workdir / "stderr.txt"
     with open(stderr_path, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl before exec
     deadline = time.monotonic() + start_timeout_s
     while time.monotonic() < deadline:
         if port_file.exists():

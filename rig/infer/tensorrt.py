@@ -95,7 +95,15 @@ def resolve_engine(engine_dir, onnx_path, key: EngineKey, rebuild: bool = True) 
             stored = {"unreadable": str(exc)}
         diffs = key_differences(stored, key)
         if not diffs:
-            return path, "load"
+            want = stored.get("engine_sha256")
+            if want is None:
+                diffs = ["the sidecar records no engine_sha256 (built before engines were verified)"]
+            elif file_sha256(path) != want:
+                raise ModelError(f"TensorRT engine {path}: SHA-256 does not match its sidecar "
+                                 f"{sidecar(path).name} (changed or damaged after it was built); delete both "
+                                 "and rebuild: rig engine build --model MODEL_DIR")
+            else:
+                return path, "load"
         if not rebuild:
             raise ModelError(f"TensorRT engine {path} was built for something else:\n  "
                              + "\n  ".join(diffs)
@@ -163,6 +171,7 @@ def build_engine(onnx_path, path: Path, key: EngineKey, timing_cache: Path | Non
     tmp.write_bytes(bytes(serialized))
     os.replace(tmp, path)
     sidecar(path).write_text(json.dumps({**key.to_dict(), "onnx": str(onnx_path),
+                                         "engine_sha256": file_sha256(path),
                                          "build_s": round(time.monotonic() - t0, 1)}, indent=2))
     timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
     log.info("built TensorRT engine %s in %.0f s", path, time.monotonic() - t0)

@@ -6,6 +6,7 @@ milliseconds) and, for the trace export, when it started and on which thread.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass
@@ -38,9 +39,12 @@ def percentiles(values) -> dict:
 class StageClock:
     """Thread-safe collector of stage durations and spans."""
 
-    def __init__(self, keep_spans: bool = False, max_spans: int = 200_000):
+    def __init__(self, keep_spans: bool = False, max_spans: int = 200_000, window: int | None = None):
+        """``window``: keep only the last N durations per stage (a service running for months);
+        None keeps every one (a bench or demo run, summarised at its end)."""
         self._lock = threading.Lock()
-        self.durations: dict[str, list[float]] = {}
+        self.window = window
+        self.durations: dict[str, list[float] | collections.deque] = {}
         self.spans: list[Span] = []
         self.keep_spans = keep_spans
         self.max_spans = max_spans
@@ -49,7 +53,10 @@ class StageClock:
 
     def add(self, stage: str, start: float, end: float, item: int | None = None) -> None:
         with self._lock:
-            self.durations.setdefault(stage, []).append((end - start) * 1000.0)
+            d = self.durations.get(stage)
+            if d is None:
+                d = self.durations[stage] = [] if self.window is None else collections.deque(maxlen=self.window)
+            d.append((end - start) * 1000.0)
             if self.keep_spans and len(self.spans) < self.max_spans:
                 self.spans.append(Span(stage, start, end, threading.current_thread().name, item))
         for fn in self.observers:

@@ -51,8 +51,9 @@ class Decide:
             led.last_decision_at = now
         if decision == "divert":
             item.fire_at = self.dispatch.fire_at(item) or -1
-        self.record(item, lat)
-        item.views, item.crops = {}, {}  # network outputs and crops are in the event log now
-        if decision == "divert":
             self.dispatch.send_or_wait(item)
+        # decide first, record after: the DIVERT is on the wire; the row only joins the recorder's
+        # queue (recorder.py), so a slow, locked or full disk never delays a decision
+        self.record(item, lat)
+        item.views, item.crops, item.canons = {}, {}, {}  # network outputs and crops are with the recorder now
         self.sinks.decision(item, lat)  # after the divert frame: observers never delay it

@@ -9,6 +9,7 @@ in flight, the deadline heap and the counters, behind one lock.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import queue
 import threading
@@ -19,6 +20,9 @@ from typing import Protocol
 import numpy as np
 
 from ..trigger import Capture
+
+#: a service keeps the last N latency samples per statistic (rolling window), not every one
+LATENCY_WINDOW = 10_000
 
 COUNTERS = ("items", "decisions", "diverted", "divert_acked", "late", "faults", "failsafe", "overload",
             "stage_errors", "ignored_late_scores", "event_write_failures")
@@ -50,7 +54,10 @@ class ItemScorer(Protocol):
 
     def depth_channel(self, depth_mm: np.ndarray | None) -> np.ndarray | None: ...
 
-    def score_item(self, view_outputs: dict, threshold: float | None = None) -> Score: ...
+    def canon_view(self, view: str, rgb: np.ndarray, depth_mm: np.ndarray | None) -> object | None: ...
+
+    def score_item(self, view_outputs: dict, threshold: float | None = None,
+                   canons: dict | None = None) -> Score: ...
 
     def threshold_for_fpr(self, fpr: float) -> float: ...
 
@@ -66,6 +73,7 @@ class ItemState:
     dist_m: float = 0.0  # from where it was captured to the gate
     views: dict = field(default_factory=dict)  # view -> network outputs
     crops: dict = field(default_factory=dict)  # view -> RGB crop
+    canons: dict = field(default_factory=dict)  # view -> the crop in canonical pose (registration)
     expected: int = 0
     decided: bool = False
     decision: str = ""
@@ -95,7 +103,9 @@ class Ledger:
         self.deadlines: list[tuple[float, int]] = []
         self.unsent: list[ItemState] = []  # diverts waiting for the link's belt position
         self.counters = dict.fromkeys(COUNTERS, 0)
-        self.latencies_ms: list[float] = []
+        # a service keeps a rolling window (months of items); demo and bench keep every sample
+        self.latencies_ms: list[float] | collections.deque = (
+            [] if keep_items else collections.deque(maxlen=LATENCY_WINDOW))
         self.first_capture_at: float | None = None
         self.last_decision_at: float | None = None
         # a service forgets items once they are past the gate; demo and bench keep them for summaries

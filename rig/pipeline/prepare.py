@@ -98,6 +98,7 @@ class Prepare:
             if s.channels > 3:
                 tensor[0, 3:] = s.depth_channel(depth_crop)
             item.crops[name] = rgb
+            item.canons[name] = s.canon_view(name, rgb, depth_crop)
             jobs.append(ViewJob(item, name, tensor[0], time.monotonic()))
         return jobs
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import time
 
+from ..detect.maps import evidence_map
 from ..events import EventLog, ItemRecord
 from ..foundation.errors import RigError
 from .items import ItemState, Ledger
+from .recorder import Recorder
 
 log = logging.getLogger(__name__)
 
 
 class Record:
-    def __init__(self, events: EventLog | None, save_crops: bool, model_version: str, ledger: Ledger):
+    def __init__(self, events: EventLog | Recorder | None, save_crops: bool, model_version: str, ledger: Ledger):
         self.events = events
         self.save_crops = save_crops
         self.model_version = model_version
@@ -31,7 +33,8 @@ class Record:
         for v, crop in item.crops.items():
             hm = None
             if s is not None and v in s.views:
-                hm = s.views[v].get("heatmap")
+                # the fused evidence (head, patch anomaly, registered residuals) on the crop
+                hm = evidence_map(s.views[v], crop.shape[:2])
             views[v] = {"rgb": crop, "heatmap": hm}
         rec = ItemRecord(
             id=item.item_id, captured_at=time.time() - (time.monotonic() - item.capture.host_time),

@@ -17,6 +17,7 @@ from ..capture.sync import FrameSync
 from ..config import RigConfig
 from ..divert.base import DivertLink
 from ..events import EventLog
+from ..foundation.item_ids import ItemIds
 from ..preprocess.base import Preprocessor
 from ..trigger import Trigger
 from .batch_infer import BatchInfer
@@ -24,7 +25,7 @@ from .clock import StageClock, percentiles
 from .deadline import Deadlines
 from .decide import Decide
 from .dispatch import Dispatch
-from .items import ItemScorer, ItemState, Ledger
+from .items import LATENCY_WINDOW, ItemScorer, ItemState, Ledger
 from .observe import Sinks
 from .prepare import Prepare
 from .record import Record
@@ -40,11 +41,12 @@ class Rig:
     def __init__(self, cfg: RigConfig, calib: Calibration, cameras: list, scorer: ItemScorer,
                  preprocessor: Preprocessor, link: DivertLink, events: EventLog | None = None, truth_fn=None,
                  clock: StageClock | None = None, watchdog=None, counts_per_m: float = 1000.0,
-                 keep_items: bool = False):
+                 keep_items: bool = False, item_ids: ItemIds | None = None):
         self.cfg = cfg
         self.scorer = scorer
         self.link = link
-        self.clock = clock or StageClock()
+        # a service keeps rolling windows of latency samples; bench and demo keep every one
+        self.clock = clock or StageClock(window=None if keep_items else LATENCY_WINDOW)
         self.watchdog = watchdog
         self.ledger = Ledger(keep_items)
         speed = cfg.belt.speed_mps or 0.5
@@ -65,7 +67,8 @@ class Rig:
         self.sync = FrameSync(self.cam_names, cfg.capture.sync_tolerance_ms,
                               max_pending=int(stale_ms * fps / 1000.0) + 3, primary=trig_name, stale_ms=stale_ms)
         trigger = Trigger(trig_cam.depth_imager(), trig_cam.depth.depth_units_mm if trig_cam.depth else 1.0,
-                          speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px, n_cameras=len(cameras))
+                          speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px, n_cameras=len(cameras),
+                          thin_height_mm=cfg.trigger.thin_height_mm)
         # the stages, downstream first (each is handed what it calls next)
         self.record = Record(events, cfg.storage.save_crops, str(getattr(scorer, "version", "")), self.ledger)
         # decision observers (metrics, MQTT, health): rig/service/site.py appends them
@@ -81,7 +84,8 @@ class Rig:
                                       cfg.inference.max_wait_ms / 1000.0, self._more_views_coming, self.ledger,
                                       self.clock, self._beat, failsafe, self.score)
         self.sync_trigger = SyncTrigger(self.frames_q, self.sync, trigger, trig_name, self.clock, self._beat)
-        self.admission = Admission(cfg, self.ledger, self.capture_q, self.cam_names, speed, failsafe, truth_fn)
+        self.admission = Admission(cfg, self.ledger, self.capture_q, self.cam_names, speed, failsafe, truth_fn,
+                                   item_ids or ItemIds())
         self.sync_trigger.on_capture = self.admission
         self.deadlines = Deadlines(self.ledger, self.dispatch, failsafe, self._beat)
         self.run_id = self.admission.run_id

@@ -41,9 +41,9 @@ class ScoreStage:
         try:
             if self.scan_cfg is not None:  # the scanned product, image identification as its cross-check
                 decision, reason, score = decide_with_scan(self.scorer, item.views, item.scan, self.threshold(),
-                                                           self.scan_cfg, item.item_id)
+                                                           self.scan_cfg, item.item_id, canons=item.canons)
             else:
-                score = self.scorer.score_item(item.views, threshold=self.threshold())
+                score = self.scorer.score_item(item.views, threshold=self.threshold(), canons=item.canons)
                 decision, reason = ("divert" if score.damaged else "pass"), "score"
         except Exception:
             log.exception("item %s: scoring failed", item.item_id)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from ..capture.sync import FrameSync
+from ..foundation.item_ids import ItemIds
 from ..trigger import Capture, Trigger
 from .clock import StageClock
 from .items import Beat, ItemState, Ledger, each
@@ -65,7 +66,7 @@ class Admission:
     """A capture becomes an item: its id, its gate deadline, its place in the prepare queue."""
 
     def __init__(self, cfg, ledger: Ledger, capture_q: queue.Queue, cam_names: list[str], speed: float,
-                 failsafe: Callable[[ItemState, str], None], truth_fn=None):
+                 failsafe: Callable[[ItemState, str], None], truth_fn=None, item_ids: ItemIds | None = None):
         self.cfg = cfg
         self.ledger = ledger
         self.capture_q = capture_q
@@ -75,10 +76,10 @@ class Admission:
         self.truth_fn = truth_fn
         self.expected = None  # the upstream scans (rig/scan.ExpectedProducts), when the rig has a scan input
         self.run_id = time.strftime("%Y%m%dT%H%M%S")
-        self._id_base = (int(time.time()) & 0xFFFF) << 16
+        self.ids = item_ids or ItemIds()  # u64, unique across restarts and years (foundation/item_ids.py)
 
     def __call__(self, cap: Capture) -> None:
-        no = (self._id_base + cap.item_no) & 0xFFFFFFFF  # the DIVERT frame carries a u32 item id
+        no = self.ids.next()  # the DIVERT frame carries it (u64, serial protocol version 2)
         dist = self.cfg.belt.gate_distance_m - cap.blob.x
         deadline = cap.host_time + dist / self.speed
         margin = (self.cfg.divert.ack_timeout_ms * (self.cfg.divert.retries + 1)) / 1000.0

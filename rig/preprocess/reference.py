@@ -66,6 +66,41 @@ def relative_height(depth_mm: np.ndarray | None, size: int, scale_mm: float,
     return out
 
 
+DETAIL_SCALE_MM = 20.0   # the detail channel's unit
+DETAIL_SIGMA = 1.0 / 28  # the smooth surface's Gaussian, as a fraction of the input size
+
+
+def height_detail_valid(depth_mm: np.ndarray | None, size: int, scale_mm: float,
+                        where: str = "view") -> np.ndarray:
+    """(H, W) depth in mm (0 = no data) or None -> (3, size, size) float32 depth channels.
+
+    0. relative height above the belt / ``scale_mm`` (as :func:`relative_height`);
+    1. *detail*: height minus a smooth surface fitted to the valid heights (a
+       normalised Gaussian convolution, sigma = size/28), / ``DETAIL_SCALE_MM``,
+       clipped to [-2, 2]: a dent, a hole or a missing unit stands out of a
+       product 18 or 320 mm tall alike;
+    2. *validity*: 1 where the sensor measured depth, 0 where it did not — so
+       missing depth (item edges, dark or shiny surfaces) never reads as belt.
+    Channels 0 and 1 are 0 where there is no depth.
+    """
+    out = np.zeros((3, size, size), np.float32)
+    if depth_mm is None:
+        return out
+    out[0:1] = relative_height(depth_mm, size, scale_mm, where)
+    d = cv2.resize(depth_mm.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
+    valid = (d > 0).astype(np.float32)
+    if not valid.any():
+        return out
+    h = out[0] * np.float32(scale_mm)  # mm, 0 where invalid
+    sigma = max(1.0, DETAIL_SIGMA * size)
+    num = cv2.GaussianBlur(h * valid, (0, 0), sigma)
+    den = cv2.GaussianBlur(valid, (0, 0), sigma)
+    smooth = num / np.maximum(den, 1e-3)
+    out[1] = np.where(valid > 0, np.clip((h - smooth) / DETAIL_SCALE_MM, -2.0, 2.0), 0.0)
+    out[2] = valid
+    return out
+
+
 def belt_plane(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(S, S) depth of the belt plane under the crop, fitted on the crop's border ring."""
     size = d.shape[0]

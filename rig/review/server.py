@@ -16,13 +16,17 @@ API (all JSON; errors are ``{"error": message}`` with the status below)::
     POST /api/gallery/rollback          {"version": V} (no version: undo the last change)
 
 Loopback by default: a station's browser runs on the same machine; exposing
-it further is a deliberate --host choice.
+it further is a deliberate --host choice and needs an access token. Every
+request is checked first (rig/review/guard.py: Host, Origin, CSRF token, JSON
+content type, body length); a refused one gets ``{"error": ...}`` with 400,
+401, 403, 411, 413 or 415. ``limit`` is clamped to 1..MAX_LIMIT.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,12 +38,16 @@ from ..dataset import DAMAGE_TYPES
 from ..events import EventLogError, UnknownItemError
 from ..foundation.errors import ModelError, RigError
 from . import enroll
+from . import guard as g
 from .store import BadLabelError, ReviewError, ReviewStore
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_BODY = 64 * 1024
+MAX_BODY = g.MAX_BODY
+MAX_LIMIT = 1000
+#: seconds a connection may sit idle or trickle a request before it is closed
+IDLE_TIMEOUT_S = 10.0
 
 
 def public_item(row: dict) -> dict:
@@ -84,17 +92,20 @@ def overlay_jpeg(rgb_path: str, heat_path: str | None, heat_max: float | None = 
 
 class ReviewServer:
     def __init__(self, state_dir: str | Path, port: int = 8080, host: str = "127.0.0.1",
-                 model_dir: str | Path | None = None):
+                 model_dir: str | Path | None = None, token: str | None = None):
+        host = host.strip("[]")
+        g.Guard(host, 1, token)  # refuse a bind beyond loopback without a token before opening anything
         self.store = ReviewStore(state_dir)
         self.model_dir = Path(model_dir) if model_dir else None
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
+        self.httpd = _server_class(host)((host, port), self._handler())
         self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
+        self.guard = g.Guard(host, self.port, token)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        return f"http://{g.host_port(self.host, self.port)}/"
 
     def start(self) -> ReviewServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name="review",
@@ -118,6 +129,8 @@ class ReviewServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = IDLE_TIMEOUT_S  # an idle or trickling client is cut off, not waited for
+
             def do_GET(self):
                 server._dispatch(self, "GET")
 
@@ -134,15 +147,22 @@ class ReviewServer:
         parts = [unquote(p) for p in url.path.split("/") if p]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
+            self.guard.check(method, h.headers, query)
             if method == "GET" and not parts:
-                return self._send(h, 200, (STATIC / "index.html").read_bytes(), "text/html; charset=utf-8")
+                page = self.guard.page((STATIC / "index.html").read_bytes())
+                return self._send(h, 200, page, "text/html; charset=utf-8", cookie=self.guard.cookie_header())
             if method == "GET" and len(parts) == 3 and parts[0] == "img":
                 return self._image(h, parts[1], parts[2])
             if parts[:1] != ["api"]:
                 raise _NotFound(f"no page {url.path!r}")
-            body = self._json_body(h) if method == "POST" else {}
+            body = g.read_json_body(h.headers, h.rfile) if method == "POST" else {}
             result = self._api(method, parts[1:], query, body)
             return self._send_json(h, 200, result)
+        except g.RequestRefused as exc:
+            h.close_connection = True  # the body may be unread: never parse it as the next request
+            return self._send_json(h, exc.status, {"error": str(exc)})
+        except (TimeoutError, ConnectionError):
+            h.close_connection = True
         except _NotFound as exc:
             return self._send_json(h, 404, {"error": str(exc)})
         except UnknownItemError as exc:
@@ -154,22 +174,23 @@ class ReviewServer:
         except (EventLogError, RigError) as exc:
             log.error("review request %s %s failed: %s", method, url.path, exc)
             return self._send_json(h, 500, {"error": str(exc)})
+        except Exception as exc:
+            log.exception("review request %s %s failed", method, url.path)
+            return self._send_json(h, 500, {"error": f"internal error: {type(exc).__name__}"})
 
     def _api(self, method: str, parts: list[str], query: dict, body: dict):
         st = self.store
         if method == "GET" and parts == ["items"]:
-            limit = _int(query.get("limit", "200"), "limit")
+            limit = min(max(_int(query.get("limit", "200"), "limit"), 1), MAX_LIMIT)
             rows = st.diverted(limit, unreviewed_only=query.get("unreviewed") in ("1", "true"))
             return {"items": [public_item(r) for r in rows], "damage_types": list(DAMAGE_TYPES),
                     "drift": st.drift()}
         if method == "GET" and len(parts) == 2 and parts[0] == "items":
             return public_item(st.item(parts[1]))
         if method == "POST" and len(parts) == 3 and parts[0] == "items" and parts[2] == "label":
-            verdict = body.get("verdict")
-            rev = body.get("rev")
-            if rev is not None and not isinstance(rev, int):
-                raise BadLabelError(f"'rev' must be an integer, got {rev!r}")
-            row = st.label(parts[1], verdict, body.get("type"), rev, body.get("reviewer"))
+            verdict = g.field(body, "verdict", str, required=True)
+            rev = g.field(body, "rev", int)
+            row = st.label(parts[1], verdict, g.field(body, "type", str), rev, g.field(body, "reviewer", str))
             return public_item(row)
         if method == "GET" and parts == ["drift"]:
             return {"drift": st.drift()}
@@ -177,9 +198,11 @@ class ReviewServer:
             if method == "GET" and parts == ["gallery", "versions"]:
                 return {"versions": enroll.versions(self._model_dir())}
             if method == "POST" and parts == ["gallery", "enroll"]:
-                return enroll.enroll_reviewed(st, self._model_dir(), _need(body, "sku"))
+                sku = g.field(body, "sku", str, required=True)
+                return enroll.enroll_reviewed(st, self._model_dir(), sku)
             if method == "POST" and parts == ["gallery", "rollback"]:
-                return enroll.rollback(st, self._model_dir(), body.get("version"))
+                version = g.field(body, "version", str)
+                return enroll.rollback(st, self._model_dir(), version)
         raise _NotFound(f"no API {method} /api/{'/'.join(parts)}")
 
     def _model_dir(self) -> Path:
@@ -203,26 +226,20 @@ class ReviewServer:
         self._send(h, 200, data, "image/jpeg", cache=True)
 
     @staticmethod
-    def _json_body(h) -> dict:
-        n = _int(h.headers.get("Content-Length", "0"), "Content-Length")
-        if n > MAX_BODY:
-            raise BadLabelError(f"request body of {n} bytes is larger than {MAX_BODY}")
-        try:
-            body = json.loads(h.rfile.read(n) or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadLabelError(f"request body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadLabelError("request body must be a JSON object")
-        return body
-
-    @staticmethod
-    def _send(h, status: int, data: bytes, ctype: str, cache: bool = False) -> None:
+    def _send(h, status: int, data: bytes, ctype: str, cache: bool = False, cookie: str | None = None) -> None:
         h.send_response(status)
         h.send_header("Content-Type", ctype)
+        h.send_header("X-Content-Type-Options", "nosniff")
+        h.send_header("X-Frame-Options", "DENY")
+        if cookie:
+            h.send_header("Set-Cookie", cookie)
         h.send_header("Content-Length", str(len(data)))
         h.send_header("Cache-Control", "max-age=3600" if cache else "no-store")
         h.end_headers()
-        h.wfile.write(data)
+        try:
+            h.wfile.write(data)
+        except (BrokenPipeError, ConnectionError, TimeoutError):
+            h.close_connection = True  # the client went away: nothing to answer
 
     def _send_json(self, h, status: int, obj) -> None:
         self._send(h, status, json.dumps(obj).encode(), "application/json")
@@ -232,15 +249,19 @@ class _NotFound(RigError):
     pass
 
 
+def _server_class(host: str):
+    """ThreadingHTTPServer for the address family of ``host`` (IPv6 loopback included)."""
+    if ":" not in host:
+        return ThreadingHTTPServer
+
+    class V6(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    return V6
+
+
 def _int(value: str, name: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
         raise BadLabelError(f"{name} must be an integer, got {value!r}") from None
-
-
-def _need(d: dict, key: str) -> str:
-    v = d.get(key)
-    if not isinstance(v, str) or not v:
-        raise BadLabelError(f"missing {key!r}")
-    return v

@@ -47,7 +47,11 @@ class ReviewStore:
             raise events.EventLogError(f"{events.db_path(self.state_dir)}: no event log here "
                                        "(point --state at the rig's state directory)")
         self.crops_root = self.state_dir / "crops"
-        self._conn = events.connect(self.state_dir)
+        try:
+            self._conn = events.connect(self.state_dir)
+        except sqlite3.Error as exc:  # corrupt, read-only or locked: a clear error, not a traceback
+            raise events.EventLogError(f"{events.db_path(self.state_dir)}: cannot open the event log for "
+                                       f"review: {exc} (a read-only or damaged state directory?)") from None
         self._lock = threading.Lock()
 
     def _rows(self, sql: str, params: tuple = ()) -> list[dict]:

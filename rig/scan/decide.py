@@ -20,8 +20,9 @@ sure: a look-alike product must not turn every scan into a wrong item.
 from __future__ import annotations
 
 
-def decide_with_scan(scorer, views: dict, scan, threshold, cfg, item_id: str = "item"):
-    """(decision, reason, ItemScore with ``expected_sku`` set) for one item's per-view outputs."""
+def decide_with_scan(scorer, views: dict, scan, threshold, cfg, item_id: str = "item", canons=None):
+    """(decision, reason, ItemScore with ``expected_sku`` set) for one item's per-view outputs
+    (``canons``: the views' registered crops, passed on to the scorer)."""
     expected = scan.sku if scan is not None else None
     if scan is None:
         reason = "no_scan"
@@ -34,11 +35,11 @@ def decide_with_scan(scorer, views: dict, scan, threshold, cfg, item_id: str = "
         if image_sku != expected and conf >= cfg.min_id_conf:
             reason = "wrong_item"
         else:
-            score = scorer.score_item(views, threshold=threshold, item_id=item_id, sku=expected)
+            score = scorer.score_item(views, threshold=threshold, item_id=item_id, sku=expected, canons=canons)
             score.expected_sku = expected
             score.image_sku, score.image_conf = image_sku, conf
             return ("divert" if score.damaged else "pass"), "score", score
-    score = scorer.score_item(views, threshold=threshold, item_id=item_id)
+    score = scorer.score_item(views, threshold=threshold, item_id=item_id, canons=canons)
     score.expected_sku = expected or ""
     score.image_sku, score.image_conf = score.sku_pred, score.sku_conf
     if reason == "wrong_item" and cfg.on_wrong_item == "divert":

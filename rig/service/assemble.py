@@ -13,20 +13,22 @@ the one service loop (loop.py), so they run the same code.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...calibration.model import load_calibration
 from ..capture.sources import CaptureSources, open_sources
 from ..config import RigConfig
-from ..detect.card import read_card
+from ..detect.card import read_card, verify_model_files
 from ..detect.scoring import Scorer
 from ..divert.base import DivertLink, open_link
 from ..divert.spawn import EmulatorProcess, spawn_emulator
-from ..events import EventLog
 from ..foundation.errors import DeviceError, ModelError
+from ..foundation.item_ids import ItemIds
 from ..infer import make_backend
 from ..pipeline.clock import StageClock
+from ..pipeline.recorder import Recorder, open_event_log
 from ..pipeline.rig import Rig
 from ..preprocess import make_preprocessor
 from ..scan import ExpectedProducts
@@ -44,7 +46,7 @@ class RigHandle:
     cfg: RigConfig
     link: DivertLink
     emulator: EmulatorProcess | None = None
-    events: EventLog | None = None
+    events: Recorder | None = None
     sources: CaptureSources | None = None
     closers: list = field(default_factory=list)
     # set by site.attach: health figures, and what the config's metrics/mqtt/scan sections add
@@ -53,8 +55,6 @@ class RigHandle:
     mqtt: MqttPublisher | None = None
     expected: ExpectedProducts | None = None
     sim_scanner: object = None  # the simulator's scanner (scan.url 'sim'): what it sent to each item
-    status_write_error: str | None = None
-    write_failures_seen: tuple = (0, 0.0)  # (event-log write failures, when the count last rose), for health
 
     def close(self) -> None:
         for fn in reversed(self.closers):
@@ -81,6 +81,7 @@ def check_model_input(scorer) -> None:
 def load_scorer(cfg: RigConfig) -> Scorer:
     """The configured model with its inference backend (through the fallback chain)."""
     card = read_card(cfg.model_dir)
+    verify_model_files(cfg.model_dir, card)  # before any runtime parses a file
     onnx_path = Path(cfg.model_dir) / card["onnx"]["file"]
     backend = make_backend(cfg.inference.backend, onnx_path, max_batch=cfg.inference.max_batch,
                            threads=cfg.inference.threads, allow_fallback=cfg.inference.allow_fallback,
@@ -109,6 +110,13 @@ def open_divert(cfg: RigConfig, state_dir: Path, closers: list) -> tuple[DivertL
     return link, emulator
 
 
+def _id_clock(offset_s: float):
+    """time.time, or (testing, ``sim.id_clock_offset_s``) a clock that far ahead or behind."""
+    if not offset_s:
+        return time.time
+    return lambda: time.time() + offset_s
+
+
 def open_rig(cfg: RigConfig, *, clock: StageClock | None = None, watchdog=None, with_events: bool = True,
              scorer=None, keep_items: bool = False) -> RigHandle:
     """Everything the config describes, opened and connected but not started.
@@ -126,16 +134,22 @@ def open_rig(cfg: RigConfig, *, clock: StageClock | None = None, watchdog=None, 
         check_model_input(scorer)
         pre = make_preprocessor(cfg.preprocess.backend, scorer.input_size, scorer.mean, scorer.std)
         sd = cfg.state_dir
-        sd.mkdir(parents=True, exist_ok=True)
+        try:
+            sd.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # decisions do not depend on the state disk: start, report, retry later
+            log.error("state directory %s unusable (%s): the rig decides and diverts; records wait", sd, exc)
         link, emulator = open_divert(cfg, sd, closers)
+        # event log: written by the recorder's thread, which opens it (and retries while the state
+        # disk is full, read-only or locked): the rig starts and decides without it
         events = None
         if with_events:
-            events = EventLog(sd, cfg.storage.retention_days, cfg.storage.max_crops_mb, cfg.storage.save_crops)
-            closers.append(events.close)
+            events = open_event_log(sd, cfg.storage)
+            closers.insert(0, events.close)  # closed last: the link's final results are recorded too
         sources = open_sources(cfg, calib)
         closers.append(sources.close)
         rig = Rig(cfg, calib, sources.cameras, scorer, pre, link, events=events, truth_fn=sources.truth_fn,
-                  clock=clock, watchdog=watchdog, counts_per_m=counts_per_m(cfg), keep_items=keep_items)
+                  clock=clock, watchdog=watchdog, counts_per_m=counts_per_m(cfg), keep_items=keep_items,
+                  item_ids=ItemIds(sd, clock=_id_clock(cfg.sim.id_clock_offset_s)))
         handle = RigHandle(rig, cfg, link, emulator, events, sources, closers)
         attach(handle)
         return handle

@@ -21,7 +21,7 @@ import time
 from collections import Counter, deque
 
 from ..pipeline.clock import percentiles
-from .status import STALE_AFTER_S
+from .status import STALE_AFTER_S, degraded
 
 HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
@@ -89,11 +89,13 @@ def assess(info: dict) -> dict:
         problems.append(f"controller link {ctl.get('link', '?')}: {ctl.get('last_error') or 'no heartbeat'}")
     if st.get("stuck"):
         problems.append(f"stuck stages: {', '.join(st['stuck'])}")
-    for what in st.get("writes_failing") or []:
+    for what in degraded(st):  # the event log not writable, records dropped (status.py)
         problems.append(f"writes failing: {what}")
     mq = st.get("mqtt")
     if mq is not None and not mq.get("connected"):
         problems.append(f"MQTT broker unreachable ({mq.get('outbox_depth', 0)} events waiting in the outbox)")
+    if info.get("event_log_error"):
+        problems.append(f"event log unreadable: {info['event_log_error']}")
     for f in info.get("drift") or []:
         problems.append(f"packaging drift: sku {f['sku']}")
     return {"state": DEGRADED if problems else HEALTHY, "problems": problems}

@@ -14,7 +14,8 @@ Read from the running rig at each scrape (no bookkeeping on the decision path):
 
 * ``damage_rig_dropped_frames_total{camera}`` (``camera="sync"``: sets the synchroniser
   gave up), ``damage_rig_queue_overflows_total``, ``damage_rig_event_write_failures_total``,
-  ``damage_rig_stage_errors_total``.
+  ``damage_rig_stage_errors_total``; the event log's ``damage_rig_event_log_backlog``,
+  ``damage_rig_event_log_writable``, ``damage_rig_event_log_records_dropped_total``.
 * gauges ``damage_rig_camera_fps{camera}``, ``damage_rig_camera_connected{camera}``,
   ``damage_rig_link_up``, ``damage_rig_link_heartbeat_age_seconds``,
   ``damage_rig_queue_depth{queue}``, ``damage_rig_state_dir_free_bytes``,
@@ -66,8 +67,9 @@ def is_loopback(host: str) -> bool:
 class RigMetrics:
     """The service's metrics: a decision sink, a stage-clock observer and a scrape-time collector."""
 
-    def __init__(self, rig, *, link=None, state_dir=None, mqtt=None, expected=None):
+    def __init__(self, rig, *, link=None, state_dir=None, mqtt=None, expected=None, events=None):
         self.rig, self.link, self.state_dir, self.mqtt, self.expected = rig, link, state_dir, mqtt, expected
+        self.events = events  # the event log's recorder (rig/pipeline/recorder.py): backlog, retries, drops
         self.registry = CollectorRegistry()
         r = self.registry
         self.latency = Histogram("damage_rig_decision_latency_seconds",
@@ -154,9 +156,19 @@ class _Scrape:
             yield from (dropped, fps, conn)
             for name, key, help_ in (
                     ("damage_rig_queue_overflows", "overload", "Items failed safe because a queue was full"),
-                    ("damage_rig_event_write_failures", "event_write_failures", "Event-log writes that failed"),
                     ("damage_rig_stage_errors", "stage_errors", "Exceptions caught in a pipeline stage")):
                 yield CounterMetricFamily(name, help_, value=c.get(key, 0))
+            ev = m.events.stats() if m.events is not None and hasattr(m.events, "stats") else {}
+            failures = c.get("event_write_failures", 0) + ev.get("retries", 0) + ev.get("open_failures", 0)
+            yield CounterMetricFamily("damage_rig_event_write_failures", "Event-log writes (or opens) that "
+                                      "failed and were retried or refused", value=failures)
+            if ev:
+                yield GaugeMetricFamily("damage_rig_event_log_backlog", "Records decided, not yet in the event "
+                                        "log", value=ev.get("backlog", 0))
+                yield GaugeMetricFamily("damage_rig_event_log_writable", "1 while the event log accepts writes",
+                                        value=0.0 if ev.get("error") else 1.0)
+                yield CounterMetricFamily("damage_rig_event_log_records_dropped", "Records that could not be "
+                                          "kept (backlog full)", value=ev.get("records_dropped", 0))
             q = GaugeMetricFamily("damage_rig_queue_depth", "Entries waiting in each pipeline queue",
                                   labels=["queue"])
             for name in ("frames_q", "capture_q", "views_q"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -20,20 +21,28 @@ def gather(state_dir: str | Path, recent: int = 10) -> dict:
     state_dir = Path(state_dir)
     out = {"state_dir": str(state_dir), "status": read_status(state_dir), "counts": None,
            "recent": [], "drift": []}
+    out["event_log_error"] = None
     if events.db_path(state_dir).is_file():
-        conn = events.connect(state_dir, readonly=True)
         try:
-            out["counts"] = events.counts(conn)
-            rows = conn.execute("SELECT * FROM items ORDER BY captured_at DESC, rowid DESC LIMIT ?",
-                                (int(recent),)).fetchall()
-            out["recent"] = [events.row_to_dict(r) for r in rows]
-            try:
-                out["drift"] = [f.to_json() for f in drift_flags(conn)]
-            except RigError as exc:
-                log.warning("drift check skipped: %s", exc)
-        finally:
-            conn.close()
+            _read_event_log(state_dir, recent, out)
+        except (sqlite3.Error, RigError, ValueError) as exc:  # corrupt, locked or unreadable: say so
+            out["event_log_error"] = f"{events.db_path(state_dir)}: {exc}"
     return out
+
+
+def _read_event_log(state_dir: Path, recent: int, out: dict) -> None:
+    conn = events.connect(state_dir, readonly=True)
+    try:
+        out["counts"] = events.counts(conn)
+        rows = conn.execute("SELECT * FROM items ORDER BY captured_at DESC, rowid DESC LIMIT ?",
+                            (int(recent),)).fetchall()
+        out["recent"] = [events.row_to_dict(r) for r in rows]
+        try:
+            out["drift"] = [f.to_json() for f in drift_flags(conn)]
+        except RigError as exc:
+            log.warning("drift check skipped: %s", exc)
+    finally:
+        conn.close()
 
 
 def format_text(info: dict) -> str:
@@ -82,8 +91,17 @@ def format_text(info: dict) -> str:
             lines.append(f"  state directory free: {h['state_dir_free_bytes'] / 1e9:.1f} GB")
         if st.get("stuck"):
             lines.append(f"  STUCK stages: {', '.join(st['stuck'])}")
+        ev = st.get("event_log") or {}
+        if ev.get("error") or ev.get("backlog") or ev.get("records_dropped"):
+            lines.append(f"  EVENT LOG DEGRADED: {ev.get('backlog', 0)} record(s) waiting, "
+                         f"{ev.get('records_dropped', 0)} dropped, {ev.get('retries', 0)} retries; "
+                         f"{ev.get('error') or 'catching up'}")
+        if st.get("status_file_failures"):
+            lines.append(f"  status file: {st['status_file_failures']} write(s) failed (full or read-only disk)")
     c = info["counts"]
-    if c is None:
+    if info.get("event_log_error"):
+        lines.append(f"event log: UNREADABLE: {info['event_log_error']}")
+    elif c is None:
         lines.append("event log: none yet")
     else:
         lines.append(f"event log: {c['items']} items, {c['divert']} diverted ({c['divert_acked']} acked), "

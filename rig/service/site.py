@@ -63,7 +63,7 @@ def attach(handle) -> None:
         handle.closers.append(handle.mqtt.close)
     if cfg.metrics is not None:
         handle.metrics = RigMetrics(rig, link=handle.link, state_dir=state_dir, mqtt=handle.mqtt,
-                                    expected=handle.expected)
+                                    expected=handle.expected, events=handle.events)
         rig.sinks.append(handle.metrics)
         handle.metrics.serve(cfg.metrics.listen)
         handle.closers.append(handle.metrics.close)

@@ -21,6 +21,7 @@ not duplicated here: `rig status` reads them from the event log.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 from ..foundation.errors import DeviceError
+
+log = logging.getLogger(__name__)
 
 STATUS_NAME = "status.json"
 #: a status older than this means the service is not running (or hung); it is written every second
@@ -63,6 +66,30 @@ def free_bytes(path: str | Path) -> int | None:
         return None
 
 
+class StatusWriter:
+    """write_status for a service: a failure (full or read-only disk) is logged once, counted and
+    reported by ``error``; it never raises, and the next write that works clears it."""
+
+    def __init__(self, state_dir: str | Path):
+        self.state_dir = Path(state_dir)
+        self.error: str | None = None
+        self.failures = 0
+
+    def write(self, status: dict) -> bool:
+        try:
+            write_status(self.state_dir, dict(status, status_file_failures=self.failures))
+        except DeviceError as exc:
+            self.failures += 1
+            if self.error is None:
+                log.error("%s; the rig goes on deciding (status in the journal and sd_notify only)", exc)
+            self.error = str(exc)
+            return False
+        if self.error is not None:
+            log.warning("status file writable again after %d failed write(s)", self.failures)
+            self.error = None
+        return True
+
+
 def read_status(state_dir: str | Path) -> dict | None:
     """The last status written, with ``age_s`` added; None when the service never wrote one."""
     path = Path(state_dir) / STATUS_NAME
@@ -87,18 +114,8 @@ def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
             for name, s in rig.camera_stats().items()}
     lc = getattr(link, "counters", {}) or {}
     hb = getattr(link, "heartbeat_age_s", None)
-    writes_failing = []
-    now = time.monotonic()
-    failures = counters.get("event_write_failures", 0)
-    if failures > handle.write_failures_seen[0]:  # a write failed since the last status: flagged for a minute
-        handle.write_failures_seen = (failures, now)
-    if failures and now - handle.write_failures_seen[1] < 60.0:
-        writes_failing.append(f"event log ({failures} failed writes since start, the last "
-                              f"{now - handle.write_failures_seen[1]:.0f} s ago)")
-    if handle.status_write_error:
-        writes_failing.append(f"status file ({handle.status_write_error})")
     extra = {"decisions": handle.stats.snapshot() if handle.stats is not None else None,
-             "writes_failing": writes_failing, "state_dir_free_bytes": free_bytes(handle.cfg.state_dir)}
+             "state_dir_free_bytes": free_bytes(handle.cfg.state_dir)}
     if handle.mqtt is not None:
         extra["mqtt"] = handle.mqtt.stats()
     if handle.expected is not None:
@@ -114,11 +131,28 @@ def status_dict(handle, state: str, started_at: float, watchdog=None) -> dict:
                            "last_heartbeat_s": None if hb is None else round(hb, 3),
                            "retransmits": lc.get("retransmits", 0), "faults": lc.get("faults", 0),
                            "crc_errors": lc.get("crc_errors", 0)},
-            "counters": counters,
+            "counters": counters, "latency_ms": rig.summary()["latency_ms"],
+            "event_log": handle.events.stats() if hasattr(handle.events, "stats") else None,
             "stuck": watchdog.stuck() if watchdog is not None else []}
 
 
-def one_line(st: dict) -> str:
+def degraded(st: dict, status_error: str | None = None) -> list[str]:
+    """What is not working but does not stop the rig deciding (empty when all is well)."""
+    out = []
+    ev = st.get("event_log") or {}
+    if ev.get("error"):
+        out.append(f"event log not writable for {ev['error_for_s']:.0f} s ({ev['error']}); "
+                   f"{ev['backlog']} record(s) waiting")
+    if ev.get("records_dropped"):
+        out.append(f"{ev['records_dropped']} record(s) dropped (backlog full)")
+    if status_error:
+        out.append(f"status file not written ({status_error})")
+    return out
+
+
+def one_line(st: dict, status_error: str | None = None) -> str:
     c = st["counters"]
-    return (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
+    line = (f"{st['state']}: {c['items']} items, {c['diverted']} diverted, {c['late']} late, "
             f"{c['dropped_frames']} dropped frames, link {st['controller']['link']}")
+    bad = degraded(st, status_error)
+    return line + ("; DEGRADED: " + "; ".join(bad) if bad else "")

@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import http.client
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -101,7 +104,7 @@ def demo_config(workdir: Path, model_dir: Path | None = None, **overrides) -> Pa
         node = cfg
         *parents, last = key.split(".")
         for k in parents:
-            node = node[k]
+            node = node.setdefault(k, {})
         node[last] = value
     path = workdir / "rig.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -585,8 +588,9 @@ def gate_segments(path: Path) -> list[list[dict]]:
 
 
 def case_sigkill(work: Path, model_dir, run_s: float = 7.0) -> Row:
-    """`rig run` is SIGKILLed mid-run (the controller stays up, as it would), then started again."""
-    cfg = demo_config(work, model_dir)
+    """`rig run` is SIGKILLed mid-run (the controller stays up, as it would: a long-lived controller
+    emulator of its own, since one spawned by `rig run` now dies with it), then started again."""
+    cfg, ctl = external_config(work, model_dir)
     state = work / "state"
 
     c = load_config(cfg)
@@ -605,7 +609,7 @@ def case_sigkill(work: Path, model_dir, run_s: float = 7.0) -> Row:
         proc.wait(10)
         time.sleep(2.0)  # let the controller notice the silence
         after_kill = read_db(state)
-        seg = gate_segments(state / "emulator-gate.jsonl")[-1]
+        seg = gate_segments(ctl.log_path)[-1]
         fs = [e["t_mono"] for e in seg if e.get("event") == "failsafe"]
         engaged_s = (fs[0] - t_kill) if fs else None
         fired_before = [e for e in seg if e.get("event") == "fired" and e["t_mono"] < t_kill]
@@ -624,6 +628,7 @@ def case_sigkill(work: Path, model_dir, run_s: float = 7.0) -> Row:
         reopened = read_db(state)
     finally:
         lis.close()
+        ctl.close()
     acked_pos = {r["belt_pos"] for r in after_kill.values() if r["acked"]}
     lost_ack = [i for i, r in before.items() if r["acked"] and not reopened.get(i, {}).get("acked")]
     lost_ack += [f"fired@{e['fire_at']}" for e in fired_before if e["fire_at"] not in acked_pos]
@@ -782,6 +787,379 @@ def case_watchdog_freeze(work: Path, model_dir, watchdog_s: float = 2.0, restart
                 "restart_ready_s": (t_ready2 - t_restart) if t_ready2 else None, "stuck_status": stuck})
 
 
+# ------------------------------------------------------ `rig run` cases of issue 13 (storage, ids, input)
+
+JUMP_S = 65_536  # the old item id's time field wrapped every 65,536 s (18.2 h)
+
+
+class ExternalController:
+    """A long-lived controller emulator in its own process, as a real controller outlives the rig:
+    `rig run` talks to it by port (``divert.url``), so killing or restarting the rig leaves it up."""
+
+    def __init__(self, state: Path, cfg_path: Path):
+        c = load_config(cfg_path)
+        state.mkdir(parents=True, exist_ok=True)
+        self.log_path = state.parent / "controller-gate.jsonl"  # beside the state: it survives a full state disk
+        self.em = spawn_emulator(speed_mps=c.belt.speed_mps or 0.5, counts_per_m=float(c.belt.encoder_counts_per_m
+                                 or 1000.0), gates=(c.divert.gate_id,), log_path=self.log_path)
+        self.port = self.em.port
+
+    def gate_log(self) -> list[dict]:
+        return [e for seg in gate_segments(self.log_path) for e in seg]
+
+    def close(self) -> None:
+        self.em.stop()
+
+
+def external_config(work: Path, model_dir, **overrides) -> tuple[Path, ExternalController]:
+    cfg = demo_config(work, model_dir)
+    ctl = ExternalController(work / "state", cfg)
+    return demo_config(work, model_dir, **{"divert.url": ctl.port, **overrides}), ctl
+
+
+#: the storage and id cases want diverts to judge: more damaged items than the demo's 20 %
+MANY_DAMAGED = {"sim.damage_rate": 0.6}
+
+
+def read_rows(state: Path) -> dict:
+    """{id: row} with captured_at, from the event log opened afresh; {} when there is none or it is unreadable."""
+    db = state / "events.db"
+    if not db.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return {r["id"]: dict(r) for r in conn.execute(
+                "SELECT id, captured_at, decision, reason, acked, belt_pos FROM items")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+
+
+def judge_files(runs: list[dict], gate_log: list[dict], travel_s: float) -> tuple[int, int, dict]:
+    """Decisions lost and acknowledged events lost, from what `rig run` leaves behind: each run's final
+    status.json counters, the reopened event log and the controller's gate log.
+
+    ``runs``: [{"status": final status dict, "rows": {id: row}, "wall_offset": s}] (wall_offset: the run's
+    clock minus the real one, for a run under a shifted clock). A decision is lost when an item was never
+    decided, or a divert was acknowledged and the gate never fired at its position, or it was not
+    acknowledged and the controller was not in divert-all when the item reached the gate. An
+    acknowledged event is lost when the rig counted more acknowledgements than the event log holds.
+    """
+    fired = {e["fire_at"] for e in gate_log if e.get("event") == "fired"}
+    wins, start = [], None
+    for e in gate_log:
+        if e.get("event") == "failsafe" and e.get("mode") == "divert_all" and start is None:
+            start = e["t_wall"]
+        elif e.get("event") in ("failsafe_cleared", "stop") and start is not None:
+            wins.append((start, e["t_wall"]))
+            start = None
+    if start is not None:
+        wins.append((start, float("inf")))
+    lost, acked_lost, counts = [], 0, []
+    for run in runs:
+        c = (run["status"] or {}).get("counters") or {}
+        rows = run["rows"]
+        if c.get("items", 0) != c.get("decisions", 0):
+            lost.append(f"{c.get('items', 0) - c.get('decisions', 0)} item(s) never decided")
+        for rid, r in rows.items():
+            if r["decision"] != "divert":
+                continue
+            at_gate = r["captured_at"] - run.get("wall_offset", 0.0) + travel_s
+            covered = any(a <= at_gate <= b for a, b in wins)
+            if r["acked"] and r["belt_pos"] not in fired and not covered:
+                lost.append(f"{rid}: acked but the gate never fired")
+            elif not r["acked"] and not covered:
+                lost.append(f"{rid}: divert not acked ({r['reason']}) and the controller was not failing safe")
+        db_acked = sum(1 for r in rows.values() if r["decision"] == "divert" and r["acked"])
+        acked_lost += max(0, c.get("divert_acked", 0) - db_acked)
+        counts.append({"items": c.get("items"), "decisions": c.get("decisions"), "diverted": c.get("diverted"),
+                       "acked": c.get("divert_acked"), "rows": len(rows), "rows_acked": db_acked})
+    return len(lost), acked_lost, {"lost": lost, "runs": counts, "fired": len(fired)}
+
+
+def _final_status(state: Path) -> dict | None:
+    try:
+        return json.loads((state / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _travel_s(cfg: Path) -> float:
+    c = load_config(cfg)
+    return c.belt.gate_distance_m / (c.belt.speed_mps or 0.5)
+
+
+def _run_to_end(proc: subprocess.Popen, timeout: float = 180.0) -> str:
+    try:
+        return proc.communicate(timeout=timeout)[0] or ""
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return (proc.communicate()[0] or "") + "\n(killed: did not finish)"
+
+
+def case_db_locked(work: Path, model_dir, items: int = 25, lock_s: float = 12.0) -> Row:
+    """Another process holds BEGIN EXCLUSIVE on events.db for 12 s during `rig run --sim-items 25`."""
+    cfg, ctl = external_config(work, model_dir, **MANY_DAMAGED)
+    state = work / "state"
+    lis = NotifyListener(work / "notify.sock")
+    try:
+        proc = start_rig(cfg, lis, extra=("--sim-items", str(items)))
+        if not wait_until(lambda: len(read_rows(state)) >= 3 or proc.poll() is not None, 120, 0.1):
+            raise RuntimeError("no rows before the lock: " + stop_proc(proc))
+        locker = sqlite3.connect(str(state / "events.db"), timeout=10, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        d0 = (_final_status(state) or {}).get("counters", {}).get("decisions", 0)
+        time.sleep(lock_s)
+        d1 = (_final_status(state) or {}).get("counters", {}).get("decisions", 0)
+        n_locked = len(read_rows(state))
+        locker.execute("ROLLBACK")
+        locker.close()
+        t_release = time.monotonic()
+        wait_until(lambda: len(read_rows(state)) > n_locked or proc.poll() is not None, 30, 0.05)
+        recover = time.monotonic() - t_release
+        out = _run_to_end(proc)
+        time.sleep(_travel_s(cfg) + 0.5)  # `rig run` exits once all is decided: let the last item reach the gate
+        gate = ctl.gate_log()
+    finally:
+        lis.close()
+        ctl.close()
+    st = _final_status(state)
+    rows = read_rows(state)
+    lost, acked_lost, det = judge_files([{"status": st, "rows": rows}], gate, _travel_s(cfg))
+    c, ev = (st or {}).get("counters", {}), (st or {}).get("event_log") or {}
+    did = (f"{d1 - d0} decisions while locked {lock_s:.0f} s; {c.get('diverted')} diverts sent of "
+           f"{c.get('diverted')} decided, {c.get('divert_acked')} acked, gate fired {det['fired']}; rows "
+           f"{len(rows)}/{c.get('items')} after release ({ev.get('retries')} retries, {ev.get('records_dropped')} "
+           f"dropped); max decision latency {(st or {}).get('latency_ms', {}).get('max')} ms; exit {proc.returncode}")
+    if proc.returncode != 0 or "Traceback" in out:
+        did += f"; output: {out[-400:]}"
+    det.update(decided_while_locked=d1 - d0, event_log=ev, rc=proc.returncode, traceback="Traceback" in out,
+               latency_max_ms=(st or {}).get("latency_ms", {}).get("max"))
+    return Row("events.db locked 12 s (rig run)", did, lost, acked_lost, recover, "next row written after release",
+               det)
+
+
+def _fill(path: Path) -> bool:
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * (1 << 20))
+                fh.flush()
+        except OSError as exc:
+            return exc.errno == errno.ENOSPC
+    return False
+
+
+def _disk_full(work: Path, model_dir, items: int, at_start: bool, full_s: float = 5.0) -> Row:
+    label = "state disk full at start (rig run)" if at_start else "state disk full 5 s while running (rig run)"
+    cfg, ctl = external_config(work, model_dir, **MANY_DAMAGED)
+    state = work / "state"
+    why = _mount_tmpfs(state, "16m")
+    if why is not None:
+        ctl.close()
+        row = Row(label, f"not run: a full filesystem needs a tmpfs mount ({why})", 0, 0, None)
+        row.details["skipped"] = why
+        return row
+    lis = NotifyListener(work / "notify.sock")
+    filler = state / "filler.bin"
+    try:
+        enospc = _fill(filler) if at_start else None
+        t0 = time.monotonic()
+        proc = start_rig(cfg, lis, extra=("--sim-items", str(items)))
+        t_ready = lis.wait("READY", since=t0, timeout=120)
+        if t_ready is None:
+            raise RuntimeError("no READY: " + stop_proc(proc))
+        if not at_start:
+            time.sleep(3.0)
+            enospc = _fill(filler)
+        t_full = time.monotonic()
+        wait_until(lambda: any("DEGRADED" in m.get("STATUS", "") for t, m in lis.with_key("STATUS")
+                               if t >= t_full - 1) or proc.poll() is not None, 30, 0.1)
+        said = [m["STATUS"] for t, m in lis.with_key("STATUS") if "DEGRADED" in m["STATUS"]]
+        time.sleep(full_s)
+        said = [m["STATUS"] for t, m in lis.with_key("STATUS") if "DEGRADED" in m["STATUS"]]
+        n_full = len(read_rows(state))
+        filler.unlink()
+        t_back = time.monotonic()
+        wait_until(lambda: len(read_rows(state)) > n_full or proc.poll() is not None, 30, 0.05)
+        recover = time.monotonic() - t_back
+        out = _run_to_end(proc)
+        time.sleep(_travel_s(cfg) + 0.5)  # `rig run` exits once all is decided: let the last item reach the gate
+        gate = ctl.gate_log()
+        st = _final_status(state)
+        rows = read_rows(state)
+    finally:
+        lis.close()
+        ctl.close()
+        subprocess.run(["umount", "-l", str(state)], capture_output=True, timeout=10, check=False)
+    lost, acked_lost, det = judge_files([{"status": st, "rows": rows}], gate, _travel_s(cfg))
+    c, ev = (st or {}).get("counters", {}), (st or {}).get("event_log") or {}
+    shown = next((m for m in said if "event log" in m), said[0] if said else None)
+    did = (f"ENOSPC: {enospc}; READY {t_ready - t0:.1f} s after start; STATUS said "
+           f"{(shown.split('DEGRADED: ', 1)[-1][:90] + '...') if shown else 'nothing'}; {c.get('decisions')} of "
+           f"{c.get('items')} items decided, {c.get('diverted')} diverted, {c.get('divert_acked')} acked; rows "
+           f"{len(rows)} after space returned ({ev.get('retries', 0) + ev.get('open_failures', 0)} retries, "
+           f"{ev.get('records_dropped')} dropped); exit {proc.returncode}")
+    if proc.returncode != 0 or "Traceback" in out:
+        did += f"; output: {out[-400:]}"
+    det.update(enospc=enospc, degraded_status=said, event_log=ev, rc=proc.returncode,
+               traceback="Traceback" in out)
+    return Row(label, did, lost, acked_lost, recover, "next row written after space returned", det)
+
+
+def case_disk_full_start(work: Path, model_dir, items: int = 12) -> Row:
+    return _disk_full(work, model_dir, items, at_start=True)
+
+
+def case_disk_full_running(work: Path, model_dir, items: int = 16) -> Row:
+    return _disk_full(work, model_dir, items, at_start=False)
+
+
+def case_time_jump(work: Path, model_dir, items: int = 10) -> Row:
+    """Two `rig run`s against one long-lived controller, the second drawing its item ids from a clock
+    65,536 s (18.2 h) ahead (`rig run --id-clock-offset`). With the old ids the second run's ids
+    repeated the first's: the controller ACKed them and never fired."""
+    cfg, ctl = external_config(work, model_dir, **MANY_DAMAGED)
+    state = work / "state"
+    lis = NotifyListener(work / "notify.sock")
+    runs = []
+    try:
+        wall0 = time.time()
+        for i in range(2):
+            # the second run starts exactly 65,536 s after the first by its clock: the old ids' base
+            # ((seconds & 0xFFFF) << 16) came out the same, and its item numbers restart at 0
+            offset = 0.0 if i == 0 else JUMP_S - (time.time() - wall0)
+            before = set(read_rows(state))
+            t0 = time.monotonic()
+            proc = start_rig(cfg, lis, extra=("--sim-items", str(items), "--id-clock-offset", str(offset)))
+            ready = lis.wait("READY", since=t0, timeout=120)
+            out = _run_to_end(proc)
+            time.sleep(_travel_s(cfg) + 0.5)  # the last diverted item reaches the gate
+            rows = {k: v for k, v in read_rows(state).items() if k not in before}
+            runs.append({"status": _final_status(state), "rows": rows, "rc": proc.returncode,
+                         "ready_s": None if ready is None else ready - t0, "out": out[-400:]})
+        gate = ctl.gate_log()
+    finally:
+        lis.close()
+        ctl.close()
+    lost, acked_lost, det = judge_files(runs, gate, _travel_s(cfg))
+    r1, r2 = det["runs"]
+    ids = [e["item_id"] for e in gate if e.get("event") == "fired"]
+    did = (f"run 1: {r1['diverted']} diverted, {r1['acked']} acked; run 2 (ids from a clock +{JUMP_S} s): "
+           f"{r2['diverted']} diverted, {r2['acked']} acked; gate fired {det['fired']} of {r1['acked'] + r2['acked']} "
+           f"acked, {len(set(ids))} distinct ids; exits {runs[0]['rc']}, {runs[1]['rc']}")
+    if any(r["rc"] != 0 for r in runs):
+        did += "; output: " + " / ".join(r["out"] for r in runs)
+    return Row("restart 18.2 h later, long-lived controller (rig run)", did, lost, acked_lost,
+               runs[1]["ready_s"], "second run READY", det)
+
+
+def case_forged_review(work: Path, model_dir) -> Row:
+    """`rig review` as a process, sent what a hostile web page and a DNS-rebinding page can send."""
+    state = work / "state"
+    with EventLog(state, save_crops=False) as ev:
+        ev.record(ItemRecord(id="it1", captured_at=time.time(), belt_pos=1, sku_pred="s", sku_conf=0.9, score=0.9,
+                             type="", decision="divert", reason="score", latency_ms=1.0, model_version="t"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(rig_cmd("review", "--state", str(state), "--port", str(port)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    answers = {}
+    try:
+        def ask(name, method, path, body=b"", headers=None):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            h = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json"}
+            h.update(headers or {})
+            h = {k: v for k, v in h.items() if v is not None}
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for k, v in h.items():
+                conn.putheader(k, v)
+            conn.endheaders(body or None)
+            res = conn.getresponse()
+            data = res.read()
+            conn.close()
+            answers[name] = res.status
+            return data
+
+        wait_until(lambda: proc.poll() is not None or _port_open(port), 30, 0.1)
+        page = ask("page", "GET", "/")
+        token = re.search(rb'name="csrf-token" content="([^"]+)"', page).group(1).decode()
+        label = b'{"verdict": "damaged"}'
+        ask("text/plain from evil.example", "POST", "/api/items/it1/label", label,
+            {"Content-Type": "text/plain", "Origin": "http://evil.example", "Content-Length": str(len(label))})
+        ask("no CSRF token", "POST", "/api/items/it1/label", label, {"Content-Length": str(len(label))})
+        ask("foreign Host (rebinding)", "GET", "/api/items", headers={"Host": f"rebind.example:{port}"})
+        ask("negative Content-Length", "POST", "/api/items/it1/label", label,
+            {"X-CSRF-Token": token, "Content-Length": "-1"})
+        ask("wrong-typed field", "POST", "/api/items/it1/label", b'{"verdict": ["damaged"]}',
+            {"X-CSRF-Token": token, "Content-Length": "24"})
+        ask("enroll from evil.example", "POST", "/api/gallery/enroll", b'{"sku": "s"}',
+            {"Origin": "http://evil.example", "Content-Length": "12"})
+        with EventLog(state, save_crops=False) as ev:
+            unchanged = ev.get("it1")["label"] is None
+        ask("the page, with its token", "POST", "/api/items/it1/label", label,
+            {"X-CSRF-Token": token, "Origin": f"http://127.0.0.1:{port}", "Content-Length": str(len(label))})
+    finally:
+        out = stop_proc(proc)
+    forged = {k: v for k, v in answers.items() if k not in ("page", "the page, with its token")}
+    refused = all(400 <= v < 500 for v in forged.values())
+    did = ("; ".join(f"{k}: {v}" for k, v in answers.items()) + f"; label unchanged by forged requests: {unchanged}")
+    if "Traceback" in out:
+        did += f"; output: {out[-300:]}"
+    ok = refused and unchanged and answers.get("the page, with its token") == 200
+    return Row("forged review requests (rig review)", did, 0, 0, None, "" if ok else "FAILED", answers)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def case_tampered_model(work: Path, model_dir) -> Row:
+    """One bit of model.onnx flipped: `rig run` refuses to start, naming the file; restored, it starts."""
+    model = work / "model"
+    shutil.copytree(model_dir, model)
+    onnx = model / "model.onnx"
+    good = onnx.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x01
+    onnx.write_bytes(bytes(bad))
+    cfg = demo_config(work, model)
+    r = subprocess.run(rig_cmd("run", "--config", str(cfg), "--sim-items", "1"), capture_output=True, text=True,
+                       timeout=120, check=False)
+    named = f"{onnx}: SHA-256" in r.stderr
+    onnx.write_bytes(good)
+    lis = NotifyListener(work / "notify.sock")
+    try:
+        t0 = time.monotonic()
+        proc = start_rig(cfg, lis, extra=("--sim-items", "2"))
+        t_ready = lis.wait("READY", since=t0, timeout=120)
+        out = _run_to_end(proc)
+    finally:
+        lis.close()
+    did = (f"tampered: exit {r.returncode}, the error names the file: {named} "
+           f"({r.stderr.strip().splitlines()[-1][:120] if r.stderr.strip() else ''}); restored: READY, exit "
+           f"{proc.returncode}")
+    ok = r.returncode == 1 and named and "Traceback" not in r.stderr and proc.returncode == 0
+    if "Traceback" in out:
+        did += f"; output: {out[-300:]}"
+    return Row("tampered model.onnx (rig run)", did, 0, 0, None if t_ready is None else t_ready - t0,
+               "restored model to READY" if ok else "FAILED")
+
+
+RIG_RUN = {
+    "db_locked": case_db_locked,
+    "disk_full_running": case_disk_full_running,
+    "disk_full_start": case_disk_full_start,
+    "time_jump": case_time_jump,
+}
+
+
 IN_PROCESS = {
     "camera_stop": case_camera_stop,
     "link_cut": case_link_cut,
@@ -792,7 +1170,7 @@ IN_PROCESS = {
     "nan_depth": case_nan_depth,
     "wrong_size": case_wrong_size,
 }
-ALL = [*IN_PROCESS, "sigkill", "broken_startup", "watchdog"]
+ALL = [*IN_PROCESS, "sigkill", "broken_startup", "watchdog", *RIG_RUN, "forged_review", "tampered_model"]
 
 
 def run_case(name: str, work: Path, model_dir, items: int = 8) -> list[Row]:
@@ -805,6 +1183,12 @@ def run_case(name: str, work: Path, model_dir, items: int = 8) -> list[Row]:
         return case_broken_startup(work, model_dir)
     if name == "watchdog":
         return [case_watchdog_freeze(work, model_dir)]
+    if name in RIG_RUN:
+        return [RIG_RUN[name](work, model_dir)]
+    if name == "forged_review":
+        return [case_forged_review(work, model_dir)]
+    if name == "tampered_model":
+        return [case_tampered_model(work, model_dir)]
     raise ValueError(f"unknown case {name!r}; known: {ALL}")
 
 

@@ -56,8 +56,43 @@ def test_card_records_threshold_budget_and_hashes(trained):
 
     assert card["fpr_budget"] == 0.001 and card["threshold_set_on"]["split"] == "val"
     assert card["files"]["model.onnx"] == sha256(model_dir / "model.onnx")
-    assert card["input"]["channels"] == 4 and card["input"]["size"] == SIZE
+    # RGB + height, detail above a smooth surface, validity
+    assert card["input"]["channels"] == 6 and card["input"]["size"] == SIZE
+    assert card["input"]["depth"]["mode"] == "height_detail_valid"
     assert "KiB per SKU" in card["gallery"]["bound"]
+    lo, hi = card["threshold_fpr_ci95"]
+    assert 0.0 <= lo <= card["val_metrics"]["fpr_at_threshold"] <= hi < 1.0
+    assert card["fusion"]["features"][-2:] == ["height_residual", "color_residual"]
+
+
+def test_references_without_depth_still_give_registered_references(trained):
+    """models.synth's references are colour-only: the product's registered references come from
+    its ok train views (which carry depth), and every view of a test item is compared with them."""
+    ds, model_dir, _ = trained
+    assert not any(p.with_name(p.stem + "_depth.png").exists() for refs in ds.references.values() for p in refs)
+    scorer = Scorer.load(model_dir)
+    entry = next(iter(scorer.gallery.skus.values()))
+    assert set(entry.geo) == set(ds.views) and all(r.n >= 2 for r in entry.geo.values())
+    it = ds.split("test")[0]
+    r = scorer.score_crops({v: (ds.load_rgb(it, v), ds.load_depth_mm(it, v)) for v in it.views}, it.id)
+    assert all(np.isfinite(vs.height_residual) and vs.residual is not None for vs in r.views.values())
+
+
+def test_eval_writes_one_16bit_map_per_view_the_size_of_its_image(trained, tmp_path):
+    import cv2
+
+    ds, model_dir, _ = trained
+    m = evaluate(model_dir, ds.root, "test", scores_csv=tmp_path / "s.csv", maps=tmp_path / "maps",
+                 progress=False)
+    items = ds.split("test")
+    files = sorted((tmp_path / "maps").iterdir())
+    assert len(files) == sum(len(it.views) for it in items)
+    it = next(i for i in items if i.damaged)
+    for v in it.views:
+        img = cv2.imread(str(tmp_path / "maps" / f"{it.id}_{v}.png"), cv2.IMREAD_UNCHANGED)
+        assert img.dtype == np.uint16 and img.shape == ds.load_rgb(it, v).shape[:2]
+    # the maps point at the damage: well above chance against the masks (measured ~0.9 here)
+    assert m["pixel_auroc"] > 0.75
 
 
 def test_onnx_scores_like_the_torch_model(trained):

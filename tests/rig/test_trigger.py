@@ -63,3 +63,45 @@ def test_an_item_entering_in_fragments_is_still_one_item(demo_calib):
     assert len(caps) == 3
     for k, cap in zip((20, 21, 22), sorted(caps, key=lambda c: c.host_time)):
         assert abs(belt.item(k).x_m(cap.host_time, speed) - cap.blob.x) < 0.02
+
+
+def _flat_item_depth(cam, units, x0_m, x1_m, y0_m, y1_m, height_m, noise_mm, rng):
+    """Depth (camera units) of a flat belt with a box of ``height_m`` between the given belt-frame
+    x/y bounds, seen by ``cam`` (a depth imager), with Gaussian noise."""
+    import numpy as np
+
+    w, h = cam.size
+    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    K = cam.K
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    R, t = cam.T_ref_cam[:3, :3], cam.T_ref_cam[:3, 3]
+    d = rays @ R.T  # ray directions in the belt frame
+    z_belt = -t[2] / d[..., 2]  # camera z (metres) where each ray meets the belt plane
+    x, y = t[0] + d[..., 0] * z_belt, t[1] + d[..., 1] * z_belt
+    on_top = (x > x0_m) & (x < x1_m) & (y > y0_m) & (y < y1_m)
+    z = np.where(on_top, (height_m - t[2]) / d[..., 2], z_belt)
+    mm = z * 1000.0 + rng.normal(0, noise_mm, z.shape)
+    return np.clip(np.round(mm / units), 0, 65535).astype(np.uint16)
+
+
+def test_a_2mm_item_is_found_and_cropped_whole(demo_calib):
+    """A 2 mm flat mailer (200 x 120 mm) at 1.1 mm depth noise: one blob covering all of it;
+    noise alone gives none."""
+    import numpy as np
+
+    top = demo_calib.cameras["top"]
+    cam = top.depth_imager()
+    units = top.depth.depth_units_mm
+    rng = np.random.default_rng(0)
+    trig = Trigger(cam, units, 0.5, 8.0, 400)
+    noise_only = _flat_item_depth(cam, units, 5, 6, 5, 6, 0.0, 1.1, rng)
+    assert trig.blobs(noise_only) == []
+    depth = _flat_item_depth(cam, units, -0.10, 0.10, -0.06, 0.06, 0.002, 1.1, rng)
+    blobs = trig.blobs(depth)
+    assert len(blobs) == 1
+    b = blobs[0]
+    # the crop box comes from these extents: within 1.5 cm of the item's edges
+    assert abs(b.x_min + 0.10) < 0.015 and abs(b.x_max - 0.10) < 0.015, (b.x_min, b.x_max)
+    assert abs(b.y_min + 0.06) < 0.015 and abs(b.y_max - 0.06) < 0.015, (b.y_min, b.y_max)
+    # without the thin level the 2 mm item is not seen at all (the old behaviour)
+    assert Trigger(cam, units, 0.5, 8.0, 400, thin_height_mm=0).blobs(depth) == []

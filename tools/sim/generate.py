@@ -67,7 +67,7 @@ def _render_item(index: int) -> dict:
                 list(spec.damage), spec.sku.printed_damage is not None, views).to_json()
 
 
-def _render_reference(task: tuple[int, int]) -> list[tuple[str, str, np.ndarray]]:
+def _render_reference(task: tuple[int, int]) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     s, calib = _CTX["settings"], _CTX["calib"]
     sku_index, k = task
     spec = draw_spec(_CTX["catalogue"], 10_000 + s.catalogue_seed, sku_index * 1000 + k, 0.0,
@@ -75,7 +75,7 @@ def _render_reference(task: tuple[int, int]) -> list[tuple[str, str, np.ndarray]
     cams = sorted(calib.cameras)
     cam = cams[k % len(cams)]
     v = render_views(spec, calib, cameras=[cam], noise=s.noise)[cam]
-    return [(spec.sku.name, f"ref{k:02d}_{cam}", v.rgb)]
+    return [(spec.sku.name, f"ref{k:02d}_{cam}", v.rgb, v.depth_mm)]
 
 
 def generate_dataset(out: str | Path, calib: Calibration, settings: SimSettings, workers: int | None = None,
@@ -93,8 +93,8 @@ def generate_dataset(out: str | Path, calib: Calibration, settings: SimSettings,
         tasks = [(i, k) for i in range(settings.skus) for k in range(settings.refs_per_sku)]
         for refs in tqdm(pool.map(_render_reference, tasks, chunksize=4), total=len(tasks),
                          desc="references", disable=not progress, unit="img"):
-            for sku, name, rgb in refs:
-                writer.add_reference(sku, name, rgb)
+            for sku, name, rgb, depth in refs:
+                writer.add_reference(sku, name, rgb, depth)
         for obj in tqdm(pool.map(_render_item, range(settings.items), chunksize=4), total=settings.items,
                         desc="items", disable=not progress, unit="item"):
             writer.add_item(parse_item(obj, "simulator"))

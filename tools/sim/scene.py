@@ -18,7 +18,9 @@ from ...rig.foundation.geometry import roi_from_corners
 from .products import APPLICABLE, ItemSurface, Sku, apply_damage, build_surface
 from .render import Lighting, Placed, apply_sensor, render
 
-TRIGGER_MM = 5.0  # cells higher than this count for the item's box (as the runtime trigger sees it)
+# cells higher than this count for the item's box (as the runtime trigger sees it): low enough that
+# a 2 mm item (a blister card, a flat mailer) is cropped whole, not around its tallest part
+TRIGGER_MM = 1.0
 
 
 @dataclass

@@ -45,3 +45,29 @@ def test_shift_is_how_much_more_damaged_like_the_references_became(tmp_path):
 def test_a_gallery_without_baselines_shifts_nothing():
     e = SkuEntry(np.zeros((1, 8)), np.zeros((1, 8)), np.zeros((1, 4)), np.zeros(1, np.int16), 1.0, 1.0)
     assert Gallery({"old": e}).disc_shift("old") == 0.0
+
+
+def test_extending_an_entry_keeps_every_reference_without_its_source_files(tmp_path):
+    """Issue 13 defect 5: the shipped gallery's sources are paths on the training machine; extending
+    it used to keep only references whose files still existed (70 -> 2). Now the stored features
+    are merged: all 70 stay, and the per-image damage logits go on with the entry."""
+    from damage_rig.rig.detect.gallery import merge_entries
+
+    rng = np.random.default_rng(1)
+    trained = build_sku_entry(_outputs(list(rng.normal(-3, 0.3, 70)), rng),
+                              [f"/elsewhere/ref{i}.png" for i in range(70)], bank_size=16)
+    trained.ref_disc_base = trained.ref_disc
+    save_gallery(tmp_path, Gallery({"p": trained}))
+    old = load_gallery(tmp_path).skus["p"]
+    assert len(old.ref_discs) == 70
+    new = build_sku_entry(_outputs([1.0, 1.5], rng), ["item:a/top", "item:b/top"], bank_size=16)
+    merged = merge_entries(old, new, bank_size=16)
+    assert merged.n_refs == 72 and len(merged.embeddings) == 72 and len(merged.ref_discs) == 72
+    assert merged.sources[:70] == old.sources and merged.ref_disc_base == old.ref_disc_base
+    assert len(merged.bank) == 16 and merged.bank_src.max() < 72
+    # judged against its most damaged-looking pristine look: 2 new references are not outvoted by 70
+    assert merged.ref_disc == max(new.ref_disc, old.ref_disc) and Gallery({"p": merged}).disc_shift("p") > 3.0
+    # a gallery from before ref_discs were stored: the old level stands in for each old image
+    legacy = SkuEntry(old.embeddings, old.descs, old.bank, old.bank_src, 1.0, 1.0, old.sources, old.ref_disc,
+                      old.ref_disc_base)
+    assert merge_entries(legacy, new, bank_size=16).n_refs == 72

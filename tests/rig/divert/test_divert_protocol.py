@@ -14,21 +14,42 @@ def test_crc16_ccitt_false_check_value():
 
 
 def test_frame_layout_byte_offsets():
+    # protocol version 2: a u64 item id
     frame = p.encode(0x12, p.MsgType.DIVERT, p.divert_payload(7, 1, 1500))
     assert frame[0] == p.SOF
-    assert frame[1] == 13  # payload length
+    assert frame[1] == 17  # payload length
     assert frame[2] == 0x12 and frame[3] == p.MsgType.DIVERT
-    assert frame[4:8] == (7).to_bytes(4, "little")
-    assert frame[8] == 1
-    assert frame[9:17] == (1500).to_bytes(8, "little", signed=True)
-    assert int.from_bytes(frame[17:19], "little") == p.crc16(frame[1:17])
-    assert len(frame) == p.HEADER_LEN + 13 + p.CRC_LEN
+    assert frame[4:12] == (7).to_bytes(8, "little")
+    assert frame[12] == 1
+    assert frame[13:21] == (1500).to_bytes(8, "little", signed=True)
+    assert int.from_bytes(frame[21:23], "little") == p.crc16(frame[1:21])
+    assert len(frame) == p.HEADER_LEN + 17 + p.CRC_LEN
+
+
+def test_version_1_frames_still_parse():
+    v1 = p.divert_payload(7, 1, 1500, version=1)
+    assert len(v1) == 13 and p.divert_version(v1) == 1
+    assert p.parse_divert(v1) == (7, 1, 1500)
+    assert p.parse_ack(p.ack_payload(5, 6, version=1)) == (5, 6)
+    assert p.parse_nak(p.nak_payload(5, 1, 6, version=1)) == (5, 1, 6)
+    with pytest.raises(ProtocolError, match="u32"):
+        p.divert_payload(2**32, 1, 1500, version=1)
+
+
+def test_u64_item_ids_and_i64_fire_at_bounds_are_protocol_errors_not_struct_errors():
+    top = 2**64 - 1
+    assert p.parse_divert(p.divert_payload(top, 1, 2**63 - 1)) == (top, 1, 2**63 - 1)
+    assert p.parse_ack(p.ack_payload(1, top)) == (1, top)
+    for item, fire in ((2**64, 0), (-1, 0), (1, 2**63), (1, -(2**63) - 1)):
+        with pytest.raises(ProtocolError):
+            p.divert_payload(item, 1, fire)
 
 
 @pytest.mark.parametrize("msg_type,payload", [
     (p.MsgType.HEARTBEAT, p.ctrl_heartbeat_payload(-5, p.CtrlState.RUNNING)),
     (p.MsgType.HEARTBEAT, p.host_heartbeat_payload(123456)),
     (p.MsgType.DIVERT, p.divert_payload(0xFFFFFFFF, 255, 2**62)),
+    (p.MsgType.DIVERT, p.divert_payload(2**64 - 1, 255, 2**62)),
     (p.MsgType.ACK, p.ack_payload(200, 42)),
     (p.MsgType.NAK, p.nak_payload(3, p.NakReason.LATE, 42)),
     (p.MsgType.STATUS_REQ, b""),

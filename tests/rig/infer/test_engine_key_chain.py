@@ -5,6 +5,7 @@ import logging
 
 import pytest
 from damage_rig.rig.foundation.errors import DeviceError, ModelError
+from damage_rig.rig.foundation.hashing import file_sha256
 from damage_rig.rig.infer import make_backend
 from damage_rig.rig.infer.tensorrt import key_differences, make_key, resolve_engine, sidecar
 
@@ -23,8 +24,24 @@ def _write_engine(tmp_path, onnx, key):
     path, action = resolve_engine(tmp_path, onnx, key)
     assert action == "build"
     path.write_bytes(b"engine")
-    sidecar(path).write_text(json.dumps(key.to_dict()))
+    sidecar(path).write_text(json.dumps({**key.to_dict(), "engine_sha256": file_sha256(path)}))
     return path
+
+
+def test_tampered_engine_is_refused_naming_the_file(tmp_path):
+    onnx = _onnx(tmp_path)
+    path = _write_engine(tmp_path, onnx, _key(onnx))
+    path.write_bytes(b"engine, patched")
+    with pytest.raises(ModelError, match=r"SHA-256 does not match") as exc:
+        resolve_engine(tmp_path, onnx, _key(onnx))
+    assert str(path) in str(exc.value)
+
+
+def test_engine_without_a_recorded_hash_is_rebuilt(tmp_path):
+    onnx = _onnx(tmp_path)
+    path = _write_engine(tmp_path, onnx, _key(onnx))
+    sidecar(path).write_text(json.dumps(_key(onnx).to_dict()))
+    assert resolve_engine(tmp_path, onnx, _key(onnx))[1] == "rebuild"
 
 
 def test_matching_key_loads(tmp_path):

@@ -15,7 +15,7 @@ from damage_rig.rig.events import EventLog
 from damage_rig.rig.foundation.errors import DatasetError, ModelError
 from damage_rig.rig.review import enroll
 from damage_rig.rig.review.export import export_reviewed, split_of
-from damage_rig.rig.review.store import BadLabelError, ReviewStore
+from damage_rig.rig.review.store import ReviewStore
 from damage_rig.rig.review.tune import evaluate, tune
 
 from tests.helpers.events import make_record
@@ -123,8 +123,9 @@ def test_enroll_reviewed_images_then_roll_back(tmp_path, monkeypatch):
     assert calls[0][2] is False and all("it000000" not in p for p in calls[0][1])
     assert [v["version"] for v in enroll.versions(model)] == [v1, "v0002"]
     assert gallery.current_version(model) == "v0002"
-    with pytest.raises(BadLabelError, match="since its last enrollment"):
-        enroll.enroll_reviewed(store, model, "sku-a")  # nothing new reviewed since
+    again = enroll.enroll_reviewed(store, model, "sku-a")  # a double submission: nothing new reviewed since
+    assert again["enrolled"] == 0 and again["version"] == "v0002" and len(calls) == 1  # idempotent
+    assert [v["version"] for v in enroll.versions(model)] == [v1, "v0002"]
     assert enroll.rollback(store, model)["version"] == v1  # one command: back to the parent
     assert gallery.current_version(model) == v1
     with pytest.raises(ModelError, match="no earlier version"):

@@ -27,7 +27,7 @@ def server(tmp_path):
 def call(srv, method, path, body=None, raw=None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(srv.url.rstrip("/") + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", "X-CSRF-Token": srv.guard.csrf})
     try:
         with urllib.request.urlopen(req, timeout=10) as res:
             return res.status, res.read(), res.headers.get("Content-Type")

@@ -87,7 +87,7 @@ class FakeScorer:
     def identify(self, views):
         return self.image_sku, self.conf, 0.3
 
-    def score_item(self, views, threshold=None, item_id="item", sku=None):
+    def score_item(self, views, threshold=None, item_id="item", sku=None, canons=None):
         against = sku or self.image_sku
         self.scored_against.append(against)
         from damage_rig.rig.detect.scoring import ItemScore

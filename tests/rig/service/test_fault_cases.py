@@ -127,3 +127,29 @@ def test_frozen_stage_is_restarted_by_the_watchdog(tmp_path, model_dir):
     # plus one check period after the freeze
     assert 1.5 < d["last_ping_to_kill_s"] < 2.6
     assert d["freeze_to_kill_s"] < 2.0 + 1.0 + 1.0 + 1.0
+
+
+@pytest.mark.faults
+def test_restart_18h_later_against_a_long_lived_controller(tmp_path, model_dir):
+    """Issue 13 defect 2 through `rig run`: the second run draws its ids from a clock 65,536 s ahead; with
+    the old ids it repeated the first run's, and the controller ACKed them without firing."""
+    row = ft.case_time_jump(tmp_path, model_dir, items=5)
+    print(" | ".join(row.cells()))
+    assert row.decisions_lost == 0, row.details["lost"]
+    assert row.acked_lost == 0
+    r1, r2 = row.details["runs"]
+    assert r1["acked"] and r2["acked"] is not None and row.details["fired"] >= r1["acked"] + r2["acked"]
+
+
+@pytest.mark.faults
+def test_forged_review_requests_are_refused(tmp_path, model_dir):
+    row = ft.case_forged_review(tmp_path, model_dir)
+    print(" | ".join(row.cells()))
+    assert row.recover_what != "FAILED", row.did
+
+
+@pytest.mark.faults
+def test_tampered_model_is_refused_and_the_restored_one_starts(tmp_path, model_dir):
+    row = ft.case_tampered_model(tmp_path, model_dir)
+    print(" | ".join(row.cells()))
+    assert row.recover_what != "FAILED", row.did

@@ -68,7 +68,7 @@ HEALTHY = {"state": "running", "pid": 1, "cameras": {"top": {"fps": 30.0, "drops
            "decisions": {"failsafe_reasons": {"camera_missing": 2}, "by_reason": {"score": 37, "late": 1,
                                                                                     "camera_missing": 2},
                          "latency_ms": {"p50": 120.0, "p99": 240.0, "n": 40, "window_s": 60.0}},
-           "writes_failing": [], "stuck": []}
+           "event_log": {"error": None, "backlog": 0, "records_dropped": 0}, "stuck": []}
 
 
 def status_of(tmp_path, capsys, **changes) -> tuple[int, dict]:
@@ -93,7 +93,8 @@ def test_status_healthy_exits_0_with_the_figures(tmp_path, capsys):
 @pytest.mark.parametrize("changes, problem", [
     ({"controller": {"link": "down", "last_error": "no heartbeat for 1.2 s"}}, "controller link down"),
     ({"cameras": {"top": {"fps": 0.0, "connected": False}}}, "camera top disconnected"),
-    ({"writes_failing": ["event log (3 failed writes since start)"]}, "writes failing: event log"),
+    ({"event_log": {"error": "disk I/O error", "error_for_s": 12.0, "backlog": 40, "records_dropped": 0}},
+     "writes failing: event log not writable for 12 s (disk I/O error); 40 record(s) waiting"),
     ({"stuck": ["infer"]}, "stuck stages: infer"),
     ({"mqtt": {"connected": False, "outbox_depth": 12}}, "MQTT broker unreachable (12 events"),
     ({"state": "starting"}, "service starting"),

@@ -1,0 +1,179 @@
+"""Registered comparison with a product's references (rig/detect/registration.py).
+
+Synthetic top views of known geometry: a belt plane at 800 mm seen by a camera
+looking straight down, items drawn as height maps in mm, depth = 800 - height
+with Gaussian noise. The references are the same item at other poses.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from damage_rig.rig.detect import registration as R
+
+BELT_MM = 800.0
+CROP = 200
+
+
+def carton(h_mm: float = 40.0, notch: bool = True) -> np.ndarray:
+    """Height map (mm) of a flat 120 x 70 px carton, with a corner notch that fixes its yaw."""
+    hm = np.zeros((CROP, CROP), np.float32)
+    hm[65:135, 40:160] = h_mm
+    if notch:
+        hm[65:85, 40:60] = h_mm / 2  # a stepped corner: the pose is unique
+    return hm
+
+
+def blister(units: int = 3) -> np.ndarray:
+    """A 2.5 mm card with ``units`` of 3 domes (14 mm) in a row."""
+    hm = np.zeros((CROP, CROP), np.float32)
+    hm[60:140, 30:170] = 2.5
+    yy, xx = np.mgrid[:CROP, :CROP]
+    for i in range(units):
+        cx = 55 + 45 * i
+        hm = np.maximum(hm, 14.0 * np.clip(1 - ((xx - cx) ** 2 + (yy - 100) ** 2) / 18.0 ** 2, 0, 1))
+    return hm
+
+
+def pose(hm: np.ndarray, yaw_deg: float, dx: float, dy: float, order=cv2.INTER_LINEAR) -> np.ndarray:
+    m = cv2.getRotationMatrix2D((CROP / 2, CROP / 2), yaw_deg, 1.0)
+    m[:, 2] += (dx, dy)
+    return cv2.warpAffine(hm, m, (CROP, CROP), flags=order)
+
+
+def view(hm: np.ndarray, rng, noise_mm: float = 1.1, art: np.ndarray | None = None):
+    """(rgb, depth_mm) of a height map: grey item on a dark belt (or the given artwork)."""
+    depth = (BELT_MM - hm + rng.normal(0, noise_mm, hm.shape)).astype(np.float32)
+    rgb = np.where((hm > 1.0)[..., None], 180, 40).astype(np.uint8).repeat(3, 2) if art is None else art
+    return np.ascontiguousarray(rgb[..., :3]), depth
+
+
+def refs_of(hm_fn, rng, n: int = 6, art_fn=None) -> R.RefSet:
+    s = R.scale_for([CROP])
+    canons = []
+    for _ in range(n):
+        yaw, dx, dy = rng.uniform(-180, 180), rng.uniform(-8, 8), rng.uniform(-8, 8)
+        hm = pose(hm_fn(), yaw, dx, dy)
+        art = None if art_fn is None else pose(art_fn(), yaw, dx, dy)
+        canons.append(R.canonical(*view(hm, rng, art=art), s))
+    return R.make_refset(canons, s)
+
+
+def test_registration_recovers_yaw_and_offset():
+    rng = np.random.default_rng(0)
+    s = R.scale_for([CROP])
+    ref_hm = carton()
+    ref = R.canonical(*view(ref_hm, rng, 0.3), s)
+    refs = R.make_refset([ref, ref], s)
+    for yaw, dx, dy in ((23.0, 5.3, -2.7), (-141.0, -6.1, 4.4), (95.0, 0.8, 7.9)):
+        q = R.canonical(*view(pose(ref_hm, yaw, dx, dy), rng, 0.3), s)
+        res = R.compare(q, refs)
+        # query crop px -> reference crop px, through both canonical frames
+        wq = np.vstack([q.warp, [0, 0, 1]])
+        wr = np.vstack([ref.warp, [0, 0, 1]])
+        m = np.linalg.inv(wr) @ res.pose @ wq
+        got_yaw = np.degrees(np.arctan2(m[1, 0], m[0, 0]))
+        # truth: the query is the reference turned by +yaw (OpenCV: counter-clockwise on screen)
+        truth = np.vstack([cv2.getRotationMatrix2D((CROP / 2, CROP / 2), yaw, 1.0), [0, 0, 1]])
+        truth[:2, 2] += (dx, dy)
+        want = np.linalg.inv(truth)
+        want_yaw = np.degrees(np.arctan2(want[1, 0], want[0, 0]))
+        assert abs((got_yaw - want_yaw + 180) % 360 - 180) < 1.0, (yaw, got_yaw, want_yaw)
+        for p in ((100.0, 100.0, 1.0), (60.0, 80.0, 1.0), (150.0, 120.0, 1.0)):
+            p = np.array(p)
+            err = np.hypot(*((m @ p)[:2] - (want @ p)[:2]))
+            assert err < 1.0, (yaw, p, err)
+
+
+def test_a_3mm_dent_is_found_and_noise_alone_is_not():
+    rng = np.random.default_rng(1)
+    refs = refs_of(carton, rng)
+    s = refs.scale
+    yy, xx = np.mgrid[:CROP, :CROP]
+    noise_scores, dent_scores = [], []
+    for i in range(6):
+        yaw, dx, dy = rng.uniform(-180, 180), rng.uniform(-6, 6), rng.uniform(-6, 6)
+        clean = pose(carton(), yaw, dx, dy)
+        dented = clean - 3.0 * np.exp(-((xx - 110) ** 2 + (yy - 100) ** 2) / (2 * 9.0 ** 2)) * (clean > 1)
+        noise_scores.append(R.compare(R.canonical(*view(clean, rng), s), refs).height_score)
+        dent_scores.append(R.compare(R.canonical(*view(dented, rng), s), refs).height_score)
+    assert min(dent_scores) > max(noise_scores), (dent_scores, noise_scores)
+
+
+def test_a_missing_blister_unit_is_found():
+    rng = np.random.default_rng(2)
+    refs = refs_of(blister, rng)
+    s = refs.scale
+    intact = [R.compare(R.canonical(*view(pose(blister(3), a, 0, 0), rng), s), refs).height_score
+              for a in (17.0, 101.0, -64.0)]
+    broken = [R.compare(R.canonical(*view(pose(blister(2), a, 0, 0), rng), s), refs).height_score
+              for a in (17.0, 101.0, -64.0)]
+    assert min(broken) > 3 * max(intact), (broken, intact)
+
+
+def test_printed_damage_artwork_is_not_flagged_but_a_real_hole_is():
+    """Artwork that looks like a hole is on every reference too; a real hole is dark AND deep."""
+    rng = np.random.default_rng(3)
+
+    def art():
+        a = np.full((CROP, CROP, 3), 40, np.uint8)
+        a[65:135, 40:160] = (200, 170, 120)
+        cv2.circle(a, (120, 100), 9, (15, 10, 10), -1)  # a printed 'hole'
+        a[65:85, 40:60] = (90, 90, 200)
+        return a
+
+    refs = refs_of(carton, rng, art_fn=art)
+    s = refs.scale
+    yaw = 37.0
+    printed = R.compare(R.canonical(*view(pose(carton(), yaw, 2, 1), rng, art=pose(art(), yaw, 2, 1)), s), refs)
+    holed = carton()
+    yy, xx = np.mgrid[:CROP, :CROP]
+    hole = (xx - 80) ** 2 + (yy - 110) ** 2 < 8 ** 2
+    holed[hole] = 2.0
+    a = art()
+    a[hole] = (10, 10, 10)
+    real = R.compare(R.canonical(*view(pose(holed, yaw, 2, 1), rng, art=pose(a, yaw, 2, 1)), s), refs)
+    assert real.height_score > 3 * printed.height_score
+    assert real.color_score > 1.5 * printed.color_score
+
+
+def test_the_maps_maximum_falls_inside_the_hole():
+    rng = np.random.default_rng(4)
+    refs = refs_of(carton, rng)
+    s = refs.scale
+    yy, xx = np.mgrid[:CROP, :CROP]
+    hm = carton()
+    hole = (xx - 125) ** 2 + (yy - 110) ** 2 < 9 ** 2
+    hm[hole] = 3.0
+    yaw, dx, dy = -52.0, 3.0, -4.0
+    rgb, depth = view(pose(hm, yaw, dx, dy), rng)
+    mask = pose(hole.astype(np.float32), yaw, dx, dy, cv2.INTER_NEAREST) > 0.5
+    res = R.compare(R.canonical(rgb, depth, s), refs)
+    crop_map = R.to_crop(np.abs(res.height_map), res.warp, depth.shape)
+    y, x = np.unravel_index(np.argmax(crop_map), crop_map.shape)
+    near = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # within 2 px
+    assert near[y, x], (y, x)
+
+
+def test_views_without_depth_register_on_colour():
+    rng = np.random.default_rng(5)
+    s = R.scale_for([CROP])
+    rgb, _ = view(carton(), rng)
+    ref = R.canonical(rgb, None, s)
+    assert not ref.has_depth and ref.fg.sum() > 50
+    refs = R.make_refset([ref, R.canonical(view(pose(carton(), 90, 0, 0), rng)[0], None, s)], s)
+    q = R.canonical(view(pose(carton(), 33, 4, -3), rng)[0], None, s)
+    res = R.compare(q, refs)
+    assert np.isfinite(res.color_score) and res.color_score < 0.5
+
+
+@pytest.mark.parametrize("bad", [np.zeros((3, 3), np.float32), np.zeros((CROP, CROP), np.float32)])
+def test_degenerate_depth_gives_a_finite_score(bad):
+    rng = np.random.default_rng(6)
+    refs = refs_of(carton, rng, n=3)
+    rgb, _ = view(carton(), rng)
+    q = R.canonical(rgb, bad if bad.shape == (CROP, CROP) else None, refs.scale)
+    res = R.compare(q, refs)
+    assert np.isfinite(res.color_score)
