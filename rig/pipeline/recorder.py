@@ -54,6 +54,9 @@ class Recorder:
                          "unknown_item": 0, "open_failures": 0}
         self.last_error: str | None = None
         self.error_since: float | None = None  # monotonic time the current failure began
+        # controller answers whose row is not queued yet (the DIVERT goes out first, the row is
+        # queued once the decision's record is built): applied as soon as that row is written
+        self._parked: dict[str, list] = {}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -176,6 +179,8 @@ class Recorder:
                     self._jobs.popleft()
                     if job[0] == "record":
                         self._crop_bytes -= job[2]
+                        for _, parked in reversed(self._parked.pop(getattr(job[1], "id", None), [])):
+                            self._jobs.appendleft((*parked[:-1], 4))  # its row is there now
                     self._cv.notify_all()
             if ok:
                 if self.last_error is not None and ok is not _SKIPPED:
@@ -189,6 +194,19 @@ class Recorder:
                     if not self._closing:
                         self._cv.wait(delay)
                 delay = min(delay * 2, self.retry_max_s)
+
+    def _park(self, job) -> None:
+        """Hold an update for a row not written yet (lock held); updates parked longer than
+        PARK_S, or beyond PARK_MAX rows, are given up and counted as unknown items."""
+        now = time.monotonic()
+        self._parked.setdefault(job[1], []).append((now, job))
+        stale = [k for k, jobs in self._parked.items() if now - jobs[0][0] > PARK_S]
+        while len(self._parked) - len(stale) > PARK_MAX:
+            stale.append(next(k for k in self._parked if k not in stale))
+        for k in stale:
+            for t, j in self._parked.pop(k):
+                self.counters["unknown_item"] += 1
+                log.warning("event log: no row %s for its %s update after %.0f s", k, j[0], now - t)
 
     def _failed(self, why: str) -> None:
         if self.last_error is None:
@@ -223,6 +241,11 @@ class Recorder:
             if job[-1] < 3:
                 time.sleep(0.002 * (job[-1] + 1))
                 return _REQUEUE
+            if job[-1] < 4:  # 4: an update let out of the parking, whose row was just written
+                # its row may still be on its way: park the update until that row is written
+                with self._cv:
+                    self._park(job)
+                return _SKIPPED
             # the row itself was dropped (backlog full) or refused: nothing to update
             self.counters["unknown_item"] += 1
             log.warning("event log: %s", exc)
@@ -243,6 +266,8 @@ class Recorder:
         return True
 
 
+PARK_S = 60.0      # how long an update may wait for its row
+PARK_MAX = 10_000  # rows with parked updates
 _SKIPPED = object()  # a job given up on purpose: done, but not a sign the log recovered
 _REQUEUE = object()  # an update whose row is not written yet: queued again behind it
 

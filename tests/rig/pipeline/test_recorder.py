@@ -98,3 +98,23 @@ def test_event_log_that_cannot_open_is_retried_in_the_background(tmp_path):
     rec.close()
     with EventLog(blocker) as log:
         assert log.get("it000001")["decision"] == "divert"
+
+
+def test_an_ack_that_arrives_before_its_row_is_queued_is_applied_once_the_row_is_written():
+    """The DIVERT goes out before the decision's record is built (decide.py): a fast controller's
+    ACK can reach the recorder before the row is even queued. It waits for that row."""
+    log = FlakyLog()
+    rec = Recorder(lambda: log, retry_min_s=0.01, retry_max_s=0.05)
+    try:
+        rec.mark_acked("it000007", time.time())
+        time.sleep(0.3)  # far longer than the in-queue retries (about 12 ms)
+        assert "it000007" not in log.rows
+        rec.record(make_record(7))
+        assert rec.flush(5.0)
+        deadline = time.monotonic() + 5.0
+        while not log.rows.get("it000007", {}).get("acked") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log.rows["it000007"]["acked"]
+        assert rec.counters["unknown_item"] == 0
+    finally:
+        rec.close()
