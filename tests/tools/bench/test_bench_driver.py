@@ -50,7 +50,10 @@ class StandInScorer:
     def run(self, batch):
         return self.backend.run(batch)
 
-    def score_item(self, views, threshold=None):
+    def canon_view(self, view, rgb, depth_mm):
+        return None  # no registered references to compare with
+
+    def score_item(self, views, threshold=None, canons=None):
         time.sleep(sum(TIMING.values()) / 1000.0)  # take (at least) the time it reports, like the real one
         return SimpleNamespace(damaged=True, score=0.95, type="crushed", sku_pred="sku", sku_conf=1.0,
                                views={}, timing_ms=dict(TIMING))
