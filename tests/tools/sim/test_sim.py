@@ -67,7 +67,9 @@ def test_masks_cover_the_damage(demo_calib, kind):
     damaged = draw_spec(cat, 21, 0, 0.0, sku_index=k, force_damage=[kind])
     vi = render_views(intact, demo_calib, cameras=["top"], noise=False)["top"]
     vd = render_views(damaged, demo_calib, cameras=["top"], noise=False, surface=build_item(damaged))["top"]
-    assert vd.roi == vi.roi or kind == "deconstruction"
+    # contents breaking out, and a spill's puddle (over 1 mm high: the trigger now counts thin
+    # things, scene.TRIGGER_MM), widen the item's box: the crop then differs on purpose
+    assert vd.roi == vi.roi or kind in ("deconstruction", "spill")
     if vd.roi != vi.roi:
         return
     mask = vd.mask > 0
