@@ -143,8 +143,8 @@ def _card_input(size: int, channels: int) -> dict:
             "scale": "1/255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "depth": ({"mode": DEPTH_MODE, "scale_mm": HEIGHT_SCALE_MM,
                        "channels": ["relative height / scale_mm, clipped [-1, 4]",
-                                    f"height minus a smooth surface (Gaussian sigma size*{DETAIL_SIGMA:.4f}, "
-                                    f"normalised over valid pixels) / {DETAIL_SCALE_MM:g} mm, clipped [-2, 2]",
+                                    (f"height minus a smooth surface (Gaussian sigma size*{DETAIL_SIGMA:.4f}, "
+                                     f"normalised over valid pixels) / {DETAIL_SCALE_MM:g} mm, clipped [-2, 2]"),
                                     "validity: 1 where depth was measured"],
                        "belt": "plane fitted to 1/z on the crop's border ring (width size/16); "
                                f"fallback: the {FAR_PERCENTILE:g}th percentile of depth",
@@ -457,7 +457,7 @@ def _card_details(out: Path, onnx_path: Path, command: str | None, grid: int, fu
         "fusion": fusion.to_dict(),
         "fpr_budget": float(fpr),
         "threshold": float(threshold),
-        "threshold_fpr_ci95": [float(v) for v in fpr_interval(int((metrics.get("ok_above_threshold", 0))),
+        "threshold_fpr_ci95": [float(v) for v in fpr_interval(int(metrics.get("ok_above_threshold", 0)),
                                                               int((~y).sum()))],
         "decision": "damaged = fused score > threshold; per item: max/mean of the views' damage "
                     "logits, max of their anomalies, identification averaged over views",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from damage_rig.rig.detect import registration as R
 
 BELT_MM = 800.0
