@@ -104,9 +104,9 @@ def _area(img: np.ndarray, s: float) -> np.ndarray:
 
 def height_map(depth_mm: np.ndarray | None, shape: tuple[int, int], s: float) -> np.ndarray:
     """(h, w) height above the belt in mm at working scale ``s``, NaN where there is no depth."""
-    hh, ww = max(4, int(round(shape[1] * s))), max(4, int(round(shape[0] * s)))
+    rows, cols = max(4, round(shape[0] * s)), max(4, round(shape[1] * s))  # as _area resizes
     if depth_mm is None:
-        return np.full((ww, hh), np.nan, np.float32)
+        return np.full((rows, cols), np.nan, np.float32)
     d = np.asarray(depth_mm, np.float32)
     valid = (d > 0).astype(np.float32)
     num, den = _area(d * valid, s), _area(valid, s)
