@@ -48,6 +48,7 @@ view name: 108 x 108 x 5.1 x 8 = 467 KiB per product and view name.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -195,6 +196,16 @@ class RefSet:
     def n(self) -> int:
         return int(self.height.shape[0])
 
+    @functools.cached_property
+    def height32(self) -> np.ndarray:
+        """Height as float32 (NaN kept), converted once per product, not once per view scored."""
+        return self.height.astype(np.float32)
+
+    @functools.cached_property
+    def rgb32(self) -> np.ndarray:
+        """Normalised colour as float32 (1.0 = the footprint median), converted once."""
+        return self.rgb.astype(np.float32) / COLOR_Q
+
     def nbytes(self) -> int:
         """Bytes as stored (the footprint packed to bits)."""
         return self.height.nbytes + self.rgb.nbytes + (self.fg.size + 7) // 8
@@ -267,9 +278,9 @@ def _edges(h: np.ndarray, fg: np.ndarray) -> np.ndarray:
 def _coarse_costs(q: Canon, refs: RefSet) -> np.ndarray:
     """(R, 4) disagreement of footprint and height between each reference and the view turned
     back by k quarter turns."""
-    rh = np.nan_to_num(refs.height.astype(np.float32))
-    rvalid = np.isfinite(refs.height)
-    rc = refs.rgb.astype(np.float32) / COLOR_Q
+    rh = np.nan_to_num(refs.height32)
+    rvalid = np.isfinite(refs.height32)
+    rc = refs.rgb32
     out = np.zeros((refs.n, 4))
     for k in range(4):
         qf = np.rot90(q.fg, -k)
@@ -331,9 +342,9 @@ def compare(q: Canon, refs: RefSet, refine: int = REFINE) -> ViewResidual:
     for flat in order:
         r, k = np.unravel_index(flat, cost.shape)
         qh, qf, qc = np.rot90(q.height, -k), np.rot90(q.fg, -k), np.rot90(q.rgb, -k)
-        rh = refs.height[r].astype(np.float32)
+        rh = refs.height32[r]
         rf = refs.fg[r]
-        rc = refs.rgb[r].astype(np.float32) / COLOR_Q
+        rc = refs.rgb32[r]
         if q.has_depth:
             q_img, r_img = _edges(qh, qf), _edges(rh, rf)
         else:

@@ -116,6 +116,7 @@ class Scorer:
         self.backend = backend
         self._ok_scores = None
         self.gallery = None
+        self.geo_scales: dict[str, float] = {}  # working scale per view name (set_gallery)
         if gallery is not None:
             self.set_gallery(gallery)
 
@@ -168,7 +169,7 @@ class Scorer:
     def canon_view(self, view: str, rgb: np.ndarray, depth_mm: np.ndarray | None) -> Canon | None:
         """The view in canonical pose for the registered comparison (None: the gallery has no
         registered references for this view name)."""
-        s = getattr(self, "geo_scales", {}).get(view)
+        s = self.geo_scales.get(view)
         return None if s is None else canonical(rgb, depth_mm, s)
 
     # ---- inference -----------------------------------------------------
