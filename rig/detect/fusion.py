@@ -11,14 +11,16 @@ Features (per item, from all its views):
   5 max over views of the height residual   (the view registered to the product's
                                              references: dents, holes, missing units)
   6 max over views of the colour residual   (the same for colour: stains, tears)
-Both residuals enter as logarithms of "how many times a pristine view's
+  7 max over views of the belt residual     (something on the belt beside the item: spills,
+                                             escaped contents; registration.belt_residual)
+The residuals enter as logarithms of "how many times a pristine view's
 residual" (registration.py), so a product with a noisy shape and one with a
 crisp shape meet on one scale.
 A few weights fitted on split=val with an L2 penalty: few enough that fitting
 and thresholding on the same split costs little optimism. Features are
 standardised with the val mean/std stored alongside the weights. A model card
-names the features its weights belong to, so older cards (five features) load
-and score as before.
+names the features its weights belong to, so older cards (five or seven features)
+load and score as before.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 FEATURES = ("disc_max", "disc_mean", "patch_anomaly", "global_anomaly", "id_margin",
-            "height_residual", "color_residual")
+            "height_residual", "color_residual", "belt_residual")
 LEGACY_FEATURES = FEATURES[:5]
 
 
@@ -109,20 +111,10 @@ def partial_auc(scores: np.ndarray, y: np.ndarray, max_fpr: float = 0.01) -> flo
     return float(np.mean([(pos > t).mean() for t in ok[:k]]))
 
 
-def fit_fusion_low_fpr(x: np.ndarray, y: np.ndarray, max_fpr: float = 0.01, l2: float = 1e-2,
-                       steps: int = 300, lr: float = 0.05,
-                       features: tuple[str, ...] = FEATURES) -> tuple[Fusion, dict]:
-    """A fusion for the sideline budget's tail: logistic regression first, then its weights
-    tuned on a pairwise surrogate of the partial AUC at FPR <= ``max_fpr`` (every damaged item
-    against the ok items that currently score highest), kept only if the val partial AUC rises.
-
-    Returns (fusion, {"pauc_logistic", "pauc_tuned", "chosen"}).
-    """
-    base = fit_fusion(x, y, l2=l2, features=features)
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, bool)
-    if y.all() or not y.any():
-        return base, {"chosen": "logistic"}
+def _tune_low_fpr(base: Fusion, x: np.ndarray, y: np.ndarray, max_fpr: float, l2: float, steps: int,
+                  lr: float) -> Fusion:
+    """The logistic fit's weights tuned on a pairwise surrogate of the partial AUC at FPR <=
+    ``max_fpr``: every damaged item against the ok items that currently score highest."""
     xs = (x - np.asarray(base.mean)) / np.asarray(base.std)
     w = np.asarray(base.weights, np.float64).copy()
     norm0 = np.linalg.norm(w) or 1.0
@@ -136,11 +128,47 @@ def fit_fusion_low_fpr(x: np.ndarray, y: np.ndarray, max_fpr: float = 0.01, l2: 
         grad = (g[..., None] * (pos[:, None, :] - hard[None, :, :])).mean(axis=(0, 1)) + l2 * w
         w -= lr * grad
         w *= norm0 / (np.linalg.norm(w) or 1.0)  # the scale stays the logistic fit's
-    tuned_scores = xs @ w
-    p_log = partial_auc(xs @ np.asarray(base.weights), y, max_fpr)
-    p_tun = partial_auc(tuned_scores, y, max_fpr)
-    info = {"pauc_logistic": p_log, "pauc_tuned": p_tun, "max_fpr": max_fpr}
-    if not p_tun > p_log:
-        return base, {**info, "chosen": "logistic"}
     # the threshold is set on these scores afterwards, so the bias need not move
-    return Fusion(list(w), base.bias, list(base.mean), list(base.std), tuple(features)), {**info, "chosen": "tuned"}
+    return Fusion(list(w), base.bias, list(base.mean), list(base.std), base.features)
+
+
+def fit_fusion_low_fpr(x: np.ndarray, y: np.ndarray, max_fpr: float = 0.01, l2: float = 1e-2,
+                       steps: int = 300, lr: float = 0.05,
+                       features: tuple[str, ...] = FEATURES, folds: int = 2,
+                       seed: int = 0) -> tuple[Fusion, dict]:
+    """A fusion for the sideline budget's tail: logistic regression, or its weights tuned on a
+    pairwise surrogate of the partial AUC at FPR <= ``max_fpr`` (:func:`_tune_low_fpr`).
+
+    Which of the two is decided out of sample: ``folds``-fold cross-validation on (x, y), each
+    fold fitted on the others and judged by its own partial AUC. The tuned weights chase the few
+    ok items that score highest, so judged on the items they were fitted on they always look
+    better; on a held-out split they often were not (shipped model: test recall at 0.1 % FPR
+    74.5 % logistic vs 70.6 % tuned). The winner is refitted on all of (x, y).
+
+    Returns (fusion, {"pauc_logistic", "pauc_tuned" (cross-validated means), "chosen"}).
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, bool)
+    base = fit_fusion(x, y, l2=l2, features=features)
+    if y.all() or not y.any():
+        return base, {"chosen": "logistic"}
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), int)
+    for cls in (True, False):  # stratified: every fold gets its share of damaged and ok items
+        idx = np.flatnonzero(y == cls)
+        fold[rng.permutation(idx)] = np.arange(idx.size) % folds
+    p_log, p_tun = [], []
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        if y[tr].all() or not y[tr].any() or y[te].all() or not y[te].any():
+            continue
+        b = fit_fusion(x[tr], y[tr], l2=l2, features=features)
+        t = _tune_low_fpr(b, x[tr], y[tr], max_fpr, l2, steps, lr)
+        p_log.append(partial_auc(b(x[te]), y[te], max_fpr))
+        p_tun.append(partial_auc(t(x[te]), y[te], max_fpr))
+    info = {"pauc_logistic": float(np.mean(p_log)) if p_log else float("nan"),
+            "pauc_tuned": float(np.mean(p_tun)) if p_tun else float("nan"), "max_fpr": max_fpr,
+            "folds": folds}
+    if not info["pauc_tuned"] > info["pauc_logistic"]:
+        return base, {**info, "chosen": "logistic"}
+    return _tune_low_fpr(base, x, y, max_fpr, l2, steps, lr), {**info, "chosen": "tuned"}

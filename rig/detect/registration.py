@@ -67,6 +67,8 @@ MIN_VALID = 0.5         # a working pixel needs half its area with depth
 DROP_MM = 6.0           # height residual given to depth lost where the reference has it
 STEEP_MM = 8.0          # height step per working px above which a pixel is a wall
 TOL_PX = 3              # misregistration tolerance: the reference's range over TOL_PX x TOL_PX
+BELT_GAP_PX = 4         # belt residual: pixels this far from the item's footprint count as belt
+BELT_SPILL_MM = 0.5     # belt residual: height above the belt that reads as one spread of the colour
 
 
 @dataclass
@@ -389,6 +391,39 @@ def compare(q: Canon, refs: RefSet, refine: int = REFINE) -> ViewResidual:
     best = int(np.nanargmin(fit)) if np.isfinite(fit).any() else 0
     return ViewResidual(top_mean(np.abs(hs)), top_mean(cs), hs.astype(np.float32), cs.astype(np.float32),
                         q.warp, int(np.unravel_index(order[best], cost.shape)[0]), poses[best])
+
+
+def belt_residual(q: Canon) -> float:
+    """How much lies on the belt beside the item: spills, escaped contents, stains (no reference
+    needed: the belt around any pristine item is bare).
+
+    The belt's colour is the median of the canvas border (log colour, so a darker belt or a dimmer
+    light changes nothing); each pixel farther than ``BELT_GAP_PX`` from the footprint scores its
+    colour distance from that median in units of the border's own spread, or its height above the
+    belt in units of ``BELT_SPILL_MM``, whichever is larger; the score is the mean of the
+    ``3 * TOP_K`` largest 5x5 averages. Shadows and belt texture are part of every pristine item's
+    score too, so the fusion weighs this against the val split's ok items. NaN when the canvas
+    holds too little belt. Without depth the footprint comes from colour contrast, so a puddle
+    joins the item and shows in the colour residual instead. An item crowded by another item in
+    its crop scores high too: the trigger's crop holds one item at the rig's pitch.
+    """
+    n = q.fg.shape[0]
+    k = 2 * BELT_GAP_PX + 1
+    near = cv2.dilate(q.fg.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    ring = np.zeros((n, n), bool)
+    ring[:3], ring[-3:], ring[:, :3], ring[:, -3:] = True, True, True, True
+    ring &= ~near
+    if ring.sum() < 20:
+        return float("nan")
+    lc = np.log(np.maximum(q.rgb, 1e-3))
+    dev = np.abs(lc - np.median(lc[ring], axis=0)).sum(axis=2)
+    z = dev / (float(np.median(dev[ring])) + 1e-3)
+    if q.has_depth:
+        z = np.maximum(z, np.clip(np.nan_to_num(q.height, nan=0.0), 0.0, 5.0) / BELT_SPILL_MM)
+    z = cv2.blur(np.where(near, 0.0, z).astype(np.float32), (5, 5))
+    v = z[~near]
+    k_top = 3 * TOP_K
+    return float(np.partition(v, v.size - k_top)[v.size - k_top:].mean()) if v.size >= k_top else float("nan")
 
 
 def _turn(n: int, m: int) -> np.ndarray:

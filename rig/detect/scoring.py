@@ -32,7 +32,7 @@ from .anomaly import global_anomaly, map_score, patch_map
 from .card import read_card, verify_model_files
 from .fusion import FEATURES, Fusion
 from .gallery import Gallery, GalleryIndex, load_gallery
-from .registration import Canon, ViewResidual, canonical, compare
+from .registration import Canon, ViewResidual, belt_residual, canonical, compare
 from .threshold import load_ok_scores, threshold_at_fpr
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ ID_TEMPERATURE = 0.05
 HEIGHT_FLOOR_MM = 0.6
 DEPTH_MODES = {"relative_height": 1, "height_detail_valid": 3}  # depth input mode -> channels
 COLOR_FLOOR = 0.05
+BELT_FLOOR = 0.5   # belt residual floor (units of the belt's own spread; bare belt scores ~2)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ViewScore:
     global_anomaly: float = 0.0
     height_residual: float = float("nan")   # x a pristine view's (NaN: not compared)
     color_residual: float = float("nan")
+    belt_residual: float = float("nan")     # registration.belt_residual (NaN: no canonical view)
     residual: ViewResidual | None = None    # the registered comparison (maps, pose)
     residual_refs: tuple[float, float] = (1.0, 1.0)  # a pristine view's (height, colour) residual
     damage_map: np.ndarray | None = None    # the head's per-patch damage logits (h, w)
@@ -250,6 +252,8 @@ class Scorer:
                                  damage_map=np.squeeze(np.asarray(out["damage_map"], np.float32))
                                  if "damage_map" in out else None)
             canon = (canons or {}).get(v)
+            if canon is not None:
+                views[v].belt_residual = belt_residual(canon)
             if canon is not None and v in entry.geo:
                 self._compare_view(views[v], canon, entry.geo[v])
             logits.append(logit)
@@ -259,11 +263,13 @@ class Scorer:
         t_fuse = time.perf_counter()
         hres = [vs.height_residual for vs in views.values() if np.isfinite(vs.height_residual)]
         cres = [vs.color_residual for vs in views.values() if np.isfinite(vs.color_residual)]
+        bres = [vs.belt_residual for vs in views.values() if np.isfinite(vs.belt_residual)]
         named = {"disc_max": max(logits), "disc_mean": float(np.mean(logits)),
                  "patch_anomaly": max(p_anoms), "global_anomaly": max(g_anoms), "id_margin": margin,
                  # log of "x a pristine view's residual"; 0 (= typical) where nothing was compared
                  "height_residual": float(np.log(max(hres))) if hres else 0.0,
-                 "color_residual": float(np.log(max(cres))) if cres else 0.0}
+                 "color_residual": float(np.log(max(cres))) if cres else 0.0,
+                 "belt_residual": float(np.log(max(max(bres), BELT_FLOOR))) if bres else 0.0}
         feats = np.array([named[k] for k in FEATURES])
         score = float(self.fusion(self.fusion.vector(named)))
         thr = self.threshold if threshold is None else float(threshold)

@@ -176,3 +176,29 @@ def test_degenerate_depth_gives_a_finite_score(bad):
     q = R.canonical(rgb, bad if bad.shape == (CROP, CROP) else None, refs.scale)
     res = R.compare(q, refs)
     assert np.isfinite(res.color_score)
+
+
+def _belt_view(rng, *, puddle: bool, belt=(40, 40, 40), gain: float = 1.0):
+    """A grey carton on a textured belt; optionally a 1 mm puddle of another colour beside it."""
+    hm = pose(carton(), 30.0, 0.0, -20.0)
+    rgb = np.clip(np.asarray(belt, np.float32) * (1 + 0.08 * rng.standard_normal((CROP, CROP, 1))), 0, 255)
+    rgb = np.where((hm > 1.0)[..., None], 180.0, rgb)
+    if puddle:
+        yy, xx = np.mgrid[:CROP, :CROP]
+        wet = (xx - 100) ** 2 + (yy - 168) ** 2 < 22 ** 2
+        hm = np.where(wet & (hm < 1.0), 1.0, hm)
+        rgb[wet & (hm < 2.0)] = (150, 60, 30)
+    depth = (BELT_MM - hm + rng.normal(0, 1.1, hm.shape)).astype(np.float32)
+    return np.clip(rgb * gain, 0, 255).astype(np.uint8), depth
+
+
+@pytest.mark.parametrize("belt, gain", [((40, 40, 40), 1.0), ((90, 60, 120), 0.6)])
+def test_belt_residual_finds_a_puddle_beside_the_item_whatever_the_belt(belt, gain):
+    rng = np.random.default_rng(5)
+    s = R.scale_for([CROP])
+    bare = [R.belt_residual(R.canonical(*_belt_view(rng, puddle=False, belt=belt, gain=gain), s))
+            for _ in range(5)]
+    wet = R.belt_residual(R.canonical(*_belt_view(rng, puddle=True, belt=belt, gain=gain), s))
+    assert max(bare) < 4.0, bare  # a bare belt scores its own texture: ~1-3 spreads
+    assert wet > 3 * max(bare), (wet, bare)
+

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 from damage_rig.models.metrics import auroc, recall_at_fpr, summarize
-from damage_rig.rig.detect.fusion import fit_fusion
+from damage_rig.rig.detect.fusion import FEATURES, fit_fusion, fit_fusion_low_fpr, partial_auc
 from damage_rig.rig.detect.threshold import fpr_at, threshold_at_fpr
 from damage_rig.rig.foundation.errors import ModelError
 
@@ -83,3 +83,24 @@ def test_summary_counts_printed_damage_and_broken_sets():
     assert m["broken_set_recall"] == 1.0 and m["recall_per_type"]["hole"]["recall"] == 0.0
     assert m["printed_damage_false_alarm_rate"] == 1.0 and m["false_alarms"] == 1
     assert m["identification_top1"] == 0.8
+
+
+def test_low_fpr_fusion_is_chosen_out_of_sample():
+    """Tuning for the tail is judged on folds it was not fitted on; the winner is refitted on all."""
+    rng = np.random.default_rng(3)
+    n_ok, n_bad = 3000, 300
+    x = rng.normal(0, 1, (n_ok + n_bad, 3))
+    y = np.r_[np.zeros(n_ok, bool), np.ones(n_bad, bool)]
+    x[y, 0] += 2.5                      # the signal
+    x[y, 1] += rng.choice([0.0, 3.0], n_bad)  # half the damage shows in a second signal only
+    fusion, info = fit_fusion_low_fpr(x, y, features=FEATURES[:3])
+    assert info["folds"] == 2 and np.isfinite(info["pauc_logistic"]) and np.isfinite(info["pauc_tuned"])
+    assert info["chosen"] == ("tuned" if info["pauc_tuned"] > info["pauc_logistic"] else "logistic")
+    again, info2 = fit_fusion_low_fpr(x, y, features=FEATURES[:3])
+    assert info2 == info and np.allclose(again.weights, fusion.weights)
+    # whichever was chosen ranks fresh items of the same kind better than chance in the tail
+    xt = rng.normal(0, 1, (n_ok + n_bad, 3))
+    xt[y, 0] += 2.5
+    xt[y, 1] += rng.choice([0.0, 3.0], n_bad)
+    assert partial_auc(fusion(xt), y, 0.01) > 0.3
+    assert fusion.weights[2] ** 2 < 0.1 * (fusion.weights[0] ** 2 + fusion.weights[1] ** 2)  # noise ignored
