@@ -33,7 +33,7 @@ import yaml
 from tqdm import tqdm
 
 from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
-from ..rig.detect.card import CARD_FORMAT, CARD_NAME
+from ..rig.detect.card import CARD_FORMAT, CARD_NAME, read_card
 from ..rig.detect.enroll import enroll_dataset, read_rgb
 from ..rig.detect.fusion import Fusion, fit_fusion_low_fpr
 from ..rig.detect.gallery import BANK_SIZE
@@ -75,6 +75,7 @@ DEPTH_MODE = "height_detail_valid"  # depth input: height, detail above a smooth
 DEPTH_CHANNELS = 3
 SYNTHETIC_SHARE = 0.5  # ok train views that also train as a copy with synthetic damage (augment.py)
 SYNTHETIC_MAX = 1500
+KNOWN_GOOD_DEFAULT = 64  # ok train views per SKU in the gallery (identification, registered references)
 FINETUNE_EPOCHS = 0   # epochs of trunk fine-tuning after the head epochs (0: frozen trunk; see docs)
 
 
@@ -494,7 +495,7 @@ def _new_model(input_size: int, channels: int, n_types: int, supervised: bool):
 def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int = 30,
           input_size: int = 224, batch_size: int = 64, seed: int = 0, bank_size: int = BANK_SIZE,
           threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None,
-          known_good: int = 64, finetune_epochs: int = FINETUNE_EPOCHS,
+          known_good: int = KNOWN_GOOD_DEFAULT, finetune_epochs: int = FINETUNE_EPOCHS,
           finetune_lr: float = 3e-4, synthetic: float = SYNTHETIC_SHARE) -> dict:
     """Train, export and calibrate a model from DATASET into OUT; returns the model card."""
     t_start = time.monotonic()
@@ -564,7 +565,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
 
     # ---- 6. fusion + threshold on val through the runtime scorer; 7. model card ------
     fusion, threshold, metrics, val, y = _calibrate(scorer, ds, out, fpr, types, progress)
-    training = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+    training = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "known_good": known_good,
                 "threads": threads, "seconds": round(time.monotonic() - t_start, 1),
                 "torch_onnx_max_abs_diff": parity["max_abs_diff"]}
     card.update(_card_details(out, onnx_path, command, model.trunk.grid, fusion, fpr, threshold, ds, y,
@@ -572,6 +573,49 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     card["files"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != CARD_NAME}
     (out / CARD_NAME).write_text(yaml.safe_dump(_plain(card), sort_keys=False))
     say(f"wrote {out} in {time.monotonic() - t_start:.0f} s")
+    return card
+
+
+def recalibrate(data: str | Path, out: str | Path, *, threads: int = 2, progress: bool = True,
+                command: str | None = None) -> dict:
+    """Steps 5-7 again on a trained model: the gallery, the fusion and the threshold, with the
+    runtime code as it is now; the network stays as trained (same ONNX, same heads).
+
+    For a change in how items are scored (a new fusion feature, a fix in the registered
+    comparison) this refits what depends on it in minutes rather than retraining for half an
+    hour. Same dataset, same seed and the same known-good views as the training run.
+    """
+    t_start = time.monotonic()
+    out = Path(out)
+    card = read_card(out)
+    ds = read_dataset(data)
+    check_dataset(ds)
+    training = dict(card.get("training") or {})
+    seed = int(training.get("seed", 0))
+    known_good = int(training.get("known_good", KNOWN_GOOD_DEFAULT))
+    bank_size = int((card.get("gallery") or {}).get("bank_size", BANK_SIZE))
+    fpr = float(card.get("fpr_budget") or 0.001)
+    types = list(card["damage_types"])
+    backend = make_backend("onnxruntime", out / card["onnx"]["file"], max_batch=16, threads=threads)
+    scorer = Scorer(card, None, backend, out)
+    if (out / "gallery").exists():
+        shutil.rmtree(out / "gallery")
+    say(f"recalibrating {out} on {ds.root}: gallery, fusion, threshold (the network is kept)")
+    enroll_dataset(out, ds, scorer=scorer, replace_all=True, bank_size=bank_size, progress=progress,
+                   known_good_per_sku=known_good, seed=seed,
+                   note=f"recalibrated on {ds.root}: references + up to {known_good} ok train views per SKU")
+    fusion, threshold, metrics, val, y = _calibrate(scorer, ds, out, fpr, types, progress)
+    onnx_path = out / card["onnx"]["file"]
+    details = _card_details(out, onnx_path, card.get("command"), int(card["architecture"]["grid"]), fusion,
+                            fpr, threshold, ds, y, metrics, ds.split("train"), val, bank_size, known_good,
+                            {**training, "known_good": known_good})
+    for key in ("fusion", "threshold", "threshold_fpr_ci95", "threshold_set_on", "val_metrics", "version"):
+        card[key] = details[key]
+    card["recalibrated"] = {"created": details["created"], "command": command or "",
+                            "seconds": round(time.monotonic() - t_start, 1)}
+    card["files"] = {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != CARD_NAME}
+    (out / CARD_NAME).write_text(yaml.safe_dump(_plain(card), sort_keys=False))
+    say(f"recalibrated {out} in {time.monotonic() - t_start:.0f} s")
     return card
 
 
