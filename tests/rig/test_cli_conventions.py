@@ -133,3 +133,25 @@ def test_enroll_list_of_a_missing_model_fails_clearly(tmp_path):
 def test_usage_errors_exit_2_and_name_the_option():
     r = rig("demo", "--items", "many")
     assert r.returncode == 2 and "--items" in r.stderr
+
+
+def test_calibrate_strict_fail_exits_1(tmp_path, monkeypatch, capsys):
+    """A FAIL verdict under --strict is exit 1; the calibration file is still written."""
+    from types import SimpleNamespace
+
+    from damage_rig.calibration import pipeline
+
+    figures = {"cameras": {"top": {"verdict": "fail", "rms_px": 0.9, "joint_rms_px": 1.0, "views": 3,
+                                   "coverage": {"fraction": 0.3},
+                                   "reasons": [{"message": "top: corners cover only the left half"}]}},
+               "reference": "top", "verdict": "fail", "consistency_mm": {}}
+    written = []
+    monkeypatch.setattr(pipeline, "run_calibration",
+                        lambda *a, **k: SimpleNamespace(calibration="C", figures=figures))
+    monkeypatch.setattr(pipeline, "write_calibration", lambda c, path: written.append(path))
+    args = ["calibrate", "--captures", str(tmp_path), "--board", "b.yaml", "--out", str(tmp_path / "c.yaml")]
+    assert main(args) == 0 and written  # without --strict: written, exit 0
+    assert main([*args, "--strict"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+    assert main([*args, "--strict", "--json", str(tmp_path / "no" / "f.json")]) == 1  # checked before the work
+    assert len(written) == 2 and "does not exist" in capsys.readouterr().err
