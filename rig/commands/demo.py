@@ -72,13 +72,24 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _rig() -> str:
+    """How to call rig here: the venv's own when `rig` is not on PATH (bootstrap.sh runs .venv/bin/rig)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    own = Path(sys.executable).parent / "rig"
+    return str(own) if shutil.which("rig") is None and own.is_file() else "rig"
+
+
 def next_steps(state, default_state: bool) -> str:
     where = "" if default_state else f" --state {state}"
+    rig = _rig()
     return "\n".join([
         f"state in {state}; next:",
-        f"  rig status{where}            health, counts and the latest decisions",
-        f"  rig review{where}            the diverted items in your browser, to label",
-        "  rig demo --items 100 --json summary.json   a longer run, its summary as JSON"])
+        f"  {rig} status{where}     health, counts and the latest decisions",
+        f"  {rig} review{where}     the diverted items in your browser, to label",
+        f"  {rig} demo --items 100 --json summary.json     a longer run, its summary as JSON"])
 
 
 def run(args) -> int:
