@@ -208,6 +208,16 @@ def false_positives_and_misses(scores: np.ndarray, labels: np.ndarray, threshold
     return fp[np.argsort(-scores[fp], kind="stable")], miss[np.argsort(scores[miss], kind="stable")]
 
 
+def nearest_calls(scores: np.ndarray, labels: np.ndarray, threshold: float, n: int) -> np.ndarray:
+    """The ``n`` highest-scoring ok items the rig passes and the ``n`` lowest-scoring damaged items it
+    diverts: correct decisions closest to becoming mistakes."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    ok = np.flatnonzero(~labels & (scores <= threshold))
+    caught = np.flatnonzero(labels & (scores > threshold))
+    return np.r_[ok[np.argsort(-scores[ok], kind="stable")][:n],
+                 caught[np.argsort(scores[caught], kind="stable")][:n]].astype(int)
+
+
 def write_report(path, ds: Dataset, items, results, metrics, scorer, model_dir, split, n_worst=8):
     scores = np.array([r.score for r in results])
     labels = np.array([it.damaged for it in items])
@@ -239,6 +249,9 @@ def write_report(path, ds: Dataset, items, results, metrics, scorer, model_dir, 
           + (f" (the {n_worst} highest shown)" if len(fp) > n_worst else ""), fp[:n_worst])
     cases("misses", f"Misses: {len(miss)} of {n_bad} damaged items scored at or under the threshold {thr:.4f}"
           + (f" (the {n_worst} lowest shown)" if len(miss) > n_worst else ""), miss[:n_worst])
+    near = nearest_calls(scores, labels, thr, n_worst // 2)
+    cases("nearest", f"Nearest the threshold {thr:.4f} on the right side of it: the highest ok items "
+          "and the lowest damaged items that were decided correctly", near)
     op_f = metrics["fpr_at_threshold"] if labels.size else 0.0
     op_t = metrics["recall_at_threshold"] if labels.any() else 0.0
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>rig eval {html.escape(str(model_dir))}"

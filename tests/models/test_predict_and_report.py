@@ -122,12 +122,13 @@ def test_chart_labels_fit_inside_their_charts():
 
 
 def test_false_positives_and_misses_follow_the_decision():
-    from damage_rig.models.evaluate import false_positives_and_misses
+    from damage_rig.models.evaluate import false_positives_and_misses, nearest_calls
 
     scores = np.r_[0.9999, 0.2, 0.95, 0.1, 0.9385, 0.5]
     labels = np.r_[True, True, False, False, True, False]
     fp, miss = false_positives_and_misses(scores, labels, 0.9385)
     assert list(fp) == [2] and list(miss) == [1, 4]  # 0.9999 was caught; 0.9385 is not over the threshold
+    assert list(nearest_calls(scores, labels, 0.9385, 1)) == [5, 0]  # correct, closest to the line
 
 
 @pytest.mark.slow
@@ -147,6 +148,8 @@ def test_eval_report_lists_only_missed_items_as_misses(small_sim_dataset, model_
     want_fp = [i for i, (s, d) in scores.items() if not d and s > thr]
     assert sorted(listed["misses"]) == sorted(want_miss[:8])
     assert sorted(listed["false-positives"]) == sorted(want_fp[:8])
+    for i in listed["nearest"]:  # decided correctly: ok and passed, or damaged and diverted
+        assert scores[i][1] == (scores[i][0] > thr)
     assert f"{len(want_miss)} of {sum(d for _, d in scores.values())} damaged items" in page
     for svg in re.findall(r"<svg.*?</svg>", page, re.DOTALL):
         assert not _texts_fit(svg)
