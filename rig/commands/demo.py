@@ -60,7 +60,9 @@ def format_summary(s: dict) -> str:
     """The few lines a person reads after a demo."""
     ok_items = s["items"] - s["true_damaged"]
     lat = s["latency_ms"]
-    lines = [f"rig demo: {s['items']} items, {s['decisions']} decisions in {s['wall_s']:g} s",
+    belt = s.get("items_on_belt", s["items"])
+    seen = f"{s['items']} items" if belt == s["items"] else f"{s['items']} of {belt} items on the belt seen"
+    lines = [f"rig demo: {seen}, {s['decisions']} decisions in {s['wall_s']:g} s",
              (f"  diverted      {s['diverted']} ({s['divert_acked']} acknowledged, {s['gate_fired']} fired at "
               f"the gate), late {s['late']}, fail-safe {s['failsafe']}"),
              f"  caught        {s['caught']} of {s['true_damaged']} damaged",
@@ -153,6 +155,7 @@ def _demo(args) -> int:
         StatusWriter(state).write(dict(status_dict(handle, "stopped", started_at), demo=True))
     finally:
         handle.close()
+    summary["items_on_belt"] = args.items
     summary["wall_s"] = round(time.monotonic() - t0, 1)
     summary["state_dir"] = str(state)
     emit_json(summary, args.json)
