@@ -9,7 +9,7 @@ decisions and drift flags it was computed from.
 
 from __future__ import annotations
 
-from ._common import add_json, check_output_file, emit_json
+from ._common import add_json, check_output_file, emit_json, human
 
 NAME = "status"
 HELP = ("health check: cameras, inference, model, controller link, decisions, latency, recent decisions, drift; "
@@ -22,7 +22,7 @@ def add_arguments(p):
                        "keeps its state, $XDG_STATE_HOME/damage-rig/demo or ~/.local/state/damage-rig/demo)")
     where.add_argument("--config", metavar="FILE", help="rig configuration (its storage.state_dir is read)")
     p.add_argument("--recent", type=int, default=10, help="recent decisions to show (default 10)")
-    add_json(p, "one object instead of the text")
+    add_json(p, "the health as one object")
 
 
 def state_dir_from(args):
@@ -49,16 +49,13 @@ def run(args) -> int:
         info = gather(state, recent=args.recent)
     except DeviceError as exc:  # an unreadable status file or event log: the rig cannot be vouched for
         h = {"state": DOWN, "problems": [str(exc)], "exit_code": EXIT_CODES[DOWN]}
-        if args.json:
-            emit_json(h, args.json)
-        else:
-            print(f"health: DOWN ({exc})")
+        emit_json(h, args.json)
+        print(f"health: DOWN ({exc})", file=human(args))
         return EXIT_CODES[DOWN]
     h = summary(info)
     if args.json:
         emit_json({**h, "state_dir": info["state_dir"], "status": info["status"], "counts": info["counts"],
                    "event_log_error": info.get("event_log_error"),
                    "recent": info["recent"], "drift": info["drift"]}, args.json)
-    if args.json != "-":
-        print(format_text(info))
+    print(format_text(info), file=human(args))
     return h["exit_code"]

@@ -39,8 +39,7 @@ def _tune(args) -> int:
         thresholds.append(args.apply)
     rep = tune(args.model, args.state, thresholds or None, args.fpr_budget, args.all_versions)
     emit_json(rep.to_json(), args.json)
-    if args.json != "-":
-        print(format_report(rep))
+    print(format_report(rep))  # on stderr with --json - (text_to_stderr)
     if args.apply is not None:
         out = write_tuned_model(args.model, args.out, args.apply, rep, args.state)
         print(f"wrote {out} with threshold {args.apply} (set model.dir: {out} in the rig config to use it)")

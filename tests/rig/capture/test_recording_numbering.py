@@ -109,3 +109,17 @@ def test_a_bag_the_installed_librealsense_cannot_read_says_so(tmp_path, capsys):
     assert "old.bag" in err and "installed pyrealsense2" in err
     with pytest.raises(DeviceError, match=r"expected a \.db3 or \.bag"):
         Recording(tmp_path / "x.mp4")
+
+
+@pytest.mark.realsense
+def test_a_file_that_does_not_list_its_frames_is_played_through(tmp_path, monkeypatch):
+    """The .bag path (no frame list in the file): play until nothing new, then in time order."""
+    from damage_rig.rig.capture import realsense_io
+
+    path = _record(tmp_path / "r.db3", OFFSET_GAPS)
+    monkeypatch.setattr(realsense_io, "_frame_keys", lambda p: {})
+    rec = realsense_io.Recording(path)
+    assert rec.frame_count is None
+    frames = list(rec.frames())
+    assert [f.index for f in frames] == OFFSET_GAPS
+    assert [int(f.depth[0, 0]) for f in frames] == [700, 701, 702, 703, 704]
