@@ -58,4 +58,6 @@ def run(args) -> int:
                    "event_log_error": info.get("event_log_error"),
                    "recent": info["recent"], "drift": info["drift"]}, args.json)
     print(format_text(info), file=human(args))
+    if not (args.state or args.config) and info["status"] is None and not info["counts"]:
+        print(f"(nothing in {state} yet: run `rig demo`, or give --state DIR or --config FILE)", file=human(args))
     return h["exit_code"]

@@ -155,3 +155,11 @@ def test_calibrate_strict_fail_exits_1(tmp_path, monkeypatch, capsys):
     assert "FAIL" in capsys.readouterr().out
     assert main([*args, "--strict", "--json", str(tmp_path / "no" / "f.json")]) == 1  # checked before the work
     assert len(written) == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_before_any_demo_status_and_review_say_what_to_run(xdg_state):
+    env = dict(os.environ)
+    s = rig("status", env=env)
+    assert s.returncode == 2 and "run `rig demo`" in s.stdout
+    r = rig("review", "--port", "0", env=env)
+    assert r.returncode == 1 and "run `rig demo` first" in r.stderr and "Traceback" not in r.stderr
