@@ -15,8 +15,8 @@ import numpy as np
 from ...calibration.model import Calibration, CameraModel
 from ...rig.dataset import DAMAGE_TYPES
 from ...rig.foundation.geometry import roi_from_corners
-from .products import APPLICABLE, ItemSurface, Sku, apply_damage, build_surface
-from .render import Lighting, Placed, apply_sensor, render
+from .products import APPLICABLE, DamageSizes, ItemSurface, Sku, apply_damage, build_surface
+from .render import DepthNoise, Lighting, Placed, apply_sensor, render
 
 # cells higher than this count for the item's box (as the runtime trigger sees it): low enough that
 # a 2 mm item (a blister card, a flat mailer) is cropped whole, not around its tallest part
@@ -36,16 +36,19 @@ class ItemSpec:
     gain: float
     blur: float
     noise_sigma: float
+    # the randomised simulator (domain.py) only; None = the standard simulator
+    sizes: DamageSizes | None = None
+    depth_noise: DepthNoise | None = None
 
     @property
     def damaged(self) -> bool:
         return bool(self.damage)
 
 
-def draw_spec(catalogue: list[Sku], seed: int, index: int, damage_rate: float,
-              x_jitter_mm: float = 25.0, y_range_mm: float = 110.0, sku_index: int | None = None,
-              force_damage: list[str] | None = None) -> ItemSpec:
-    rng = np.random.default_rng([seed, index, 99])
+def draw_sku_and_damage(rng: np.random.Generator, catalogue: list[Sku], damage_rate: float,
+                        sku_index: int | None = None, force_damage: list[str] | None = None
+                        ) -> tuple[Sku, list[str]]:
+    """The item's product and damage (the first draws of an item's generator)."""
     sku = catalogue[int(rng.integers(len(catalogue))) if sku_index is None else sku_index]
     damage: list[str] = []
     if force_damage is not None:
@@ -58,6 +61,14 @@ def draw_spec(catalogue: list[Sku], seed: int, index: int, damage_rate: float,
             extra = [d for d in options if d not in damage and d != "broken_set"]
             if extra:
                 damage.append(extra[int(rng.integers(len(extra)))])
+    return sku, damage
+
+
+def draw_spec(catalogue: list[Sku], seed: int, index: int, damage_rate: float,
+              x_jitter_mm: float = 25.0, y_range_mm: float = 110.0, sku_index: int | None = None,
+              force_damage: list[str] | None = None) -> ItemSpec:
+    rng = np.random.default_rng([seed, index, 99])
+    sku, damage = draw_sku_and_damage(rng, catalogue, damage_rate, sku_index, force_damage)
     az, el = rng.uniform(0, 2 * np.pi), rng.uniform(np.deg2rad(35), np.deg2rad(85))
     belt_grey = rng.uniform(0.08, 0.32)
     belt = np.clip(belt_grey + rng.normal(0, 0.03, 3), 0.03, 0.5)
@@ -78,7 +89,7 @@ def build_item(spec: ItemSpec) -> ItemSurface:
     rng = np.random.default_rng([spec.seed, spec.index, 123])
     surf = build_surface(spec.sku, rng)
     if spec.damage:
-        apply_damage(spec.sku, surf, spec.damage, rng)
+        apply_damage(spec.sku, surf, spec.damage, rng, spec.sizes)
     return surf
 
 
@@ -123,6 +134,6 @@ def render_views(spec: ItemSpec, calib: Calibration, cameras: list[str] | None =
             continue
         r = render(cam.K, cam.size, cam.T_ref_cam, [placed], spec.light, roi=roi)
         rgb, depth = apply_sensor(r, rng, noise=noise, gain=spec.gain, blur_sigma=spec.blur,
-                                  noise_sigma=spec.noise_sigma)
+                                  noise_sigma=spec.noise_sigma, depth_noise=spec.depth_noise)
         out[name] = View(rgb, depth, (r.mask * 255).astype(np.uint8), roi)
     return out
