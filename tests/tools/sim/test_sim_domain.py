@@ -14,7 +14,7 @@ from damage_rig.rig.dataset import read_dataset
 from damage_rig.rig.foundation.geometry import roi_from_corners
 from damage_rig.rig.trigger import Trigger
 from damage_rig.tools.sim import domain
-from damage_rig.tools.sim.generate import SimSettings, calibrations_for, generate_dataset
+from damage_rig.tools.sim.generate import SimSettings, calibrations_for, catalogue_for, generate_dataset
 from damage_rig.tools.sim.products import DamageSizes
 from damage_rig.tools.sim.render import DepthNoise, Placed, apply_sensor, render
 from damage_rig.tools.sim.scene import build_item, item_box_corners, render_views
@@ -73,6 +73,18 @@ def test_camera_setups_vary_within_the_stated_ranges():
     a, b = domain.draw_rig(7, 1).calibration, domain.draw_rig(7, 1).calibration
     assert sorted(a.cameras) == sorted(b.cameras)
     assert all(np.array_equal(a.cameras[n].T_ref_cam, b.cameras[n].T_ref_cam) for n in a.cameras)
+
+
+def test_generalisation_split_shares_no_product_and_no_camera_with_training():
+    """The documented commands (docs/models.md): train on rig seed 301 (4 setups) and catalogue 0,
+    hold out rig seed 909 and catalogue 9."""
+    train = _wide(seed=301, skus=24, rigs=4)
+    gen = _wide(seed=909, catalogue_seed=9, rig_seed=909, rigs=1)
+    assert not {s.name for s in catalogue_for(train)} & {s.name for s in catalogue_for(gen)}
+    seen = [(c.size, np.round(c.T_ref_cam, 3).tobytes()) for cal in calibrations_for(train, None)
+            for c in cal.cameras.values()]
+    for c in calibrations_for(gen, None)[0].cameras.values():
+        assert (c.size, np.round(c.T_ref_cam, 3).tobytes()) not in seen
 
 
 def test_items_and_products_vary_within_the_stated_ranges():
