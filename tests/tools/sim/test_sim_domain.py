@@ -14,7 +14,12 @@ from damage_rig.rig.dataset import read_dataset
 from damage_rig.rig.foundation.geometry import roi_from_corners
 from damage_rig.rig.trigger import Trigger
 from damage_rig.tools.sim import domain
-from damage_rig.tools.sim.generate import SimSettings, calibrations_for, catalogue_for, generate_dataset
+from damage_rig.tools.sim.generate import (
+    SimSettings,
+    calibrations_for,
+    catalogue_for,
+    generate_dataset,
+)
 from damage_rig.tools.sim.products import DamageSizes
 from damage_rig.tools.sim.render import DepthNoise, Placed, apply_sensor, render
 from damage_rig.tools.sim.scene import build_item, item_box_corners, render_views
@@ -59,7 +64,8 @@ def test_camera_setups_vary_within_the_stated_ranges():
             assert 320 <= w <= 1280 and 240 <= h <= 720 and (w, h) in domain.RESOLUTIONS
             assert "_" not in name and "-" not in name  # reference files are NAME_VIEW.png
             t = _tilt_deg(cam)
-            assert t <= domain.TOP_TILT_DEG[1] + 0.01 or domain.OBLIQUE_DEG[0] - 0.01 <= t <= domain.OBLIQUE_DEG[1] + 0.01
+            lo, hi = domain.OBLIQUE_DEG
+            assert t <= domain.TOP_TILT_DEG[1] + 0.01 or lo - 0.01 <= t <= hi + 0.01
             tilts.append(t)
             assert cam.T_ref_cam[2, 3] > 0.35  # the lens is above the tallest product
             # the tunnel centre projects into the image
@@ -170,7 +176,8 @@ def test_masks_cover_small_damage_at_low_resolution(kind):
     if vd.roi != vi.roi:  # a spill beside the item widens the crop; its mask alone is checked
         assert kind == "spill"
         return
-    changed = (np.abs(vd.depth_mm - vi.depth_mm) > 1.0) | (np.abs(vd.rgb.astype(int) - vi.rgb.astype(int)).max(-1) > 25)
+    changed = (np.abs(vd.depth_mm - vi.depth_mm) > 1.0) | (
+        np.abs(vd.rgb.astype(int) - vi.rgb.astype(int)).max(-1) > 25)
     assert changed.sum() >= 1
     near = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     assert (changed & near).sum() / changed.sum() > 0.9
@@ -202,7 +209,8 @@ def test_a_2mm_flat_item_renders_and_the_trigger_crops_it_whole(demo_calib):
     # ... and the crop the runtime cuts from it (rig/pipeline/prepare.py) holds the whole card
     x0, y0, x1, y1 = roi_from_corners(top, b.corners())
     uv, _ = top.project(box)
-    assert (uv[:, 0] >= x0).all() and (uv[:, 0] < x1).all() and (uv[:, 1] >= y0).all() and (uv[:, 1] < y1).all()
+    assert (uv[:, 0] >= x0).all() and (uv[:, 0] < x1).all()
+    assert (uv[:, 1] >= y0).all() and (uv[:, 1] < y1).all()
 
 
 def test_references_without_depth_pass_dataset_check(tmp_path, capsys):
