@@ -14,7 +14,9 @@ What is drawn per dataset and what per item:
   colour temperature and the camera's white balance error), belt colour and
   texture, exposure, blur, image noise, the depth sensor (noise 0.5-3 mm,
   dropouts on edges, dark and glinting surfaces), a missing depth frame per
-  view, pose, and damage sizes down to the resolution limit (``WIDE_DAMAGE``).
+  view, pose, the framing of each view (scene.frame_roi: mostly the runtime's
+  square crop, sometimes the whole image or a loose non-square box), and damage
+  sizes down to the resolution limit (``WIDE_DAMAGE``).
 
 Everything comes from seeded generators keyed by (seed, index), so a dataset
 is reproduced byte for byte by the same command.
@@ -217,7 +219,8 @@ def draw_wide_spec(catalogue: list[Sku], seed: int, index: int, damage_rate: flo
     return ItemSpec(index, seed, sku, damage, x_mm=float(rng.uniform(-25, 25)),
                     y_mm=float(rng.uniform(-80, 80)), yaw=float(rng.uniform(-np.pi, np.pi)), light=light,
                     gain=float(rng.uniform(0.5, 1.6)), blur=float(rng.uniform(0.0, 1.6)),
-                    noise_sigma=float(rng.uniform(0.5, 6.0)), sizes=WIDE_DAMAGE, depth_noise=depth)
+                    noise_sigma=float(rng.uniform(0.5, 6.0)), sizes=WIDE_DAMAGE, depth_noise=depth,
+                    framing=True)
 
 
 def item_rig(seed: int, index: int, n_rigs: int) -> int:

@@ -8,6 +8,7 @@ depth aligned to the colour image (rendered from the colour camera itself).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,7 @@ class ItemSpec:
     # the randomised simulator (domain.py) only; None = the standard simulator
     sizes: DamageSizes | None = None
     depth_noise: DepthNoise | None = None
+    framing: bool = False  # views framed as drawn by frame_roi, not only the runtime's square crop
 
     @property
     def damaged(self) -> bool:
@@ -112,6 +114,26 @@ def item_box_corners(placed: Placed, min_height_mm: float = TRIGGER_MM) -> np.nd
     return np.array(pts) / 1000.0
 
 
+#: how the randomised simulator frames a view: the runtime's square crop, the whole camera image,
+#: or a loose box (each side moved out by up to 60 % of the crop, so not square)
+FRAMING_SHARES = {"crop": 0.7, "full": 0.15, "loose": 0.15}
+
+
+def frame_roi(roi: tuple[int, int, int, int], size: tuple[int, int], rng: np.random.Generator
+              ) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = roi
+    w, h = size
+    u = rng.random()
+    if u < FRAMING_SHARES["crop"]:
+        return roi
+    if u < FRAMING_SHARES["crop"] + FRAMING_SHARES["full"]:
+        return 0, 0, w, h
+    side = max(x1 - x0, y1 - y0)
+    grow = rng.uniform(0.0, 0.6, 4) * side
+    return (max(0, int(x0 - grow[0])), max(0, int(y0 - grow[1])), min(w, int(x1 + grow[2])),
+            min(h, int(y1 + grow[3])))
+
+
 @dataclass
 class View:
     rgb: np.ndarray  # uint8 RGB crop
@@ -132,6 +154,8 @@ def render_views(spec: ItemSpec, calib: Calibration, cameras: list[str] | None =
         roi = roi_from_corners(cam, corners)
         if roi is None:
             continue
+        if spec.framing:
+            roi = frame_roi(roi, cam.size, np.random.default_rng([spec.seed, spec.index, zlib.crc32(name.encode())]))
         r = render(cam.K, cam.size, cam.T_ref_cam, [placed], spec.light, roi=roi)
         rgb, depth = apply_sensor(r, rng, noise=noise, gain=spec.gain, blur_sigma=spec.blur,
                                   noise_sigma=spec.noise_sigma, depth_noise=spec.depth_noise)

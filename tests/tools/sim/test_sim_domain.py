@@ -22,7 +22,7 @@ from damage_rig.tools.sim.generate import (
 )
 from damage_rig.tools.sim.products import DamageSizes
 from damage_rig.tools.sim.render import DepthNoise, Placed, apply_sensor, render
-from damage_rig.tools.sim.scene import build_item, item_box_corners, render_views
+from damage_rig.tools.sim.scene import build_item, frame_roi, item_box_corners, render_views
 
 from tests.helpers.files import tree_digest
 
@@ -81,6 +81,18 @@ def test_camera_setups_vary_within_the_stated_ranges():
     assert all(np.array_equal(a.cameras[n].T_ref_cam, b.cameras[n].T_ref_cam) for n in a.cameras)
 
 
+def test_views_are_framed_as_the_runtime_crops_them_or_wider():
+    rng = np.random.default_rng(0)
+    kinds = {"crop": 0, "full": 0, "loose": 0}
+    for _ in range(600):
+        roi, size = (100, 40, 180, 120), (320, 240)
+        x0, y0, x1, y1 = frame_roi(roi, size, rng)
+        assert 0 <= x0 <= 100 and 0 <= y0 <= 40 and 180 <= x1 <= 320 and 120 <= y1 <= 240
+        kind = "crop" if (x0, y0, x1, y1) == roi else "full" if (x0, y0, x1, y1) == (0, 0, 320, 240) else "loose"
+        kinds[kind] += 1
+    assert kinds["crop"] > 350 and kinds["full"] > 50 and kinds["loose"] > 50
+
+
 def test_generalisation_split_shares_no_product_and_no_camera_with_training():
     """The documented commands (docs/models.md): train on rig seed 301 (4 setups) and catalogue 0,
     hold out rig seed 909 and catalogue 9."""
@@ -137,6 +149,9 @@ def test_missing_depth_frames_are_read_and_scored(tmp_path, model_dir):
         for v, vp in it.views.items():
             kind = domain.missing_depth(seed, int(it.id.split("-")[1]), v)
             depth = ds.load_depth_mm(it, v)
+            rgb, mask = ds.load_rgb(it, v), ds.load_mask(it, v)
+            assert depth is None or depth.shape == rgb.shape[:2]
+            assert (mask is None) == (not it.damaged) and (mask is None or mask.shape == rgb.shape[:2])
             if kind == "absent":
                 assert vp.depth is None and depth is None
             elif kind == "zero":
