@@ -213,7 +213,7 @@ def draw_wide_spec(catalogue: list[Sku], seed: int, index: int, damage_rate: flo
         specular=float(rng.uniform(0.0, 0.8)), tint=white_balance_tint(kelvin, wb),
         belt_color=belt, belt_texture=texture, belt_pattern=pattern, belt_period_mm=period)
     depth = DepthNoise(sigma_mm=float(rng.uniform(0.5, 3.0)), edge_drop=float(rng.uniform(0.3, 0.9)),
-                       speckle=float(rng.uniform(0.0, 0.01)), dark_level=float(rng.uniform(0.05, 0.2)),
+                       speckle=float(rng.uniform(0.0, 0.01)), dark_level=float(rng.uniform(0.03, 0.12)),
                        dark_drop=float(rng.uniform(0.2, 0.9)), glint_level=float(rng.uniform(0.15, 0.5)),
                        glint_drop=float(rng.uniform(0.3, 0.95)))
     return ItemSpec(index, seed, sku, damage, x_mm=float(rng.uniform(-25, 25)),
