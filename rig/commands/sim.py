@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import check_output_dir, progress
+
 NAME = "sim"
 HELP = "simulate the belt: write a dataset (and with --recording, .db3 recordings) of RGB-D items"
 
@@ -25,6 +27,21 @@ def add_arguments(p):
     p.add_argument("--noiseless", action="store_true", help="no sensor noise, blur or depth holes")
     p.add_argument("--new-artwork", action="append", default=[], metavar="SKU",
                    help="render SKU with revised packaging artwork (repeatable)")
+    p.add_argument("--randomize", action="store_true",
+                   help="domain randomisation (tools/sim/domain.py, docs/models.md): drawn cameras (1-3 per "
+                        "setup, 320x240..1280x720, 30-60 degree oblique views, other view names), depth "
+                        "noise 0.5-3 mm with dropouts and missing frames, light and white balance, belts, "
+                        "products 2-400 mm, damage down to the resolution limit, references with and "
+                        "without depth; off by default (the standard simulator is unchanged)")
+    p.add_argument("--rig-seed", type=int, default=None,
+                   help="with --randomize: seed of the camera setups (default: --seed); another seed "
+                        "gives cameras a model never saw")
+    p.add_argument("--rigs", type=int, default=3,
+                   help="with --randomize: camera setups in the dataset, each item seen by one (default 3; "
+                        "1 for a single installation such as a generalisation split)")
+    p.add_argument("--reference-depth", choices=["all", "none", "some"], default=None,
+                   help="whether references carry depth (NAME_depth.png): all, none, or some products' "
+                        "(default: all; drawn per dataset with --randomize)")
     p.add_argument("--recording", action="store_true",
                    help="also write DIR/recordings/CAMERA.db3: the belt seen by each camera, via pyrealsense2")
     p.add_argument("--recording-items", type=int, default=6, help="items on the recorded belt (default 6)")
@@ -48,10 +65,20 @@ def _settings(args):
     for name, ok in checks:
         if not ok:
             raise RigError(f"{name} is out of range ({getattr(args, name[2:].replace('-', '_'))})")
+    if args.randomize:
+        if args.calibration:
+            raise RigError("--randomize draws its own cameras (--rig-seed, --rigs); leave out --calibration")
+        if args.recording:
+            raise RigError("--recording needs a calibration; it cannot be combined with --randomize")
+        if not 1 <= args.rigs <= 16:
+            raise RigError(f"--rigs must be between 1 and 16, got {args.rigs}")
+    elif args.rig_seed is not None or args.rigs != 3:
+        raise RigError("--rig-seed and --rigs only apply with --randomize")
     return SimSettings(items=args.items, seed=args.seed, skus=args.skus, catalogue_seed=args.catalogue_seed,
                        damage_rate=args.damage_rate, printed_share=args.printed_share,
                        refs_per_sku=args.refs_per_sku, splits=splits, noise=not args.noiseless,
-                       new_artwork=tuple(args.new_artwork))
+                       new_artwork=tuple(args.new_artwork), randomize=args.randomize,
+                       rig_seed=args.rig_seed, rigs=args.rigs, reference_depth=args.reference_depth)
 
 
 def run(args) -> int:
@@ -59,20 +86,23 @@ def run(args) -> int:
     from pathlib import Path
 
     from ...calibration.model import load_calibration
-    from ...tools.sim.generate import generate_dataset
+    from ...tools.sim.generate import calibrations_for, catalogue_for, generate_dataset
     from ..config import PACKAGE_DATA
     from ..foundation.errors import RigError
 
     settings = _settings(args)
-    calib = load_calibration(args.calibration or PACKAGE_DATA / "demo_calib.yaml")
-    known = {s.name for s in __import__("damage_rig.tools.sim.generate", fromlist=["x"]).catalogue_for(settings)}
+    check_output_dir(args.out, "--out")
+    calib = None if settings.randomize else load_calibration(args.calibration or PACKAGE_DATA / "demo_calib.yaml")
+    known = {s.name for s in catalogue_for(settings)}
     unknown = sorted(set(settings.new_artwork) - known)
     if unknown:
         raise RigError(f"--new-artwork: unknown SKU(s) {unknown}; the catalogue has {sorted(known)}")
     t0 = time.monotonic()
     print(f"rig sim: rendering {settings.items} items and {settings.skus * settings.refs_per_sku} references "
-          f"for cameras {sorted(calib.cameras)} into {args.out}")
-    ds = generate_dataset(args.out, calib, settings, workers=args.workers, overwrite=args.overwrite)
+          f"for cameras {sorted({v for c in calibrations_for(settings, calib) for v in c.cameras})} "
+          f"into {args.out}" + (" (randomized)" if settings.randomize else ""))
+    ds = generate_dataset(args.out, calib, settings, workers=args.workers, overwrite=args.overwrite,
+                          progress=progress(args))
     n_dmg = sum(it.damaged for it in ds.items)
     print(f"rig sim: wrote {len(ds.items)} items ({n_dmg} damaged) in {time.monotonic() - t0:.1f} s")
     if args.recording:

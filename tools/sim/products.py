@@ -20,6 +20,9 @@ from ...rig.dataset import DAMAGE_TYPES
 
 MARGIN_MM = 70
 KINDS = ("carton", "mailer", "blister", "tub", "bottle")
+# kinds only the domain-randomised catalogue (domain.py) draws: "flat" is a 2-3 mm card or
+# flat mailer. Kept out of KINDS so the default catalogue stays what it was.
+EXTRA_KINDS = ("flat",)
 # which damage each kind can show
 APPLICABLE = {
     "carton": ("crush", "tear", "hole", "deconstruction", "spill"),
@@ -27,7 +30,23 @@ APPLICABLE = {
     "blister": ("broken_set", "tear", "hole", "spill", "crush"),
     "tub": ("crush", "hole", "spill", "deconstruction"),
     "bottle": ("crush", "spill", "hole"),
+    "flat": ("tear", "hole", "crush", "spill", "deconstruction"),
 }
+
+
+@dataclass(frozen=True)
+class DamageSizes:
+    """Ranges (uniform draws) of the damage geometry; the defaults are the standard simulator's,
+    domain.WIDE_DAMAGE reaches down to the resolution limit (2 mm holes, 3 mm dents)."""
+
+    crush_radius: tuple[float, float] = (0.25, 0.45)  # x the item's smaller side
+    crush_depth: tuple[float, float] = (0.3, 0.5)  # x max(item height, 25 mm)
+    tear_width: tuple[int, int] = (5, 10)  # polyline thickness, mm (integers, upper bound excluded)
+    tear_step: tuple[float, float] = (8.0, 16.0)  # length of each of the tear's 8 segments, mm
+    hole_radius: tuple[float, float] = (9.0, 22.0)
+    hole_depth: tuple[float, float] = (25.0, 60.0)
+    contents_radius: tuple[float, float] = (10.0, 22.0)  # deconstruction: each escaped piece
+    spill_radius: tuple[float, float] = (25.0, 45.0)
 
 
 @dataclass
@@ -213,6 +232,9 @@ def build_surface(sku: Sku, rng: np.random.Generator) -> ItemSurface:
     elif sku.kind == "blister":
         height = np.where(inside, 2.5, 0).astype(np.float32)
         units_present = sku.units
+    elif sku.kind == "flat":  # a card or a flat mailer: uniform thickness, a slight warp
+        warp = cv2.GaussianBlur(rng.normal(0, 1, (gh, gw)).astype(np.float32), (0, 0), 15) * 15
+        height = np.where(inside, np.clip(Hh * (1 + 0.1 * warp), 0.9 * Hh, 1.1 * Hh), 0).astype(np.float32)
     elif sku.kind == "tub":
         r = np.hypot(X, Y)
         inside = r <= L / 2
@@ -287,8 +309,10 @@ def _point_on_face(sku, rng, edge_bias=False):
     return rng.uniform(-0.3, 0.3) * sku.length, rng.uniform(-0.3, 0.3) * sku.width
 
 
-def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.Generator) -> None:
+def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.Generator,
+                 sizes: DamageSizes | None = None) -> None:
     """Apply each damage kind in place; ``surf.damage`` marks the damaged cells."""
+    sz = sizes or DamageSizes()
     gh, gw = surf.height.shape
     cx0, cy0 = gw / 2, gh / 2
     X, Y = _grid(sku)
@@ -297,8 +321,8 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
             raise ValueError(f"unknown damage kind {kind!r}")
         if kind == "crush":
             px, py = _point_on_face(sku, rng, edge_bias=True)
-            rad = rng.uniform(0.25, 0.45) * min(sku.length, sku.width)
-            depth = rng.uniform(0.3, 0.5) * max(sku.height, 25)
+            rad = rng.uniform(*sz.crush_radius) * min(sku.length, sku.width)
+            depth = rng.uniform(*sz.crush_depth) * max(sku.height, 25)
             d2 = ((X - px) ** 2 + (Y - py) ** 2) / rad ** 2
             dent = depth * np.exp(-d2 * 1.6) * (surf.alpha > 0)
             # creases: ridged noise inside the dent
@@ -315,10 +339,10 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
                 pts = [(px, py)]
                 for _ in range(8):
                     ang += rng.uniform(-0.6, 0.6)
-                    step = rng.uniform(8, 16)
+                    step = rng.uniform(*sz.tear_step)
                     pts.append((pts[-1][0] + step * np.cos(ang), pts[-1][1] + step * np.sin(ang)))
                 arr = (np.array(pts) + [cx0, cy0]).astype(np.int32)
-                cv2.polylines(m, [arr], False, 1, int(rng.integers(5, 10)))
+                cv2.polylines(m, [arr], False, 1, int(rng.integers(*sz.tear_width)))
                 region = (m > 0) & (surf.alpha > 0)
                 inner = np.array([0.82, 0.74, 0.58]) if sku.kind == "carton" else np.array([0.93, 0.93, 0.9])
                 surf.albedo[region] = inner * rng.uniform(0.8, 1.05)
@@ -328,9 +352,9 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
                 surf.gloss[region] = 0.05
                 surf.damage |= (cv2.dilate(m, np.ones((3, 3), np.uint8)) > 0) & (surf.alpha > 0)
             else:
-                rad = rng.uniform(9, 22)
+                rad = rng.uniform(*sz.hole_radius)
                 region = _blob(rng, (gh, gw), px + cx0, py + cy0, rad) & (surf.alpha > 0)
-                surf.height[region] = np.maximum(surf.height[region] - rng.uniform(25, 60), 0.5)
+                surf.height[region] = np.maximum(surf.height[region] - rng.uniform(*sz.hole_depth), 0.5)
                 surf.albedo[region] = rng.uniform(0.03, 0.12)
                 ring = cv2.dilate(region.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~region
                 surf.albedo[ring & (surf.alpha > 0)] *= 0.6
@@ -345,7 +369,7 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
             for _ in range(int(rng.integers(3, 6))):
                 ox = rng.uniform(-0.35, 0.35) * sku.length
                 oy = side * (sku.width / 2 + rng.uniform(-5, MARGIN_MM - 20))
-                r = rng.uniform(10, 22)
+                r = rng.uniform(*sz.contents_radius)
                 blob = _blob(rng, (gh, gw), ox + cx0, oy + cy0, r, 0.2)
                 hh = rng.uniform(12, 35)
                 d = cv2.distanceTransform(blob.astype(np.uint8), cv2.DIST_L2, 3)
@@ -361,7 +385,7 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
             px, py = dist * np.cos(ang) * 0.6, dist * np.sin(ang)
             px = np.clip(px, -gw / 2 + 30, gw / 2 - 30)
             py = np.clip(py, -gh / 2 + 30, gh / 2 - 30)
-            region = _blob(rng, (gh, gw), px + cx0, py + cy0, rng.uniform(25, 45), 0.45)
+            region = _blob(rng, (gh, gw), px + cx0, py + cy0, rng.uniform(*sz.spill_radius), 0.45)
             liquid = rng.random() < 0.6
             col = rng.uniform(0.1, 0.7, 3) if liquid else np.array([0.92, 0.9, 0.85])
             on_belt = region & (surf.alpha == 0)

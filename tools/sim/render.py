@@ -55,6 +55,10 @@ class Lighting:
     tint: np.ndarray = field(default_factory=lambda: np.ones(3))
     belt_color: np.ndarray = field(default_factory=lambda: np.array([0.16, 0.17, 0.18]))
     belt_texture: float = 0.04
+    # "wave" (the standard belt), or for the randomised simulator "slats" (a modular belt's
+    # cross joints), "weave" (fabric) and "speckle" (a mottled rubber belt)
+    belt_pattern: str = "wave"
+    belt_period_mm: float = 20.0  # slats / weave / speckle period
 
 
 @dataclass
@@ -63,6 +67,24 @@ class RenderOut:
     depth_mm: np.ndarray  # float32 camera z
     mask: np.ndarray  # bool: damaged pixel
     item: np.ndarray  # int16: index of the item hit, -1 = belt
+    albedo: np.ndarray | None = None  # float32 HxW: mean albedo (what a stereo imager's IR sees)
+    highlight: np.ndarray | None = None  # float32 HxW: specular term (0 = matte)
+
+
+def belt_pattern(light: Lighting, x_mm: np.ndarray, y_mm: np.ndarray, bx: np.ndarray, by: np.ndarray
+                 ) -> np.ndarray:
+    """The belt's texture in -1..1 at belt-frame points (x already moved with the belt)."""
+    if light.belt_pattern == "wave":
+        return np.sin(bx * 1.7 + np.sin(by * 0.9)) * np.cos(by * 1.3 - 0.3 * bx)
+    p = max(light.belt_period_mm, 1.0)
+    if light.belt_pattern == "slats":  # dark joints across the belt every period
+        return 1 - 2 * (np.abs(((x_mm / p) % 1.0) - 0.5) < 0.06)
+    if light.belt_pattern == "weave":
+        return np.sign(np.sin(2 * np.pi * x_mm / p)) * np.sign(np.sin(2 * np.pi * y_mm / p))
+    if light.belt_pattern == "speckle":  # a hash of the belt cell: fixed to the belt, not to pixels
+        cx, cy = np.floor(x_mm / p * 4), np.floor(y_mm / p * 4)
+        return 2 * ((np.sin(cx * 12.9898 + cy * 78.233) * 43758.5453) % 1.0) - 1
+    raise ValueError(f"unknown belt pattern {light.belt_pattern!r}")
 
 
 def _sample(img: np.ndarray, x: np.ndarray, y: np.ndarray, interp=cv2.INTER_LINEAR) -> np.ndarray:
@@ -108,7 +130,7 @@ def render(K: np.ndarray, size: tuple[int, int], T_ref_cam: np.ndarray, items: l
     # belt appearance: a fixed low-frequency texture that moves with the belt
     bx = (pts[:, 0] - belt_offset_mm) * 0.05
     by = pts[:, 1] * 0.05
-    tex = 1 + light.belt_texture * (np.sin(bx * 1.7 + np.sin(by * 0.9)) * np.cos(by * 1.3 - 0.3 * bx))
+    tex = 1 + light.belt_texture * belt_pattern(light, pts[:, 0] - belt_offset_mm, pts[:, 1], bx, by)
     albedo[:] = light.belt_color[None, :] * tex[:, None]
     for it in items:
         sel = hit_item == it.index
@@ -140,8 +162,11 @@ def render(K: np.ndarray, size: tuple[int, int], T_ref_cam: np.ndarray, items: l
         rgb = albedo * (light.ambient + light.diffuse * ndl)[:, None] + (light.specular * spec)[:, None]
         rgb = (rgb * light.tint[None, :]).astype(np.float32)
     shape = (y1 - y0, x1 - x0)
+    extra = {}
+    if with_color:
+        extra = {"albedo": albedo.mean(1).reshape(shape), "highlight": (light.specular * spec).reshape(shape)}
     return RenderOut(rgb.reshape(shape + (3,)), depth.reshape(shape), mask.reshape(shape),
-                     hit_item.reshape(shape))
+                     hit_item.reshape(shape), **extra)
 
 
 def _march(it: Placed, o, d, t_best, hit_item, hit_local) -> None:
@@ -206,8 +231,22 @@ def _march(it: Placed, o, d, t_best, hit_item, hit_local) -> None:
         tend, idx, dsub = tend[cont], idx[cont], dc
 
 
+@dataclass(frozen=True)
+class DepthNoise:
+    """The randomised simulator's depth sensor (domain.py); None in apply_sensor = the standard one."""
+
+    sigma_mm: float = 1.0  # Gaussian depth noise, mm (0.5-3 in the randomised simulator)
+    edge_drop: float = 0.6  # chance that a pixel near a depth edge has no depth
+    speckle: float = 0.002  # chance of a lone missing pixel anywhere
+    dark_level: float = 0.1  # surfaces darker than this (mean albedo) lose depth ...
+    dark_drop: float = 0.5  # ... with up to this chance (the stereo imager sees no texture)
+    glint_level: float = 0.25  # specular highlights brighter than this lose depth ...
+    glint_drop: float = 0.7  # ... with this chance (saturated IR)
+
+
 def apply_sensor(out: RenderOut, rng: np.random.Generator, noise: bool = True, gain: float = 1.0,
-                 blur_sigma: float = 0.0, noise_sigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+                 blur_sigma: float = 0.0, noise_sigma: float = 2.0, depth_noise: DepthNoise | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Radiance -> uint8 RGB (gain, gamma, blur, noise); depth -> mm float with noise and edge holes."""
     rgb = np.clip(out.rgb * gain, 0, 1) ** (1 / 1.1)
     img = rgb * 255.0
@@ -216,6 +255,9 @@ def apply_sensor(out: RenderOut, rng: np.random.Generator, noise: bool = True, g
         if blur_sigma > 0.05:
             img = cv2.GaussianBlur(img, (0, 0), blur_sigma)
         img = img + rng.normal(0, noise_sigma, img.shape)
+    if noise and depth_noise is not None:
+        depth = _wide_depth(out, depth, rng, depth_noise)
+    elif noise:
         z_m = depth / 1000.0
         depth = depth + rng.normal(0, 1, depth.shape) * (0.4 + 1.2 * z_m ** 2)
         # zero-holes near depth edges (stereo matching fails there) and a few speckles
@@ -225,3 +267,22 @@ def apply_sensor(out: RenderOut, rng: np.random.Generator, noise: bool = True, g
         depth[drop] = 0
     depth[out.depth_mm <= 0] = 0
     return np.clip(np.round(img), 0, 255).astype(np.uint8), depth.astype(np.float32)
+
+
+def _wide_depth(out: RenderOut, depth: np.ndarray, rng: np.random.Generator, dn: DepthNoise) -> np.ndarray:
+    """Depth with the randomised sensor: Gaussian noise and texture-dependent dropouts."""
+    depth = depth + rng.normal(0, dn.sigma_mm, depth.shape)
+    dz = np.abs(cv2.Laplacian(out.depth_mm, cv2.CV_32F, ksize=3))
+    edge = cv2.dilate((dz > 12).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    drop = (edge & (rng.random(depth.shape) < dn.edge_drop)) | (rng.random(depth.shape) < dn.speckle)
+    # dark and glinting surfaces: coherent patches (a smoothed random field), not lone pixels
+    field = cv2.GaussianBlur(rng.random(depth.shape).astype(np.float32), (0, 0), 1.5)
+    field = (field - field.mean()) / max(float(field.std()), 1e-6)
+    patch = 0.5 * (1 + np.tanh(field))  # 0..1, spatially coherent
+    if out.albedo is not None:
+        dark = np.clip((dn.dark_level - out.albedo) / max(dn.dark_level, 1e-6) * 2, 0, 1)
+        drop |= patch < dn.dark_drop * dark
+    if out.highlight is not None:
+        drop |= (out.highlight > dn.glint_level) & (patch < dn.glint_drop)
+    depth[drop] = 0
+    return depth

@@ -8,6 +8,7 @@ depth aligned to the colour image (rendered from the colour camera itself).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +16,8 @@ import numpy as np
 from ...calibration.model import Calibration, CameraModel
 from ...rig.dataset import DAMAGE_TYPES
 from ...rig.foundation.geometry import roi_from_corners
-from .products import APPLICABLE, ItemSurface, Sku, apply_damage, build_surface
-from .render import Lighting, Placed, apply_sensor, render
+from .products import APPLICABLE, DamageSizes, ItemSurface, Sku, apply_damage, build_surface
+from .render import DepthNoise, Lighting, Placed, apply_sensor, render
 
 # cells higher than this count for the item's box (as the runtime trigger sees it): low enough that
 # a 2 mm item (a blister card, a flat mailer) is cropped whole, not around its tallest part
@@ -36,16 +37,20 @@ class ItemSpec:
     gain: float
     blur: float
     noise_sigma: float
+    # the randomised simulator (domain.py) only; None = the standard simulator
+    sizes: DamageSizes | None = None
+    depth_noise: DepthNoise | None = None
+    framing: bool = False  # views framed as drawn by frame_roi, not only the runtime's square crop
 
     @property
     def damaged(self) -> bool:
         return bool(self.damage)
 
 
-def draw_spec(catalogue: list[Sku], seed: int, index: int, damage_rate: float,
-              x_jitter_mm: float = 25.0, y_range_mm: float = 110.0, sku_index: int | None = None,
-              force_damage: list[str] | None = None) -> ItemSpec:
-    rng = np.random.default_rng([seed, index, 99])
+def draw_sku_and_damage(rng: np.random.Generator, catalogue: list[Sku], damage_rate: float,
+                        sku_index: int | None = None, force_damage: list[str] | None = None
+                        ) -> tuple[Sku, list[str]]:
+    """The item's product and damage (the first draws of an item's generator)."""
     sku = catalogue[int(rng.integers(len(catalogue))) if sku_index is None else sku_index]
     damage: list[str] = []
     if force_damage is not None:
@@ -58,6 +63,14 @@ def draw_spec(catalogue: list[Sku], seed: int, index: int, damage_rate: float,
             extra = [d for d in options if d not in damage and d != "broken_set"]
             if extra:
                 damage.append(extra[int(rng.integers(len(extra)))])
+    return sku, damage
+
+
+def draw_spec(catalogue: list[Sku], seed: int, index: int, damage_rate: float,
+              x_jitter_mm: float = 25.0, y_range_mm: float = 110.0, sku_index: int | None = None,
+              force_damage: list[str] | None = None) -> ItemSpec:
+    rng = np.random.default_rng([seed, index, 99])
+    sku, damage = draw_sku_and_damage(rng, catalogue, damage_rate, sku_index, force_damage)
     az, el = rng.uniform(0, 2 * np.pi), rng.uniform(np.deg2rad(35), np.deg2rad(85))
     belt_grey = rng.uniform(0.08, 0.32)
     belt = np.clip(belt_grey + rng.normal(0, 0.03, 3), 0.03, 0.5)
@@ -78,7 +91,7 @@ def build_item(spec: ItemSpec) -> ItemSurface:
     rng = np.random.default_rng([spec.seed, spec.index, 123])
     surf = build_surface(spec.sku, rng)
     if spec.damage:
-        apply_damage(spec.sku, surf, spec.damage, rng)
+        apply_damage(spec.sku, surf, spec.damage, rng, spec.sizes)
     return surf
 
 
@@ -101,6 +114,26 @@ def item_box_corners(placed: Placed, min_height_mm: float = TRIGGER_MM) -> np.nd
     return np.array(pts) / 1000.0
 
 
+#: how the randomised simulator frames a view: the runtime's square crop, the whole camera image,
+#: or a loose box (each side moved out by up to 60 % of the crop, so not square)
+FRAMING_SHARES = {"crop": 0.7, "full": 0.15, "loose": 0.15}
+
+
+def frame_roi(roi: tuple[int, int, int, int], size: tuple[int, int], rng: np.random.Generator
+              ) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = roi
+    w, h = size
+    u = rng.random()
+    if u < FRAMING_SHARES["crop"]:
+        return roi
+    if u < FRAMING_SHARES["crop"] + FRAMING_SHARES["full"]:
+        return 0, 0, w, h
+    side = max(x1 - x0, y1 - y0)
+    grow = rng.uniform(0.0, 0.6, 4) * side
+    return (max(0, int(x0 - grow[0])), max(0, int(y0 - grow[1])), min(w, int(x1 + grow[2])),
+            min(h, int(y1 + grow[3])))
+
+
 @dataclass
 class View:
     rgb: np.ndarray  # uint8 RGB crop
@@ -121,8 +154,10 @@ def render_views(spec: ItemSpec, calib: Calibration, cameras: list[str] | None =
         roi = roi_from_corners(cam, corners)
         if roi is None:
             continue
+        if spec.framing:
+            roi = frame_roi(roi, cam.size, np.random.default_rng([spec.seed, spec.index, zlib.crc32(name.encode())]))
         r = render(cam.K, cam.size, cam.T_ref_cam, [placed], spec.light, roi=roi)
         rgb, depth = apply_sensor(r, rng, noise=noise, gain=spec.gain, blur_sigma=spec.blur,
-                                  noise_sigma=spec.noise_sigma)
+                                  noise_sigma=spec.noise_sigma, depth_noise=spec.depth_noise)
         out[name] = View(rgb, depth, (r.mask * 255).astype(np.uint8), roi)
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import cv2
@@ -11,6 +10,8 @@ import pytest
 from damage_rig.tools.sim.generate import SimSettings, generate_dataset
 from damage_rig.tools.sim.products import make_catalogue, unit_centres
 from damage_rig.tools.sim.scene import build_item, draw_spec, render_views
+
+from tests.helpers.files import tree_digest
 
 
 def _deproject_z(cam, view, depth_mm):
@@ -82,23 +83,14 @@ def test_masks_cover_the_damage(demo_calib, kind):
     assert (vi.mask == 0).all()
 
 
-def _tree_digest(root):
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(root).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def test_same_seed_same_dataset_other_seed_other_dataset(demo_calib, tmp_path):
     s = SimSettings(items=3, seed=7, skus=4, refs_per_sku=1)
     a = generate_dataset(tmp_path / "a", demo_calib, s, workers=1, progress=False)
     b = generate_dataset(tmp_path / "b", demo_calib, s, workers=2, progress=False)
     c = generate_dataset(tmp_path / "c", demo_calib, SimSettings(items=3, seed=8, skus=4, refs_per_sku=1),
                          workers=1, progress=False)
-    assert _tree_digest(a.root) == _tree_digest(b.root)
-    assert _tree_digest(a.root) != _tree_digest(c.root)
+    assert tree_digest(a.root) == tree_digest(b.root)
+    assert tree_digest(a.root) != tree_digest(c.root)
 
 
 def test_dataset_labels_agree_with_masks(small_sim_dataset):
