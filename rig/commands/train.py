@@ -22,6 +22,9 @@ def add_arguments(p):
                    help="ok train views per SKU added to its gallery entry as known-good (default 64)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and ONNX Runtime (2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recalibrate", action="store_true",
+                   help="keep the trained network in --out; rebuild its gallery and refit the fusion and "
+                        "threshold on DATASET with the current scoring code (minutes, not a retraining)")
 
 
 def run(args) -> int:
@@ -34,6 +37,8 @@ def run(args) -> int:
     if args.input_size < 64 or args.input_size % 16:
         raise RigError(f"--input-size must be a multiple of 16 and at least 64, got {args.input_size}")
     check_output_dir(args.out, "--out")
+    if args.recalibrate:
+        return _recalibrate(args)
     from ...models.train import train
 
     command = (f"rig train --data {args.data} --out {args.out} --fpr {args.fpr:g} --epochs {args.epochs} "
@@ -57,4 +62,22 @@ def run(args) -> int:
     print(f"model written to {args.out}: threshold {card['threshold']:.4f} for FPR budget {args.fpr:g}; "
           f"val AUROC {m['auroc']:.4f}, val FPR at threshold {m['fpr_at_threshold']:.4%}, "
           f"val recall at threshold {m['recall_at_threshold']:.2%}")
+    return 0
+
+
+def _recalibrate(args) -> int:
+    from pathlib import Path
+
+    from ...models.train import recalibrate
+    from ..foundation.errors import RigError
+
+    if not (Path(args.out) / "model_card.yaml").is_file():
+        raise RigError(f"--recalibrate: {args.out} holds no trained model (no model_card.yaml); "
+                       "train one first with 'rig train --data DATASET --out MODEL_DIR'")
+    card = recalibrate(args.data, args.out, threads=args.threads, progress=progress(args),
+                       command=f"rig train --data {args.data} --out {args.out} --recalibrate")
+    m = card["val_metrics"]
+    print(f"model {args.out} recalibrated: threshold {card['threshold']:.4f} for FPR budget "
+          f"{card['fpr_budget']:g}; val AUROC {m['auroc']:.4f}, val recall at threshold "
+          f"{m['recall_at_threshold']:.2%}")
     return 0

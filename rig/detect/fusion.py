@@ -13,13 +13,15 @@ Features (per item, from all its views):
   6 max over views of the colour residual   (the same for colour: stains, tears)
   7 max over views of the belt residual     (something on the belt beside the item: spills,
                                              escaped contents; registration.belt_residual)
+  8 max over views of the wide height residual (the height residual averaged over 7x7
+                                             working pixels first: shallow dents over a wide area)
 The residuals enter as logarithms of "how many times a pristine view's
 residual" (registration.py), so a product with a noisy shape and one with a
 crisp shape meet on one scale.
 A few weights fitted on split=val with an L2 penalty: few enough that fitting
 and thresholding on the same split costs little optimism. Features are
 standardised with the val mean/std stored alongside the weights. A model card
-names the features its weights belong to, so older cards (five or seven features)
+names the features its weights belong to, so older cards (five, seven or eight features)
 load and score as before.
 """
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 FEATURES = ("disc_max", "disc_mean", "patch_anomaly", "global_anomaly", "id_margin",
-            "height_residual", "color_residual", "belt_residual")
+            "height_residual", "color_residual", "belt_residual", "height_wide")
 LEGACY_FEATURES = FEATURES[:5]
 
 

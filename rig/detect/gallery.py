@@ -330,6 +330,12 @@ def load_gallery(model_dir: str | Path, version: str | None = None) -> Gallery:
     return Gallery(skus, version, meta.get("note", ""))
 
 
+def _score_ref(values) -> tuple[float, float, float]:
+    """(height, colour, wide height) pristine levels; NaN for what an older gallery lacks."""
+    vals = [float(v) for v in (values or [])][:3]
+    return tuple(vals + [float("nan")] * (3 - len(vals)))
+
+
 def _load_geo(arrays, i: int, meta: dict) -> dict[str, RefSet]:
     geo = {}
     for view, g in (meta.get("geo") or {}).items():
@@ -337,7 +343,7 @@ def _load_geo(arrays, i: int, meta: dict) -> dict[str, RefSet]:
         h = arrays[f"geoh_{i}_{j}"]
         fg = np.unpackbits(arrays[f"geof_{i}_{j}"], axis=-1)[..., :h.shape[-1]].astype(bool)
         geo[view] = RefSet(h, arrays[f"geoc_{i}_{j}"], fg, float(g["scale"]),
-                           tuple(float(v) for v in g.get("score_ref", (np.nan, np.nan))))
+                           _score_ref(g.get("score_ref")))
     return geo
 
 
@@ -359,6 +365,12 @@ class GalleryIndex:
 
         Per SKU, each view's best cosine similarity to that SKU's references, averaged over the views.
         """
+        ranked, conf = self.rank(embeddings, temperature)
+        margin = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else ranked[0][1]
+        return ranked[0][0], conf, float(margin)
+
+    def rank(self, embeddings: list[np.ndarray], temperature: float) -> tuple[list[tuple[str, float]], float]:
+        """([(sku, mean best similarity)] best first, softmax confidence of the first)."""
         per_sku = np.zeros(len(self.skus))
         for emb in embeddings:
             sims = self.embeddings @ emb.ravel().astype(np.float32)
@@ -367,8 +379,6 @@ class GalleryIndex:
             per_sku += best
         per_sku /= len(embeddings)
         order = np.argsort(per_sku)[::-1]
-        top = per_sku[order[0]]
-        margin = float(top - per_sku[order[1]]) if len(order) > 1 else float(top)
-        z = (per_sku - top) / temperature
+        z = (per_sku - per_sku[order[0]]) / temperature
         conf = float(1.0 / np.exp(z).sum())
-        return self.skus[order[0]], conf, margin
+        return [(self.skus[i], float(per_sku[i])) for i in order], conf

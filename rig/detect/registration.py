@@ -67,6 +67,7 @@ MIN_VALID = 0.5         # a working pixel needs half its area with depth
 DROP_MM = 6.0           # height residual given to depth lost where the reference has it
 STEEP_MM = 8.0          # height step per working px above which a pixel is a wall
 TOL_PX = 3              # misregistration tolerance: the reference's range over TOL_PX x TOL_PX
+WIDE_PX = 7             # the wide height score averages the residual over WIDE_PX x WIDE_PX first
 BELT_GAP_PX = 4         # belt residual: pixels this far from the item's footprint count as belt
 BELT_SPILL_MM = 0.5     # belt residual: height above the belt that reads as one spread of the colour
 
@@ -91,6 +92,7 @@ class ViewResidual:
     warp: np.ndarray        # (2, 3) crop pixels -> canonical pixels
     ref_index: int          # best reference
     pose: np.ndarray | None = None  # (3, 3) the view's canonical pixels -> the best reference's
+    height_wide: float = float("nan")  # mm: the height residual averaged over WIDE_PX x WIDE_PX first
 
 
 def scale_for(crop_sizes: list[int]) -> float:
@@ -191,8 +193,9 @@ class RefSet:
     rgb: np.ndarray         # (R, C, C, 3) uint8: colour normalised by the footprint median, x COLOR_Q
     fg: np.ndarray          # (R, C, C) bool
     scale: float            # working px per crop px of this view name
-    # typical (height, colour) score of a pristine view against the others (leave one out, 90th pct)
-    score_ref: tuple[float, float] = (float("nan"), float("nan"))
+    # typical (height, colour, wide height) score of a pristine view against the others (leave one
+    # out, 90th pct); galleries written before the wide height score hold two values
+    score_ref: tuple[float, ...] = (float("nan"), float("nan"), float("nan"))
 
     @property
     def n(self) -> int:
@@ -258,16 +261,16 @@ def compact(refs: RefSet) -> RefSet:
     return RefSet(h, c, refs.fg.copy(), refs.scale, refs.score_ref)
 
 
-def calibrate(refs: RefSet) -> tuple[float, float]:
-    """(height, colour) score a pristine view typically gets: each reference against the others."""
+def calibrate(refs: RefSet) -> tuple[float, float, float]:
+    """(height, colour, wide height) score a pristine view typically gets: each reference against
+    the others."""
     if refs.n < 3:
-        return (float("nan"), float("nan"))
-    hs, cs = [], []
+        return (float("nan"), float("nan"), float("nan"))
+    scores = []
     for i in range(refs.n):
         r = compare(refs.canon(i), refs.subset([j for j in range(refs.n) if j != i]))
-        hs.append(r.height_score)
-        cs.append(r.color_score)
-    return (float(np.quantile(hs, 0.9)), float(np.quantile(cs, 0.9)))
+        scores.append((r.height_score, r.color_score, r.height_wide))
+    return tuple(float(v) for v in np.nanquantile(np.array(scores, np.float64), 0.9, axis=0))
 
 
 def _edges(h: np.ndarray, fg: np.ndarray) -> np.ndarray:
@@ -385,12 +388,16 @@ def compare(q: Canon, refs: RefSet, refine: int = REFINE) -> ViewResidual:
                     np.min(np.where(np.isfinite(cst), cst, np.inf), axis=0), np.nan)
     hs = _smooth(hmin)
     cs = _smooth(cmin)
+    # a shallow dent over a wide area (a crushed card edge, 2 mm over 5 cm) hides in the noise of
+    # a few cells; averaged over WIDE_PX x WIDE_PX it stands out of noise averaged down as well
+    hw = _smooth(hmin, WIDE_PX)
     # the pose reported is the candidate that fits best after refinement
     fit = [np.nanmean(np.abs(np.where(region, h, np.nan))) if q.has_depth else np.nanmean(c)
            for h, c in zip(hres, cres)]
     best = int(np.nanargmin(fit)) if np.isfinite(fit).any() else 0
     return ViewResidual(top_mean(np.abs(hs)), top_mean(cs), hs.astype(np.float32), cs.astype(np.float32),
-                        q.warp, int(np.unravel_index(order[best], cost.shape)[0]), poses[best])
+                        q.warp, int(np.unravel_index(order[best], cost.shape)[0]), poses[best],
+                        top_mean(np.abs(hw)))
 
 
 def belt_residual(q: Canon) -> float:
@@ -449,12 +456,14 @@ def _outside(q: np.ndarray, r: np.ndarray) -> np.ndarray:
     return q - np.clip(q, lo, hi)
 
 
-def _smooth(m: np.ndarray) -> np.ndarray:
-    """3x3 mean over the finite cells (NaN stays NaN)."""
+def _smooth(m: np.ndarray, k: int = 3) -> np.ndarray:
+    """k x k mean over the finite cells (NaN stays NaN; for k > 3 also where under half the
+    window is finite)."""
     ok = np.isfinite(m).astype(np.float32)
-    num = cv2.blur(np.nan_to_num(m).astype(np.float32), (3, 3))
-    den = cv2.blur(ok, (3, 3))
-    return np.where(ok > 0, num / np.maximum(den, 1e-6), np.nan)
+    num = cv2.blur(np.nan_to_num(m).astype(np.float32), (k, k))
+    den = cv2.blur(ok, (k, k))
+    keep = ok > 0 if k <= 3 else den > 0.5
+    return np.where(keep, num / np.maximum(den, 1e-6), np.nan)
 
 
 def to_crop(cmap: np.ndarray, warp: np.ndarray, crop_shape: tuple[int, int]) -> np.ndarray:

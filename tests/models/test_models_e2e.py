@@ -10,11 +10,13 @@ import json
 import shutil
 
 import numpy as np
+import yaml
 import pytest
 from damage_rig.models.evaluate import evaluate
 from damage_rig.models.onnx_ops import check_onnx, graph_ops
 from damage_rig.models.train import train
 from damage_rig.rig.detect.enroll import enroll
+from damage_rig.rig.detect.fusion import FEATURES
 from damage_rig.rig.detect.gallery import list_versions, rollback
 from damage_rig.rig.detect.scoring import Scorer
 from damage_rig.rig.foundation.errors import DatasetError, ModelError
@@ -62,7 +64,7 @@ def test_card_records_threshold_budget_and_hashes(trained):
     assert "KiB per SKU" in card["gallery"]["bound"]
     lo, hi = card["threshold_fpr_ci95"]
     assert 0.0 <= lo <= card["val_metrics"]["fpr_at_threshold"] <= hi < 1.0
-    assert card["fusion"]["features"][-2:] == ["height_residual", "color_residual"]
+    assert card["fusion"]["features"] == list(FEATURES)
 
 
 def test_references_without_depth_still_give_registered_references(trained):
@@ -76,6 +78,34 @@ def test_references_without_depth_still_give_registered_references(trained):
     it = ds.split("test")[0]
     r = scorer.score_crops({v: (ds.load_rgb(it, v), ds.load_depth_mm(it, v)) for v in it.views}, it.id)
     assert all(np.isfinite(vs.height_residual) and vs.residual is not None for vs in r.views.values())
+
+
+def test_a_close_identification_is_settled_by_the_registered_references(trained, monkeypatch):
+    """Two products within a hair of each other by embedding: the one whose registered references
+    the views fit is taken; a clear margin is not second-guessed."""
+    ds, model_dir, _ = trained
+    scorer = Scorer.load(model_dir)
+    it = next(i for i in ds.split("test") if not i.damaged and scorer.score_crops(
+        {v: (ds.load_rgb(i, v), ds.load_depth_mm(i, v)) for v in i.views}, i.id).sku_pred == i.sku)
+    crops = {v: (ds.load_rgb(it, v), ds.load_depth_mm(it, v)) for v in it.views}
+    wrong = next(s for s in sorted(scorer.gallery.skus) if s != it.sku)
+    real_rank = scorer.index.rank
+
+    def ranked_with(gap):
+        def rank(embs, temperature):
+            ranked, conf = real_rank(embs, temperature)
+            rest = [r for r in ranked if r[0] not in (wrong, it.sku)]
+            return [(wrong, 0.9), (it.sku, 0.9 - gap)] + rest, conf
+        return rank
+
+    monkeypatch.setattr(scorer.index, "rank", ranked_with(0.01))
+    close = scorer.score_crops(crops, it.id)
+    assert close.sku_pred == it.sku
+    monkeypatch.setattr(scorer.index, "rank", ranked_with(0.3))
+    assert scorer.score_crops(crops, it.id).sku_pred == wrong
+    # the upstream scan's SKU is never second-guessed
+    monkeypatch.setattr(scorer.index, "rank", ranked_with(0.01))
+    assert scorer.score_crops(crops, it.id, sku=wrong).sku_pred == wrong
 
 
 def test_eval_writes_one_16bit_map_per_view_the_size_of_its_image(trained, tmp_path):
@@ -214,3 +244,24 @@ def test_bad_inputs_name_the_item(trained, tmp_path):
     # a model dir that is not one
     with pytest.raises(ModelError, match="model_card.yaml"):
         Scorer.load(tmp_path)
+
+
+def test_recalibrate_keeps_the_network_and_reproduces_fusion_and_threshold(trained, tmp_path, capsys):
+    """`rig train --recalibrate`: same code, same data -> the same gallery, fusion and threshold;
+    the ONNX file is not touched."""
+    from damage_rig.rig.cli import main
+
+    ds, model, card = trained
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    onnx_before = (copy / "model.onnx").read_bytes()
+    assert main(["train", "--data", str(ds.root), "--out", str(copy), "--recalibrate", "--no-progress"]) == 0
+    new = yaml.safe_load((copy / "model_card.yaml").read_text())
+    assert (copy / "model.onnx").read_bytes() == onnx_before
+    assert new["recalibrated"]["command"].endswith("--recalibrate")
+    assert new["fusion"]["features"] == card["fusion"]["features"]
+    assert np.allclose(new["fusion"]["weights"], card["fusion"]["weights"], atol=1e-9)
+    assert new["threshold"] == pytest.approx(card["threshold"], abs=1e-9)
+    Scorer.load(copy)  # the card's file hashes match what is on disk
+    assert main(["train", "--data", str(ds.root), "--out", str(tmp_path / "empty"), "--recalibrate"]) == 1
+    assert "holds no trained model" in capsys.readouterr().err

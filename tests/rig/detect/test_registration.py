@@ -101,6 +101,26 @@ def test_a_3mm_dent_is_found_and_noise_alone_is_not():
     assert min(dent_scores) > max(noise_scores), (dent_scores, noise_scores)
 
 
+def test_a_shallow_wide_dent_shows_in_the_wide_score_more_than_in_the_cell_score():
+    """A crushed card edge: 1.6 mm over ~60 px (noise 1.1 mm). The 7x7 average lifts it clear of
+    noise, by a wider ratio than the few-cell score does."""
+    rng = np.random.default_rng(11)
+    refs = refs_of(carton, rng)
+    s = refs.scale
+    yy, xx = np.mgrid[:CROP, :CROP]
+    clean_r, dent_r = [], []
+    for _ in range(5):
+        yaw, dx, dy = rng.uniform(-180, 180), rng.uniform(-6, 6), rng.uniform(-6, 6)
+        clean = pose(carton(), yaw, dx, dy)
+        dented = clean - 1.6 * (np.exp(-((xx - 110) ** 2 + (yy - 100) ** 2) / (2 * 22.0 ** 2)) > 0.3) * (clean > 1)
+        clean_r.append(R.compare(R.canonical(*view(clean, rng), s), refs))
+        dent_r.append(R.compare(R.canonical(*view(dented, rng), s), refs))
+    wide_gap = min(r.height_wide for r in dent_r) / max(r.height_wide for r in clean_r)
+    cell_gap = min(r.height_score for r in dent_r) / max(r.height_score for r in clean_r)
+    assert wide_gap > 4 and wide_gap > 1.5 * cell_gap, (wide_gap, cell_gap)
+    assert len(refs.score_ref) == 3 and np.isfinite(refs.score_ref[2])
+
+
 def test_a_missing_blister_unit_is_found():
     rng = np.random.default_rng(2)
     refs = refs_of(blister, rng)
