@@ -10,8 +10,8 @@ import json
 import shutil
 
 import numpy as np
-import yaml
 import pytest
+import yaml
 from damage_rig.models.evaluate import evaluate
 from damage_rig.models.onnx_ops import check_onnx, graph_ops
 from damage_rig.models.train import train

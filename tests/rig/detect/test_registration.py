@@ -86,18 +86,25 @@ def test_registration_recovers_yaw_and_offset():
             assert err < 1.0, (yaw, p, err)
 
 
-def test_a_3mm_dent_is_found_and_noise_alone_is_not():
-    rng = np.random.default_rng(1)
-    refs = refs_of(carton, rng)
-    s = refs.scale
+def clean_and_dented(refs, rng, dent, n: int):
+    """``n`` random poses of the carton, each compared clean and with ``dent(clean, yy, xx)``
+    subtracted: ([clean ViewResidual], [dented ViewResidual])."""
     yy, xx = np.mgrid[:CROP, :CROP]
-    noise_scores, dent_scores = [], []
-    for i in range(6):
+    clean_r, dent_r = [], []
+    for _ in range(n):
         yaw, dx, dy = rng.uniform(-180, 180), rng.uniform(-6, 6), rng.uniform(-6, 6)
         clean = pose(carton(), yaw, dx, dy)
-        dented = clean - 3.0 * np.exp(-((xx - 110) ** 2 + (yy - 100) ** 2) / (2 * 9.0 ** 2)) * (clean > 1)
-        noise_scores.append(R.compare(R.canonical(*view(clean, rng), s), refs).height_score)
-        dent_scores.append(R.compare(R.canonical(*view(dented, rng), s), refs).height_score)
+        clean_r.append(R.compare(R.canonical(*view(clean, rng), refs.scale), refs))
+        dent_r.append(R.compare(R.canonical(*view(clean - dent(clean, yy, xx), rng), refs.scale), refs))
+    return clean_r, dent_r
+
+
+def test_a_3mm_dent_is_found_and_noise_alone_is_not():
+    rng = np.random.default_rng(1)
+    clean, dented = clean_and_dented(
+        refs_of(carton, rng), rng,
+        lambda c, yy, xx: 3.0 * np.exp(-((xx - 110) ** 2 + (yy - 100) ** 2) / (2 * 9.0 ** 2)) * (c > 1), 6)
+    dent_scores, noise_scores = [r.height_score for r in dented], [r.height_score for r in clean]
     assert min(dent_scores) > max(noise_scores), (dent_scores, noise_scores)
 
 
@@ -106,15 +113,9 @@ def test_a_shallow_wide_dent_shows_in_the_wide_score_more_than_in_the_cell_score
     noise, by a wider ratio than the few-cell score does."""
     rng = np.random.default_rng(11)
     refs = refs_of(carton, rng)
-    s = refs.scale
-    yy, xx = np.mgrid[:CROP, :CROP]
-    clean_r, dent_r = [], []
-    for _ in range(5):
-        yaw, dx, dy = rng.uniform(-180, 180), rng.uniform(-6, 6), rng.uniform(-6, 6)
-        clean = pose(carton(), yaw, dx, dy)
-        dented = clean - 1.6 * (np.exp(-((xx - 110) ** 2 + (yy - 100) ** 2) / (2 * 22.0 ** 2)) > 0.3) * (clean > 1)
-        clean_r.append(R.compare(R.canonical(*view(clean, rng), s), refs))
-        dent_r.append(R.compare(R.canonical(*view(dented, rng), s), refs))
+    clean_r, dent_r = clean_and_dented(
+        refs, rng,
+        lambda c, yy, xx: 1.6 * (np.exp(-((xx - 110) ** 2 + (yy - 100) ** 2) / (2 * 22.0 ** 2)) > 0.3) * (c > 1), 5)
     wide_gap = min(r.height_wide for r in dent_r) / max(r.height_wide for r in clean_r)
     cell_gap = min(r.height_score for r in dent_r) / max(r.height_score for r in clean_r)
     assert wide_gap > 4 and wide_gap > 1.5 * cell_gap, (wide_gap, cell_gap)
