@@ -16,6 +16,8 @@ def add_arguments(p):
                    "::1 for IPv6). Beyond loopback an access token is required: RIG_REVIEW_TOKEN or --token-file")
     p.add_argument("--token-file", metavar="FILE", help="file holding the access token (instead of the "
                    "RIG_REVIEW_TOKEN environment variable); required when --host is not loopback")
+    p.add_argument("--references", metavar="DIR", help="reference images shown beside each crop: DIR/SKU/*.png "
+                   "(a dataset's references folder; default: the gallery's sources, then crops reviewed as fine)")
     p.add_argument("--model", metavar="MODEL_DIR", help="model directory whose gallery enroll/rollback change "
                    "(default: the config's model)")
     act = p.add_mutually_exclusive_group()
@@ -60,7 +62,9 @@ def _token(args) -> str | None:
 
 
 def run(args) -> int:
-    from ..foundation.errors import ModelError
+    from pathlib import Path
+
+    from ..foundation.errors import ConfigError, ModelError
     from ..review import enroll
     from ..review.server import ReviewServer
     from ..review.store import ReviewStore
@@ -87,7 +91,10 @@ def run(args) -> int:
         finally:
             store.close()
         return 0
-    server = ReviewServer(state, port=args.port, host=args.host, model_dir=model_dir, token=_token(args))
+    if args.references and not Path(args.references).is_dir():
+        raise ConfigError(f"--references {args.references}: no such folder (expected DIR/SKU/*.png)")
+    server = ReviewServer(state, port=args.port, host=args.host, model_dir=model_dir, token=_token(args),
+                          references=args.references)
     if server.guard.token:
         print(f"listening on {args.host} beyond loopback: open {server.url}?token=TOKEN once per browser")
     print(f"review terminal for {state}: {server.url}  (Ctrl-C stops)", flush=True)

@@ -59,7 +59,7 @@ def req(srv, method, path, body=b"", headers=None) -> tuple[int, dict | bytes]:
 
 
 def label_body(verdict="damaged") -> bytes:
-    return json.dumps({"verdict": verdict}).encode()
+    return json.dumps({"verdict": verdict, "reviewer": "ana"}).encode()
 
 
 def test_cross_origin_text_plain_post_is_refused_and_changes_nothing(server, tmp_path):
