@@ -11,6 +11,7 @@ API (all JSON; errors are ``{"error": message}`` with the status below)::
                                         400 bad body / no reviewer, 404 unknown id, 409 never diverted / stale page
     POST /api/items/ID/mask             {"view": V, "shapes": [...], "reviewer": name} where the damage is
                                         (rig/review/masks.py); no shapes clears it
+    GET  /api/items/ID/mask/VIEW        {"shapes": [...], "reviewer": name} of the view's stored mask
     GET  /img/ID/VIEW.jpg               the view's crop; VIEW.overlay.jpg with the heatmap blended in;
                                         VIEW.mask.png the reviewer's damage mask
     GET  /ref/SKU/VIEW.jpg              the product's reference image for that view (rig/review/references.py)
@@ -209,6 +210,10 @@ class ReviewServer:
             return public_item(row, self.masks)
         if method == "POST" and len(parts) == 3 and parts[0] == "items" and parts[2] == "mask":
             return self._save_mask(parts[1], body)
+        if method == "GET" and len(parts) == 4 and parts[0] == "items" and parts[2] == "mask":
+            st.item(parts[1])  # 404 for an unknown item
+            info = self.masks.info(parts[1], parts[3]) or {}
+            return {"view": parts[3], "shapes": info.get("shapes", []), "reviewer": info.get("reviewer")}
         if method == "GET" and parts == ["drift"]:
             return {"drift": st.drift()}
         if parts[:1] == ["gallery"]:

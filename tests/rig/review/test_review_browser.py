@@ -64,11 +64,16 @@ def test_one_keystroke_labels_the_selected_item(browser, tmp_path):
     srv = ReviewServer(state, port=0).start()
     try:
         browser.get(srv.url)
+        # the station asks for the reviewer's name once (kept in the browser for the next labels)
+        name = wait_until(lambda: browser.find_element(By.ID, "name") if browser.find_element(
+            By.ID, "namebox").is_displayed() else None, what="the name prompt")
+        name.send_keys("Ana\n")
+        wait_until(lambda: browser.find_element(By.ID, "whoname").text == "Ana", what="the name to be taken")
         wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".card.sel"), what="items to load")
         sel = browser.find_element(By.CSS_SELECTOR, ".card.sel").get_attribute("data-id")
         assert sel == "it000006"  # newest diverted item selected
         assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 4
-        imgs = browser.find_elements(By.CSS_SELECTOR, ".card.sel img")
+        imgs = browser.find_elements(By.CSS_SELECTOR, ".card.sel img:not(.ref)")
         wait_until(lambda: all(browser.execute_script("return arguments[0].naturalWidth", i) == 48 for i in imgs),
                    what="crops and overlays to load")
         shot(browser, tmp_path, "review-page.png")
@@ -77,6 +82,7 @@ def test_one_keystroke_labels_the_selected_item(browser, tmp_path):
         body.send_keys("n")  # ONE keystroke: not damaged
         log = EventLog(state)
         wait_until(lambda: log.get("it000006")["label"] == "not_damaged", what="label in the DB")
+        assert log.get("it000006")["reviewer"] == "Ana"
         # the selection moved on to the next unreviewed item
         wait_until(lambda: browser.find_element(By.CSS_SELECTOR, ".card.sel").get_attribute("data-id")
                    == "it000004", what="selection to move")
