@@ -40,7 +40,8 @@ def tap(driver, element):
 
 def drag(driver, element, points):
     """A finger down at points[0] (shares of the element's box), along the others, then up."""
-    r = driver.execute_script("const r = arguments[0].getBoundingClientRect(); "
+    r = driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); "
+                              "const r = arguments[0].getBoundingClientRect(); "
                               "return [r.left, r.top, r.width, r.height];", element)
     xy = [(int(r[0] + fx * r[2]), int(r[1] + fy * r[3])) for fx, fy in points]
     ab = _touch(driver)
@@ -121,6 +122,7 @@ def test_station_by_touch_and_keys(browser, tmp_path):  # noqa: F811 (fixture)
         assert "new item" in browser.find_element(By.ID, "msg").text
         sel = browser.find_element(By.CSS_SELECTOR, ".card.sel").get_attribute("data-id")
         assert sel == "it000002"  # the reviewer keeps their place
+        browser.execute_script("document.querySelector('.card.sel').scrollIntoView({block: 'end'})")
         shot(browser, tmp_path, "review-station.png")
 
         browser.find_element(By.TAG_NAME, "body").send_keys("c")  # key: clear the marks
