@@ -209,6 +209,9 @@ class SimConfig(_Strict):
     """Settings of the stand-ins: the ``sim`` capture source's belt, and faults injected into
     the sim cameras and the controller emulator (``divert.url: emulator``)."""
 
+    # what the sim cameras see: the belt with items, or the ChArUco board held up for calibration stills
+    scene: Literal["belt", "charuco"] = "belt"
+    board_hold_s: Annotated[float, Field(gt=0, le=60)] = 0.5  # charuco: seconds the board holds each pose
     items: Annotated[int, Field(ge=1)] | None = None  # None: an endless belt
     seed: int = 1
     damage_rate: Annotated[float, Field(ge=0, le=1)] = 0.2
