@@ -99,6 +99,22 @@ class StillTaker:
                                       "and settings.sync_mode")
                 self._cond.wait(min(left, 0.2))
 
+    def latest(self, primary: str, timeout_s: float = 2.0, after_ms: float = -1.0) -> dict[str, Grab]:
+        """The newest frame of each camera once ``primary`` has one newer than ``after_ms`` (no
+        synchronisation: for looking, not for measuring); cameras with no frame yet are left out."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                if self._errors:
+                    raise DeviceError("; ".join(self._errors.values()))
+                head = self._frames[primary]
+                if head and head[-1].timestamp_ms > after_ms:
+                    return {n: f[-1] for n, f in self._frames.items() if f}
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeviceError(f"camera {primary}: no new frame within {timeout_s:g} s")
+                self._cond.wait(min(left, 0.2))
+
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:

@@ -111,7 +111,7 @@ class ReviewServer:
         self.model_dir = Path(model_dir) if model_dir else None
         self.masks = MaskStore(self.store.state_dir)
         self.references = References(self.store, self.model_dir, Path(references) if references else None)
-        self.httpd = _server_class(host)((host, port), self._handler())
+        self.httpd = server_class(host)((host, port), self._handler())
         self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
         self.guard = g.Guard(host, self.port, token)
@@ -309,7 +309,7 @@ class _NotFound(RigError):
     pass
 
 
-def _server_class(host: str):
+def server_class(host: str):
     """ThreadingHTTPServer for the address family of ``host`` (IPv6 loopback included)."""
     if ":" not in host:
         return ThreadingHTTPServer
