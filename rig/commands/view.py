@@ -18,10 +18,9 @@ def add_arguments(p):
     p.add_argument("--config", metavar="FILE", help="rig configuration (default: the demo config)")
     p.add_argument("--state", metavar="DIR", help="state directory whose decisions to show "
                    "(default: the config's storage.state_dir)")
-    p.add_argument("--port", type=int, default=8090, help="port (default 8090)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only). "
-                   "Beyond loopback an access token is required: RIG_REVIEW_TOKEN or --token-file")
-    p.add_argument("--token-file", metavar="FILE", help="file holding the access token")
+    from .review import add_bind_arguments
+
+    add_bind_arguments(p, 8090)
 
 
 def run(args) -> int:

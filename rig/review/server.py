@@ -101,17 +101,14 @@ def overlay_jpeg(rgb_path: str, heat_path: str | None, heat_max: float | None = 
     return buf.tobytes()
 
 
-class ReviewServer:
-    def __init__(self, state_dir: str | Path, port: int = 8080, host: str = "127.0.0.1",
-                 model_dir: str | Path | None = None, token: str | None = None,
-                 references: str | Path | None = None):
-        host = host.strip("[]")
-        g.Guard(host, 1, token)  # refuse a bind beyond loopback without a token before opening anything
-        self.store = ReviewStore(state_dir)
-        self.model_dir = Path(model_dir) if model_dir else None
-        self.masks = MaskStore(self.store.state_dir)
-        self.references = References(self.store, self.model_dir, Path(references) if references else None)
-        self.httpd = server_class(host)((host, port), self._handler())
+class LocalServer:
+    """A stdlib HTTP server on ``host:port`` with its request guard (guard.py), served from a
+    thread (:meth:`start`) or the foreground (:meth:`serve_forever`)."""
+
+    thread_name = "http"
+
+    def _bind(self, host: str, port: int, token: str | None, handler) -> None:
+        self.httpd = server_class(host)((host, port), handler)
         self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
         self.guard = g.Guard(host, self.port, token)
@@ -121,8 +118,8 @@ class ReviewServer:
     def url(self) -> str:
         return f"http://{g.host_port(self.host, self.port)}/"
 
-    def start(self) -> ReviewServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name="review",
+    def start(self):
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name=self.thread_name,
                                         daemon=True)
         self._thread.start()
         return self
@@ -135,6 +132,24 @@ class ReviewServer:
         self.httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class ReviewServer(LocalServer):
+    thread_name = "review"
+
+    def __init__(self, state_dir: str | Path, port: int = 8080, host: str = "127.0.0.1",
+                 model_dir: str | Path | None = None, token: str | None = None,
+                 references: str | Path | None = None):
+        host = host.strip("[]")
+        g.Guard(host, 1, token)  # refuse a bind beyond loopback without a token before opening anything
+        self.store = ReviewStore(state_dir)
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.masks = MaskStore(self.store.state_dir)
+        self.references = References(self.store, self.model_dir, Path(references) if references else None)
+        self._bind(host, port, token, self._handler())
+
+    def stop(self) -> None:
+        super().stop()
         self.store.close()
 
     # -- request handling ---------------------------------------------------------------------

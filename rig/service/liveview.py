@@ -35,7 +35,7 @@ from .. import events
 from ..capture.stills import StillTaker
 from ..foundation.errors import DeviceError, RigError
 from ..review import guard as g
-from ..review.server import server_class
+from ..review.server import LocalServer
 from ..trigger import SUBSAMPLE, Trigger
 
 log = logging.getLogger(__name__)
@@ -203,36 +203,16 @@ def _polyline(img, cam, pts: np.ndarray, colour, thickness: int) -> None:
         cv2.polylines(img, [np.round(uv[keep]).astype(np.int32)], False, colour, thickness, cv2.LINE_AA)
 
 
-class ViewServer:
+class ViewServer(LocalServer):
     """The live view over HTTP (stdlib), guarded like the review server."""
+
+    thread_name = "view"
 
     def __init__(self, view: LiveView, port: int = 8090, host: str = "127.0.0.1", token: str | None = None):
         host = host.strip("[]")
         g.Guard(host, 1, token)  # beyond loopback only with a token, checked before binding
         self.view = view
-        self.httpd = server_class(host)((host, port), self._handler())
-        self.httpd.daemon_threads = True
-        self.host, self.port = host, self.httpd.server_address[1]
-        self.guard = g.Guard(host, self.port, token)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{g.host_port(self.host, self.port)}/"
-
-    def start(self) -> ViewServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name="view", daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self.httpd.serve_forever()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._bind(host, port, token, self._handler())
 
     def _handler(self):
         server = self
