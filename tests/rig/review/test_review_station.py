@@ -116,3 +116,37 @@ def test_export_puts_masks_in_the_dataset_and_names_reviewers(server, tmp_path, 
     rows = {r["id"]: r for r in csv.DictReader((out / "reviews.csv").open())}
     assert rows["it000006"]["reviewer"] == "ana" and rows["it000006"]["masked_views"] == "side"
     assert rows["it000004"]["reviewer"] == "bo"
+
+
+def test_property_any_mask_body_gets_200_or_a_4xx_json_never_a_crash(server):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as hs
+
+    num = hs.floats(allow_nan=True, allow_infinity=True) | hs.integers(-3, 3) | hs.booleans() | hs.text(max_size=3)
+    point = hs.lists(num, min_size=0, max_size=3)
+    shape = (hs.fixed_dictionaries({"box": hs.lists(num, min_size=3, max_size=5)})
+             | hs.fixed_dictionaries({"brush": hs.lists(point, max_size=6)}, optional={"r": num})
+             | hs.dictionaries(hs.sampled_from(["box", "brush", "r", "x"]), num, max_size=3))
+    bodies = hs.fixed_dictionaries(
+        {"view": hs.sampled_from(["top", "side", "", "../top", 3]),
+         "shapes": hs.lists(shape, max_size=5) | num},
+        optional={"reviewer": hs.sampled_from(["ana", "", None, 7])})
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=bodies)
+    def check(body):
+        status, data = jcall(server, "POST", "/api/items/it000006/mask", body)
+        assert status in (200, 400, 404), (status, data, body)
+        if status != 200:
+            assert "error" in data
+        else:
+            m = server.masks.path("it000006", body["view"])
+            assert (m is None) == (not body["shapes"])
+
+    check()
+
+
+def test_cli_refuses_a_missing_references_folder(tmp_path, capsys):
+    make_state(tmp_path / "s")
+    assert main(["review", "--state", str(tmp_path / "s"), "--references", str(tmp_path / "nope"), "--port", "0"]) == 1
+    assert "no such folder" in capsys.readouterr().err
