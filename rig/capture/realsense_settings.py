@@ -85,10 +85,12 @@ def apply_settings(dev, settings, camera: str) -> dict[str, float]:
             raise DeviceError(f"{where}: settings.{key} {value:g} is outside the camera's range "
                               f"{r.min:g}..{r.max:g}")
         plan.append((key, sensor, opt, value))
+    # the preset first (it may change other options), then auto exposure off where exposure is manual
+    at = 1 if plan and plan[0][0] == "visual_preset" else 0
     for key, kind in AUTO_EXPOSURE.items():
         s = sensors.get(kind)
         if key in want and s is not None and s.supports(rs.option.enable_auto_exposure):
-            plan.insert(0, (f"{kind}_auto_exposure", s, rs.option.enable_auto_exposure, 0.0))
+            plan.insert(at, (f"{kind}_auto_exposure", s, rs.option.enable_auto_exposure, 0.0))
     done = {}
     for key, sensor, opt, value in plan:
         try:

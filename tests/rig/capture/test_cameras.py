@@ -152,7 +152,7 @@ def _d435():
 def test_settings_are_written_checked_and_read_back():
     dev, depth, color = _d435()
     s = CameraSettings(visual_preset="high_accuracy", exposure_us=400, gain=32, laser_power_mw=240,
-                       sync_mode="slave")
+                       depth_exposure_us=1500, sync_mode="slave")
     done = apply_settings(dev, s, "top")
     o = rs.option
     assert done["exposure_us"] == 400 and done["gain"] == 32 and done["laser_power_mw"] == 240
@@ -160,7 +160,12 @@ def test_settings_are_written_checked_and_read_back():
     assert depth.values[o.inter_cam_sync_mode] == 2
     # manual colour exposure: auto exposure switched off first, on the colour sensor only
     assert color.log[0] == (o.enable_auto_exposure, 0.0)
-    assert (o.enable_auto_exposure, 0.0) not in depth.log
+    # the preset goes first (it changes other options), then manual exposure switches auto exposure off
+    assert depth.log[:3] == [(o.visual_preset, float(int(rs.rs400_visual_preset.high_accuracy))),
+                             (o.enable_auto_exposure, 0.0), (o.exposure, 1500.0)]
+    dev2, depth2, color2 = _d435()
+    apply_settings(dev2, CameraSettings(exposure_us=300), "top")
+    assert (o.enable_auto_exposure, 0.0) not in depth2.log  # colour exposure leaves the depth sensor's alone
     with pytest.raises(DeviceError, match=r"exposure_us 20000 is outside the camera's range 1\.\.10000"):
         apply_settings(dev, CameraSettings(exposure_us=20000), "top")
     dev.sensors = [depth]  # a camera without colour options
