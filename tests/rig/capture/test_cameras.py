@@ -163,7 +163,7 @@ def test_settings_are_written_checked_and_read_back():
     # the preset goes first (it changes other options), then manual exposure switches auto exposure off
     assert depth.log[:3] == [(o.visual_preset, float(int(rs.rs400_visual_preset.high_accuracy))),
                              (o.enable_auto_exposure, 0.0), (o.exposure, 1500.0)]
-    dev2, depth2, color2 = _d435()
+    dev2, depth2, _ = _d435()
     apply_settings(dev2, CameraSettings(exposure_us=300), "top")
     assert (o.enable_auto_exposure, 0.0) not in depth2.log  # colour exposure leaves the depth sensor's alone
     with pytest.raises(DeviceError, match=r"exposure_us 20000 is outside the camera's range 1\.\.10000"):
