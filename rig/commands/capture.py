@@ -3,7 +3,7 @@
     rig capture --stills DIR [--config FILE] [--board BOARD.yaml] [--cameras A,B]
                 [--every S [--count N]]
 
-On Enter (q + Enter, or end of input, finishes) or every S seconds, one still
+On a key (space or Enter; q finishes; from a pipe, one still per line) or every S seconds, one still
 per camera of the same moment is saved as ``DIR/CAMERA/still_NNN.png`` — the
 layout `rig calibrate --captures DIR` reads — and the ChArUco board is detected
 in it. One line per still says how many corners each camera saw and how much
@@ -29,6 +29,31 @@ def add_arguments(p):
                    "(default: until Ctrl-C)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for a synchronised set of frames (default 10)")
+
+
+def _keys(stream):
+    """'still' per key press (a terminal, one key at a time) or per line (a pipe); 'q' to finish.
+
+    End of input counts as 'q'."""
+    import os
+
+    if stream.isatty():
+        import termios
+        import tty
+
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+        try:
+            tty.setcbreak(fd)
+            while True:
+                ch = os.read(fd, 1).decode(errors="replace")
+                yield "q" if ch in ("q", "Q", "\x04", "") else "still"
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    for line in stream:
+        yield "q" if line.strip().lower() in ("q", "quit") else "still"
+    while True:
+        yield "q"
 
 
 def _next_index(root, cameras) -> int:
@@ -99,16 +124,16 @@ def run(args) -> int:
     sources.begin()
     taker.start()
     print(f"capturing stills of the board ({spec.describe()}) from {', '.join(names)} into {root}/")
-    print("press Enter for a still, q then Enter to finish" if args.every is None else
+    print("press a key (space, Enter) for a still, q to finish" if args.every is None else
           f"a still every {args.every:g} s" + (f", {args.count} in all" if args.count else " (Ctrl-C stops)"),
           flush=True)
     taken, last_ms = 0, -1.0
+    keys = _keys(sys.stdin)
     try:
         next_at = time.monotonic()
         while True:
             if args.every is None:
-                line = sys.stdin.readline()
-                if not line or line.strip().lower() in ("q", "quit"):
+                if next(keys) == "q":
                     break
             else:
                 time.sleep(max(0.0, next_at - time.monotonic()))
@@ -132,6 +157,7 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print()
     finally:
+        keys.close()  # the terminal back to line mode
         taker.stop()
         sources.close()
     print(f"{taken} still(s) per camera saved in {root}/ (coverage picture: {root}/coverage.png); calibrate with:\n"

@@ -108,3 +108,39 @@ def test_still_sets_are_matched_by_timestamp():
             taker.take(0.5)
     finally:
         taker.stop()
+
+
+def test_one_key_press_per_still_on_a_terminal(board_rig, tmp_path):
+    """On a terminal a still takes one key (no Enter), q finishes, and the terminal is given back."""
+    import os
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    out = tmp_path / "caps"
+    master, slave = os.openpty()
+    before = termios.tcgetattr(slave)
+    proc = subprocess.Popen([sys.executable, "-m", "damage_rig.rig.cli", "capture", "--stills", str(out),
+                             "--config", str(board_rig), "--cameras", "top"],
+                            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while termios.tcgetattr(slave)[3] & termios.ICANON and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait for cbreak mode: the command is reading keys
+        for key in (b" ", b"x"):
+            os.write(master, key)
+            n = len(list((out / "top").glob("*.png"))) if (out / "top").exists() else 0
+            while time.monotonic() < deadline and len(list((out / "top").glob("*.png"))) == n:
+                time.sleep(0.05)
+        os.write(master, b"q")
+        text = proc.communicate(timeout=30)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        after = termios.tcgetattr(slave)
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0, text
+    assert sorted(p.name for p in (out / "top").iterdir()) == ["still_001.png", "still_002.png"]
+    assert after[3] == before[3]  # line mode restored
