@@ -127,6 +127,19 @@ class LocalServer:
     def serve_forever(self) -> None:
         self.httpd.serve_forever()
 
+    def token_redirect(self, h, query: dict) -> bool:
+        """``/?token=TOKEN`` (the guard has checked it): set the cookie and send the browser on to ``/``,
+        so the token leaves the station's address bar and history. False when there is nothing to do."""
+        if "token" not in query or not self.guard.token:
+            return False
+        h.send_response(303)
+        h.send_header("Location", "/")
+        h.send_header("Set-Cookie", self.guard.cookie_header())
+        h.send_header("Cache-Control", "no-store")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+        return True
+
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -178,6 +191,8 @@ class ReviewServer(LocalServer):
         try:
             self.guard.check(method, h.headers, query)
             if method == "GET" and not parts:
+                if self.token_redirect(h, query):
+                    return None
                 page = self.guard.page((STATIC / "index.html").read_bytes())
                 return self._send(h, 200, page, "text/html; charset=utf-8", cookie=self.guard.cookie_header())
             if method == "GET" and len(parts) == 3 and parts[0] == "img":

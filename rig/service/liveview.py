@@ -239,6 +239,8 @@ class ViewServer(LocalServer):
         try:
             self.guard.check("GET", h.headers, query)
             if not parts:
+                if self.token_redirect(h, query):
+                    return None
                 page = self.guard.page((STATIC / "view.html").read_bytes())
                 return self._reply(h, 200, page, "text/html; charset=utf-8", self.guard.cookie_header())
             if len(parts) == 2 and parts[0] == "snap" and parts[1].endswith(".jpg"):

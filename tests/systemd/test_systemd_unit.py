@@ -154,8 +154,16 @@ def test_review_station_unit_command_needs_the_token(tmp_path):
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=5) as res:
             assert res.status == 200 and b"it000002" in res.read()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?token={token}", timeout=5) as res:
-            assert res.status == 200 and "rig_review_token=" in res.headers.get("Set-Cookie", "")
+        # a browser opens /?token= once: the cookie it gets carries the token from then on
+        import http.cookiejar
+
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with browser.open(f"http://127.0.0.1:{port}/?token={token}", timeout=5) as res:
+            assert res.status == 200 and res.url.endswith(f":{port}/") and b"csrf-token" in res.read()
+        assert [c.name for c in jar] == ["rig_review_token"]
+        with browser.open(url, timeout=5) as res:
+            assert res.status == 200
     finally:
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
