@@ -171,3 +171,32 @@ def test_settings_are_written_checked_and_read_back():
     dev.sensors = [depth]  # a camera without colour options
     with pytest.raises(DeviceError, match="has no color option 'exposure' for settings.exposure_us"):
         apply_settings(dev, CameraSettings(exposure_us=300, gain=10), "top")
+
+
+def test_the_realsense_backend_applies_the_settings_when_it_starts():
+    from types import SimpleNamespace
+
+    from damage_rig.rig.capture.realsense import RealSenseCamera
+
+    dev, _, color = _d435()
+    calls = []
+
+    class Pipe:
+        def start(self, cfg):
+            calls.append("start")
+            return SimpleNamespace(get_device=lambda: dev)
+
+        def stop(self):
+            calls.append("stop")
+
+    cfg = SimpleNamespace(enable_device=lambda s: None, enable_stream=lambda *a: None)
+    cam = RealSenseCamera("top", "555", (640, 480), 30, CameraSettings(exposure_us=500, laser_power_mw=150))
+    cam._rs = SimpleNamespace(config=lambda: cfg, pipeline=Pipe, stream=rs.stream, format=rs.format)
+    cam.open()
+    assert cam.applied == {"color_auto_exposure": 0.0, "exposure_us": 500.0, "laser_power_mw": 150.0}
+    assert color.values[rs.option.exposure] == 500
+    bad = RealSenseCamera("top", "555", (640, 480), 30, CameraSettings(exposure_us=50_000))
+    bad._rs = cam._rs
+    with pytest.raises(DeviceError, match="outside the camera's range"):
+        bad.open()
+    assert calls[-1] == "stop" and bad._pipe is None  # a camera with bad settings is not left streaming
