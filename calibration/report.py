@@ -1,9 +1,12 @@
 """The technician's report: one PNG per camera (worst view with detected corners and
-reprojections, and a coverage map), a summary PNG and an HTML page with the verdicts."""
+reprojections, and a coverage map), one residual plot per camera (every corner's
+reprojection error as a vector, and its size against the distance from the image
+centre), a summary PNG and an HTML page with the verdicts."""
 
 from __future__ import annotations
 
 import html
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -30,17 +33,96 @@ def _text(img, lines, colour=(255, 255, 255), y0=22, scale=0.55):
         cv2.putText(img, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
 
 
+def _pose(run, intr, name: str, moment: str) -> np.ndarray:
+    if run.extrinsics is not None:
+        return np.linalg.inv(run.extrinsics.T_ref_cam[name]) @ run.extrinsics.T_ref_board[moment]
+    return intr.poses[moment]
+
+
+def residuals(run, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) residuals (model - detected, px) of every corner of every view of ``name``,
+    and the (N, 2) detected corners they belong to."""
+    intr = run.intrinsics[name]
+    res, where = [], []
+    for view in intr.views:
+        uv = project(view, intr.K, intr.dist, _pose(run, intr, name, view.moment))
+        res.append(uv - view.corners)
+        where.append(view.corners)
+    if not res:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    return np.concatenate(res), np.concatenate(where)
+
+
+def _axes(img, x0, y0, x1, y1):
+    cv2.rectangle(img, (x0, y0), (x1, y1), (110, 110, 110), 1)
+
+
+def _label(img, text, org, scale=0.45, colour=(230, 230, 230)):
+    """A label kept inside the image: moved left when it would run off the right edge."""
+    text = text.encode("ascii", "replace").decode()
+    (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x = max(2, min(org[0], img.shape[1] - tw - 4))
+    cv2.putText(img, text, (x, org[1]), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+
+
+def residual_plot(run, name: str, size: tuple[int, int] = (PANEL_W, 400)) -> np.ndarray:
+    """Two panels: every corner's residual vector (dx, dy) with rings at 0.5 and 1 px, and the
+    residual's size against the corner's distance from the principal point (a rising trend at
+    the edge = distortion the model does not fit)."""
+    w, h = size
+    res, where = residuals(run, name)
+    intr = run.intrinsics[name]
+    mag = np.hypot(res[:, 0], res[:, 1]) if len(res) else np.zeros(0)
+    top = 34
+    left = np.full((h, w, 3), 30, np.uint8)
+    right = np.full((h, w, 3), 30, np.uint8)
+    # left: the residual vectors, scale to the 99th percentile (at least 1 px)
+    lim = max(1.0, float(np.percentile(mag, 99)) if len(mag) else 1.0)
+    cx, cy, rad = w // 2, top + (h - top) // 2, (h - top) // 2 - 24
+    _axes(left, cx - rad, cy - rad, cx + rad, cy + rad)
+    cv2.line(left, (cx - rad, cy), (cx + rad, cy), (80, 80, 80), 1)
+    cv2.line(left, (cx, cy - rad), (cx, cy + rad), (80, 80, 80), 1)
+    for ring, colour in ((0.5, (80, 200, 80)), (1.0, (0, 160, 255))):
+        if ring <= lim:
+            cv2.circle(left, (cx, cy), round(ring / lim * rad), colour, 1, cv2.LINE_AA)
+            _label(left, f"{ring:g} px", (cx + round(ring / lim * rad * 0.71) + 3, cy - round(ring / lim * rad * 0.71)),
+                   0.4, colour)
+    for dx, dy in res:
+        p = (round(cx + np.clip(dx / lim, -1, 1) * rad), round(cy + np.clip(dy / lim, -1, 1) * rad))
+        cv2.circle(left, p, 1, (255, 220, 120), -1)
+    _label(left, f"{name}: residual dx, dy (px), +-{lim:.2f} px", (8, 20), 0.5)
+    _label(left, f"{len(res)} corners, RMS {float(np.sqrt((mag ** 2).mean())) if len(mag) else 0:.3f} px",
+           (8, h - 8))
+    # right: |residual| against the distance from the principal point
+    pp = intr.K[:2, 2]
+    r = np.hypot(*(where - pp).T) if len(where) else np.zeros(0)
+    r_max = float(np.hypot(*np.maximum(pp, np.asarray(intr.size, float) - pp)))
+    m_top = max(1.0, float(mag.max()) if len(mag) else 1.0)
+    x0, x1, y0, y1 = 66, w - 12, top, h - 36
+    _axes(right, x0, y0, x1, y1)
+    for rr, mm in zip(r, mag):
+        cv2.circle(right, (round(x0 + rr / r_max * (x1 - x0)), round(y1 - mm / m_top * (y1 - y0))), 1,
+                   (255, 220, 120), -1)
+    edges = np.linspace(0, r_max, 9)
+    med = [(0.5 * (a + b), float(np.median(mag[(r >= a) & (r < b)]))) for a, b in pairwise(edges)
+           if ((r >= a) & (r < b)).sum() >= 5]
+    pts = np.array([(x0 + rr / r_max * (x1 - x0), y1 - mm / m_top * (y1 - y0)) for rr, mm in med], np.int32)
+    if len(pts) > 1:
+        cv2.polylines(right, [pts], False, (0, 160, 255), 2, cv2.LINE_AA)
+    _label(right, f"{name}: |residual| vs distance from the centre", (8, 20), 0.5)
+    _label(right, f"{m_top:.2f} px", (4, y0 + 12), 0.4)
+    _label(right, "0", (50, y1), 0.4)
+    _label(right, f"0 .. {r_max:.0f} px from the principal point; orange: median", (x0, h - 10), 0.4)
+    return np.hstack([left, right])
+
+
 def overlay_view(run, name: str, moment: str) -> np.ndarray:
     """The view with detected corners (green) and the model's reprojection (red), the
     error vectors drawn 20x longer."""
     intr = run.intrinsics[name]
     view = next(v for v in intr.views if v.moment == moment)
     img = cv2.cvtColor(read_grey(view.path, name), cv2.COLOR_GRAY2BGR)
-    if run.extrinsics is not None:
-        T = np.linalg.inv(run.extrinsics.T_ref_cam[name]) @ run.extrinsics.T_ref_board[moment]
-    else:
-        T = intr.poses[moment]
-    uv = project(view, intr.K, intr.dist, T)
+    uv = project(view, intr.K, intr.dist, _pose(run, intr, name, moment))
     r = max(2, img.shape[1] // 400)
     for (x, y), (px, py) in zip(view.corners, uv):
         cv2.circle(img, (round(x), round(y)), r + 2, (0, 200, 0), 1, cv2.LINE_AA)
@@ -108,6 +190,7 @@ def write_report(run, out_dir, truth: dict | None = None) -> Path:
     for name in sorted(run.figures["cameras"]):
         panel = camera_panel(run, name)
         cv2.imwrite(str(out / f"{name}.png"), panel)
+        cv2.imwrite(str(out / f"{name}_residuals.png"), residual_plot(run, name))
         panels.append(panel)
     width = max(p.shape[1] for p in panels)
     summary = np.vstack([cv2.copyMakeBorder(p, 0, 6, 0, width - p.shape[1], cv2.BORDER_CONSTANT)
@@ -131,6 +214,9 @@ def _html(run, truth: dict | None) -> str:
             f"{c['max_tilt_deg']:.0f} deg; fx {c['K'][0][0]:.2f} fy {c['K'][1][1]:.2f} "
             f"cx {c['K'][0][2]:.2f} cy {c['K'][1][2]:.2f}</p>"
             f"<img src='{e(name)}.png' width='100%'>"
+            f"<p>Residuals: every detected corner against the model (left), and their size across the "
+            f"image (right; rising towards the edge = lens distortion not fitted).</p>"
+            f"<img src='{e(name)}_residuals.png' width='100%'>"
             "<details><summary>per-view errors (px)</summary><table>"
             + "".join(f"<tr><td>{e(m)}</td><td>{v:.3f}</td></tr>" for m, v in c["view_errors_px"].items())
             + "</table></details>")

@@ -28,9 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rig", description="damage-rig: find damaged items on a conveyor and divert them.")
     parser.add_argument("--version", action="version", version=f"damage-rig {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    common = argparse.ArgumentParser(add_help=False)  # accepted after the subcommand too (README "Conventions")
+    common.add_argument("-v", "--verbose", dest="verbose_after", action="count", default=0,
+                        help="more log output (-vv: debug)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars (drawn only on a terminal)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for mod in _command_modules():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, parents=[common])
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.verbose += args.verbose_after
     level = logging.WARNING - 10 * min(args.verbose, 2) + (0 if args.verbose else 10)
     from .service.logs import configure
 

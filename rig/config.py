@@ -9,6 +9,7 @@ exists and holds every camera; model directory exists).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,6 +27,15 @@ PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 # the model that ships in models/shipped (a data folder: the runtime reads it, it imports no training code)
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "shipped"
 DEMO_CONFIG = PACKAGE_DATA / "demo.yaml"
+
+
+def demo_state_dir() -> Path:
+    """Where `rig demo` keeps its state, and where `rig status` and `rig review` look when given
+    neither --state nor --config: $XDG_STATE_HOME/damage-rig/demo, else ~/.local/state/damage-rig/demo
+    (the demo config's own storage.state_dir)."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path("~/.local/state").expanduser()
+    return root / "damage-rig" / "demo"
 
 
 class _Strict(BaseModel):

@@ -9,11 +9,16 @@ depth-units option and the depth-to-colour extrinsics.
 Pitfalls handled here (pyrealsense2 2.59, measured):
 
 * the recorder writes ROS 2 ``.db3`` files only; a ``.bag`` name is refused;
-* in non-real-time playback a frame can be handed over twice and, under CPU load,
-  one (usually the first) is occasionally never delivered: :meth:`Recording.frames`
-  replays the file until every frame number has been seen, drops repeats, and yields
-  frames in frame-number order. The number of frames expected comes from the file
-  itself (it is an SQLite database: one message per frame on each image topic).
+* in non-real-time playback a frame can be handed over twice and one (usually the
+  first) is sometimes never delivered, far more often through ``rs.pipeline`` than with
+  the sensors started straight into an ``rs.syncer`` (done here): :meth:`Recording.frames`
+  replays the file until every frame has been seen, drops repeats, and yields frames in
+  the recording's order;
+* frame numbers are the camera's own counter: any start, gaps, repeats. The frames
+  expected (number and timestamp per stream) come from the file itself: it is an SQLite
+  database with one metadata message per frame (``Frame number=N;...;timestamp=T``).
+  A .bag (ROS 1) is read where the installed librealsense can; it does not list its
+  frames here, so it is played until a pass brings nothing new.
 * recorded extrinsics keep 6 decimals: read them back with
   :attr:`Recording.T_color_depth` instead of reusing the values that were written.
 """
@@ -21,8 +26,9 @@ Pitfalls handled here (pyrealsense2 2.59, measured):
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +41,17 @@ from ..foundation.errors import DeviceError
 log = logging.getLogger(__name__)
 
 MAX_REPLAYS = 8
+ALIGNED_PASSES = 3  # librealsense_aligned: passes before a frame never held in one frameset is left out
+SYNC_QUEUE = 64  # framesets the syncer holds for the reader
+
+
+def _stop(sensors) -> None:
+    for sensor in sensors:
+        try:
+            sensor.stop()
+            sensor.close()
+        except RuntimeError as exc:  # already stopped by the end of the file
+            log.debug("stopping a playback sensor: %s", exc)
 
 
 def import_rs():
@@ -47,12 +64,18 @@ def import_rs():
     return rs
 
 
+RECORDING_SUFFIXES = (".db3", ".bag")
+
+
 def _check_path(path: Path, must_exist: bool) -> None:
-    if path.suffix != ".db3":
+    if must_exist:  # reading: ROS 2 .db3, and ROS 1 .bag where the installed librealsense reads them
+        if path.suffix not in RECORDING_SUFFIXES:
+            raise DeviceError(f"{path}: not a RealSense recording (expected a .db3 or .bag file)")
+        if not path.is_file():
+            raise DeviceError(f"recording {path} does not exist")
+    elif path.suffix != ".db3":
         raise DeviceError(f"{path}: RealSense recordings are ROS 2 .db3 files (librealsense 2.59 "
                           "refuses other names, .bag included): use a name ending in .db3")
-    if must_exist and not path.is_file():
-        raise DeviceError(f"recording {path} does not exist")
 
 
 def _intrinsics(rs, K: np.ndarray, size: tuple[int, int]):
@@ -77,14 +100,16 @@ def extrinsics_to_T(ext) -> np.ndarray:
 
 
 def write_recording(path, camera: CameraModel, frames: Iterable[tuple[np.ndarray, np.ndarray]],
-                    fps: int = 30, serial: str | None = None) -> int:
+                    fps: int = 30, serial: str | None = None,
+                    frame_numbers: Sequence[int] | None = None) -> int:
     """Write ``frames`` ((rgb HxWx3 uint8 RGB, depth uint16) pairs) to the .db3 ``path``.
 
     The colour stream has ``camera.K``/``camera.size``; the depth stream
     ``camera.depth.K``/``camera.depth.size``, the depth-units option from
     ``camera.depth.depth_units_mm`` and the extrinsics depth -> colour from
-    ``camera.depth.T_color_depth``. Frame ``i`` gets frame number ``i`` and timestamp
-    ``i * 1000 / fps`` ms on both streams. Returns the number of frames written.
+    ``camera.depth.T_color_depth``. Frame ``i`` gets frame number ``i`` (or
+    ``frame_numbers[i]``, as a camera's own counter would: any start, gaps, repeats) and
+    timestamp ``number * 1000 / fps`` ms on both streams. Returns the number of frames written.
     """
     rs = import_rs()
     path = Path(path)
@@ -142,7 +167,10 @@ def write_recording(path, camera: CameraModel, frames: Iterable[tuple[np.ndarray
             if depth.shape != (dh, dw) or depth.dtype != np.uint16:
                 raise DeviceError(f"frame {n}: depth must be uint16 {(dh, dw)}, got "
                                   f"{depth.dtype} {depth.shape}")
-            ts = n * 1000.0 / fps
+            if frame_numbers is not None and n >= len(frame_numbers):
+                raise DeviceError(f"frame {n}: only {len(frame_numbers)} frame numbers were given")
+            number = n if frame_numbers is None else int(frame_numbers[n])
+            ts = number * 1000.0 / fps
             for sensor, profile, pixels, bpp, w in ((depth_sensor, depth_profile, depth, 2, dw),
                                                     (color_sensor, color_profile, rgb, 3, cw)):
                 f = rs.software_video_frame()
@@ -150,7 +178,7 @@ def write_recording(path, camera: CameraModel, frames: Iterable[tuple[np.ndarray
                 f.bpp, f.stride = bpp, w * bpp
                 f.timestamp = ts
                 f.domain = rs.timestamp_domain.hardware_clock
-                f.frame_number = n
+                f.frame_number = number
                 f.profile = profile.as_video_stream_profile()
                 sensor.on_video_frame(f)
             n += 1
@@ -164,41 +192,86 @@ def write_recording(path, camera: CameraModel, frames: Iterable[tuple[np.ndarray
 
 @dataclass
 class RecordedFrame:
-    index: int  # 0-based frame number
+    index: int  # the recording's own frame number (depth stream): any start, gaps
     timestamp_ms: float
     color: np.ndarray  # HxWx3 uint8, RGB
     depth: np.ndarray  # HxW uint16, in depth_units_mm
+    occurrence: int = 0  # > 0 for a later frame that carries an earlier frame's number
+
+    @property
+    def name(self) -> str:
+        """A file-name stem unique within the recording: ``12``, or ``12_1`` for a second frame numbered 12."""
+        return f"{self.index}_{self.occurrence}" if self.occurrence else str(self.index)
 
 
-def _count_image_messages(path: Path) -> dict[str, int]:
-    """Frames per stream ('depth', 'color') from the .db3's own message table."""
-    counts: dict[str, int] = {}
+_FRAME_NUMBER = re.compile(r"Frame number=(\d+)")
+_TIMESTAMP = re.compile(r"(?:^|;)timestamp=([-+0-9.eE]+)")
+Key = tuple[int, float]  # (frame number, timestamp in ms rounded to 1 us): one frame of one stream
+
+
+def _key(number, timestamp_ms) -> Key:
+    return int(number), round(float(timestamp_ms), 3)
+
+
+def _frame_keys(path: Path) -> dict[str, list[Key]]:
+    """Each stream's frames ('depth', 'color') in file order, from the .db3's metadata messages.
+
+    librealsense writes one metadata message per frame (``Frame number=N;...;timestamp=T;``);
+    a message repeated with the same number and timestamp is the same frame handed over twice.
+    Empty when the file is not a .db3 (or says nothing usable).
+    """
+    if path.suffix != ".db3":
+        return {}
+    keys: dict[str, list[Key]] = {}
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             rows = con.execute(
-                "SELECT t.name, COUNT(m.id) FROM topics t JOIN messages m ON m.topic_id = t.id "
-                "WHERE t.name LIKE '%/image/data%' GROUP BY t.name").fetchall()
+                "SELECT t.name, m.data FROM topics t JOIN messages m ON m.topic_id = t.id "
+                "WHERE t.name LIKE '%/image/metadata' ORDER BY m.timestamp, m.id").fetchall()
         finally:
             con.close()
     except sqlite3.Error as exc:
-        log.warning("%s: could not count frames from the file (%s); replaying until stable",
-                    path, exc)
+        log.warning("%s: could not read the frame numbers from the file (%s); playing it through", path, exc)
         return {}
-    for name, count in rows:
-        stream = name.split("/")[3].lower() if len(name.split("/")) > 3 else name
+    seen: set[tuple[str, Key]] = set()
+    for name, data in rows:
+        parts = name.split("/")
+        stream = parts[3].lower() if len(parts) > 3 else ""
         kind = "depth" if stream.startswith("depth") else "color" if stream.startswith("color") else None
-        if kind:
-            counts[kind] = max(counts.get(kind, 0), int(count))
-    return counts
+        text = bytes(data).decode("latin-1")
+        number, stamp = _FRAME_NUMBER.search(text), _TIMESTAMP.search(text)
+        if kind is None or number is None or stamp is None:
+            continue
+        k = _key(number.group(1), stamp.group(1))
+        if (kind, k) not in seen:
+            seen.add((kind, k))
+            keys.setdefault(kind, []).append(k)
+    return keys if len(keys) == 2 else {}
+
+
+def _pair(depth_keys: list[Key], color_keys: list[Key]) -> list[tuple[Key, Key]]:
+    """Each depth frame with its colour frame: the same number and time when the streams share a
+    counter (as the recorder here and a software device do), else the colour frame nearest in time."""
+    if not color_keys:
+        return []
+    exact = set(color_keys)
+    stamps = np.array([k[1] for k in color_keys])
+    plan = []
+    for d in depth_keys:
+        c = d if d in exact else color_keys[int(np.abs(stamps - d[1]).argmin())]
+        plan.append((d, c))
+    return plan
 
 
 class Recording:
-    """A .db3 recording opened for non-real-time playback.
+    """A recording (.db3; .bag where the installed librealsense reads it) opened for
+    non-real-time playback.
 
     Attributes: ``color_K``, ``color_size`` (w, h), ``depth_K``, ``depth_size``,
     ``depth_units_mm``, ``T_color_depth`` (4x4, depth-camera points -> colour-camera
-    points, as read back by ``get_extrinsics_to``), ``serial``, ``frame_count``.
+    points, as read back by ``get_extrinsics_to``), ``serial``, ``frame_count`` (None
+    when the file does not list its frames), ``frame_numbers`` (the depth stream's, in order).
     """
 
     def __init__(self, path):
@@ -208,6 +281,12 @@ class Recording:
         try:
             dev = rs.context().load_device(str(self.path))
         except RuntimeError as exc:
+            if self.path.suffix == ".bag":
+                raise DeviceError(
+                    f"{self.path}: the installed pyrealsense2 ({getattr(rs, '__version__', '?')}) cannot read "
+                    f"this .bag recording ({exc}); librealsense 2.56 and later read and write ROS 2 .db3 files: "
+                    "record it again as .db3 (realsense-viewer or `rs-record`), or play it with the "
+                    "librealsense version that wrote it") from None
             raise DeviceError(f"{self.path}: not a readable RealSense recording ({exc})") from None
         depth_p = color_p = None
         self.depth_units_mm = 1.0
@@ -232,26 +311,41 @@ class Recording:
         info = rs.camera_info.serial_number
         self.serial = dev.get_info(info) if dev.supports(info) else ""
         self.fps = depth_p.fps()
-        counts = _count_image_messages(self.path)
-        self.frame_count = min(counts.values()) if len(counts) == 2 else None
+        keys = _frame_keys(self.path)
+        self._plan = _pair(keys["depth"], keys["color"]) if keys else None
+        self.frame_count = len(self._plan) if self._plan is not None else None
+        self.frame_numbers = [d[0] for d, _ in self._plan] if self._plan is not None else None
         del dev
 
-    def _play_once(self, want: set[int], color: dict, depth: dict, stamps: dict,
-                   align: bool = False):
-        """One pass through the file; store the frames whose numbers are in ``want``
-        (with ``align``, the depth is librealsense's rs.align to the colour stream)."""
+    def _play_once(self, want, color: dict, depth: dict, align: bool = False):
+        """One pass through the file; store the frames (by key) that ``want(stream, key)`` asks for
+        (with ``align``, the depth is librealsense's rs.align to the colour stream). Yields after
+        each frame stored."""
         rs = self._rs
-        cfg = rs.config()
-        cfg.enable_device_from_file(str(self.path), repeat_playback=False)
-        pipe = rs.pipeline()
-        profile = pipe.start(cfg)
-        playback = profile.get_device().as_playback()
+        try:
+            dev = rs.context().load_device(str(self.path))
+        except RuntimeError as exc:
+            raise DeviceError(f"{self.path}: librealsense cannot play it back ({exc})") from None
+        playback = dev.as_playback()
         playback.set_real_time(False)
+        # the sensors straight into a syncer: through rs.pipeline the first frames are often lost
+        # (measured: frame 0 missing in 5 of 10 passes, 9 of 10 when numbered from 1000; here 0 of 10)
+        sync = rs.syncer(SYNC_QUEUE)
+        sensors = dev.query_sensors()
+        started = []
+        try:
+            for sensor in sensors:
+                sensor.open(sensor.get_stream_profiles())
+                sensor.start(sync)
+                started.append(sensor)
+        except RuntimeError as exc:
+            _stop(started)
+            raise DeviceError(f"{self.path}: librealsense cannot play it back ({exc})") from None
         aligner = rs.align(rs.stream.color) if align else None
         try:
             waited = 0
             while True:
-                ok, fs = pipe.try_wait_for_frames(100)
+                ok, fs = sync.try_wait_for_frames(100)
                 if not ok:
                     waited += 100
                     stopped = playback.current_status() == rs.playback_status.stopped
@@ -264,66 +358,99 @@ class Recording:
                         continue
                     fs = aligner.process(fs)
                 for f in fs:
-                    n = f.get_frame_number()
-                    if n not in want:
-                        continue
                     st = f.get_profile().stream_type()
-                    store = depth if st == rs.stream.depth else color if st == rs.stream.color else None
-                    if store is None or n in store:
-                        continue  # another stream, or a repeat
-                    store[n] = np.asanyarray(f.get_data()).copy()
-                    stamps.setdefault(n, f.get_timestamp())
-                    if n in depth and n in color:
-                        yield n
+                    kind, store = (("depth", depth) if st == rs.stream.depth else
+                                   ("color", color) if st == rs.stream.color else (None, None))
+                    if kind is None:
+                        continue
+                    k = _key(f.get_frame_number(), f.get_timestamp())
+                    if k in store or not want(kind, k):
+                        continue  # a repeat, or a frame already yielded
+                    store[k] = np.asanyarray(f.get_data()).copy()
+                    yield kind, k
         finally:
-            pipe.stop()
+            _stop(started)
 
     def frames(self, librealsense_aligned: bool = False) -> Iterator[RecordedFrame]:
-        """Every frame once, in frame-number order (see the module's pitfalls).
+        """Every frame once, in the recording's order (see the module's pitfalls): frame numbers
+        may start anywhere and have gaps; a frame handed over twice is yielded once.
 
         With ``librealsense_aligned`` the ``depth`` of each frame is pyrealsense2's own
-        ``rs.align(rs.stream.color)`` output (colour size) instead of the raw depth.
+        ``rs.align(rs.stream.color)`` output (colour size) instead of the raw depth. rs.align
+        needs depth and colour in one frameset, and the syncer often hands the first frame's
+        over as two: frames it never pairs after ``ALIGNED_PASSES`` passes are left out
+        (logged), so compare by ``name``.
         """
-        color: dict[int, np.ndarray] = {}
-        depth: dict[int, np.ndarray] = {}
-        stamps: dict[int, float] = {}
+        if self._plan is None:
+            yield from self._frames_unlisted(librealsense_aligned)
+            return
+        plan = self._plan
+        color: dict[Key, np.ndarray] = {}
+        depth: dict[Key, np.ndarray] = {}
+        need_d = {d for d, _ in plan}
+        need_c = {c for _, c in plan}
+        last_use = {c: i for i, (_, c) in enumerate(plan)}  # a colour frame may serve several depth frames
+        seen: dict[int, int] = {}
         nxt = 0
-        total = self.frame_count
-        done: set[int] = set()
-        for attempt in range(MAX_REPLAYS):
-            want = (set(range(total)) if total is not None else _AllInts()) - done
-            new = 0
-            with closing(self._play_once(want, color, depth, stamps, librealsense_aligned)) as play:
+
+        def want(kind, k):
+            return k in (need_d if kind == "depth" else need_c)
+
+        def ready():
+            nonlocal nxt
+            while nxt < len(plan) and plan[nxt][0] in depth and plan[nxt][1] in color:
+                d, c = plan[nxt]
+                occurrence = seen.get(d[0], 0)
+                seen[d[0]] = occurrence + 1
+                img = color[c] if last_use[c] > nxt else color.pop(c)
+                yield RecordedFrame(d[0], d[1], img, depth.pop(d), occurrence)
+                need_d.discard(d)
+                if last_use[c] <= nxt:
+                    need_c.discard(c)
+                nxt += 1
+
+        passes = ALIGNED_PASSES if librealsense_aligned else MAX_REPLAYS
+        for attempt in range(passes):
+            with closing(self._play_once(want, color, depth, librealsense_aligned)) as play:
                 for _ in play:
-                    new += 1
-                    while nxt in color and nxt in depth:
-                        yield RecordedFrame(nxt, stamps.pop(nxt), color.pop(nxt), depth.pop(nxt))
-                        done.add(nxt)
-                        nxt += 1
-                    if total is not None and nxt >= total:
+                    yield from ready()
+                    if nxt >= len(plan):
                         return  # every frame delivered: no need to wait for the end of the file
-            if total is not None and nxt >= total:
+            yield from ready()
+            if nxt >= len(plan):
                 return
-            if total is None and new == 0 and not color and not depth:
-                return  # a pass brought nothing new and nothing is waiting
-            log.info("%s: replaying (pass %d): frame %d not delivered yet", self.path, attempt + 2, nxt)
-        missing = nxt
-        raise DeviceError(f"{self.path}: frame {missing} was never delivered in {MAX_REPLAYS} "
-                          "replays; the recording may be truncated")
+            log.info("%s: replaying (pass %d): frame %d not delivered yet", self.path, attempt + 2, plan[nxt][0][0])
+        if librealsense_aligned:
+            while nxt < len(plan):
+                if plan[nxt][0] not in depth or plan[nxt][1] not in color:
+                    log.warning("%s: librealsense never aligned frame %d (no frameset held its depth and "
+                                "colour in %d passes); left out", self.path, plan[nxt][0][0], passes)
+                    seen[plan[nxt][0][0]] = seen.get(plan[nxt][0][0], 0) + 1
+                    nxt += 1
+                yield from ready()
+            return
+        d = plan[nxt][0]
+        raise DeviceError(f"{self.path}: frame {d[0]} (timestamp {d[1]:g} ms) was never delivered in "
+                          f"{MAX_REPLAYS} replays; the recording may be truncated")
+
+    def _frames_unlisted(self, aligned: bool) -> Iterator[RecordedFrame]:
+        """A file that does not list its frames (.bag): play it until a pass brings nothing new, then
+        yield depth frames in time order, each with the colour frame of the same number or nearest in time."""
+        color: dict[Key, np.ndarray] = {}
+        depth: dict[Key, np.ndarray] = {}
+        for _ in range(MAX_REPLAYS):
+            before = len(color) + len(depth)
+            with closing(self._play_once(lambda kind, k: True, color, depth, aligned)) as play:
+                for _ in play:
+                    pass
+            if len(color) + len(depth) == before:
+                break
+        seen: dict[int, int] = {}
+        for d, c in _pair(sorted(depth, key=lambda k: (k[1], k[0])), sorted(color, key=lambda k: (k[1], k[0]))):
+            occurrence = seen.get(d[0], 0)
+            seen[d[0]] = occurrence + 1
+            yield RecordedFrame(d[0], d[1], color[c], depth[d], occurrence)
 
     def __repr__(self) -> str:
         return (f"Recording({str(self.path)!r}, serial={self.serial!r}, colour {self.color_size}, "
                 f"depth {self.depth_size}, frames={self.frame_count})")
-
-
-class _AllInts:
-    """The set of all frame numbers, minus some (when the file does not say how many)."""
-
-    def __init__(self, minus: frozenset = frozenset()):
-        self.minus = minus
-
-    def __contains__(self, n) -> bool:
-        return n not in self.minus
-
-    def __sub__(self, other):
-        return _AllInts(self.minus | frozenset(other))

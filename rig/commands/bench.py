@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import add_json, emit_json, text_to_stderr
+
 NAME = "bench"
 HELP = "profile the pipeline's latency per stage at an item rate or over a load sweep; trace and plot"
 
@@ -27,7 +29,7 @@ def add_arguments(p):
     p.add_argument("--settle-s", type=float, default=2.0,
                    help="the first seconds of each run are start-up, reported apart (default 2)")
     p.add_argument("--seed", type=int, default=1, help="belt seed (default 1)")
-    p.add_argument("--json", default=None, metavar="OUT", help="write the report as JSON")
+    add_json(p, "the report")
     p.add_argument("--trace", default=None, metavar="OUT.json", help="write a Chrome trace of the reported run")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="write latency histograms/CDFs and the sweep")
 
@@ -59,14 +61,16 @@ def _check(args) -> None:
         raise RigError(f"--plot must name a .png file, got {args.plot}")
     for opt in ("json", "trace", "plot"):
         out = getattr(args, opt)
-        if out and not Path(out).expanduser().resolve().parent.is_dir():
+        if out and out != "-" and not Path(out).expanduser().resolve().parent.is_dir():
             raise RigError(f"--{opt} {out}: folder {Path(out).parent} does not exist")
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
+    with text_to_stderr(args):
+        return _bench(args)
 
+
+def _bench(args) -> int:
     from ...tools.bench import driver, plot, trace
     from ..config import DEMO_CONFIG, check_config
     from ..pipeline.clock import STAGES
@@ -80,8 +84,8 @@ def run(args) -> int:
         model_seconds=args.model_seconds, progress=lambda m: print(f"rig bench: {m}", flush=True))
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"rig bench: report -> {args.json}")
+        emit_json(report, args.json)
+        print(f"rig bench: report -> {'stdout' if args.json == '-' else args.json}")
     if args.trace:
         trace.write_trace(args.trace, trace.chrome_trace(final.spans, final.item_intervals))
         print(f"rig bench: Chrome trace -> {args.trace} (open in chrome://tracing or ui.perfetto.dev)")

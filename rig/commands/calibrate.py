@@ -12,6 +12,15 @@ synthetic captures with known truth, and the belt-plane check.
 
 from __future__ import annotations
 
+from ._common import (
+    add_json,
+    check_output_dir,
+    check_output_file,
+    emit_json,
+    progress,
+    text_to_stderr,
+)
+
 NAME = "calibrate"
 HELP = "calibrate the cameras from ChArUco captures (or read factory calibration, or synthesize)"
 
@@ -34,7 +43,7 @@ def add_arguments(p):
     p.add_argument("--board", metavar="BOARD.yaml", help="ChArUco board description")
     p.add_argument("--out", metavar="CALIB.yaml", help="calibration file to write")
     p.add_argument("--report", metavar="DIR", help="write the PNG/HTML report to DIR")
-    p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    add_json(p, "the figures")
     p.add_argument("--belt-frame", metavar="NAME",
                    help="the moment (file name) where the board lies flat on the belt, x along travel")
     p.add_argument("--cameras", metavar="A,B,...", help="cameras that must be present (default: every folder)")
@@ -50,8 +59,7 @@ def add_arguments(p):
     p.add_argument("--per-camera", type=int, default=14, help="--synthesize: moments per camera")
     p.add_argument("--seed", type=int, default=0, help="--synthesize: random seed")
     p.add_argument("--strict", action="store_true",
-                   help="exit 2 when a camera's verdict is FAIL (default: 0 once the file is written)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="exit 1 when a camera's verdict is FAIL (default: 0 once the file is written)")
 
 
 def _pairs(values, what):
@@ -81,13 +89,18 @@ def run(args) -> int:
     if len(modes) != 1:
         raise CalibrationError("give exactly one of --captures DIR, --from-device, --synthesize DIR, "
                                f"--belt-check (got {', '.join(modes) or 'none'})")
-    if args.synthesize:
-        return _synthesize(args)
-    if args.from_device:
-        return _from_device(args)
-    if args.belt_check:
-        return _belt_check(args)
-    return _captures(args)
+    check_output_file(args.json, "--json")
+    check_output_file(args.out, "--out")
+    check_output_dir(args.report, "--report")
+    check_output_dir(args.synthesize, "--synthesize")
+    with text_to_stderr(args):
+        if args.synthesize:
+            return _synthesize(args)
+        if args.from_device:
+            return _from_device(args)
+        if args.belt_check:
+            return _belt_check(args)
+        return _captures(args)
 
 
 def _captures(args) -> int:
@@ -96,7 +109,6 @@ def _captures(args) -> int:
         run_calibration,
         truth_summary,
         write_calibration,
-        write_json,
     )
     from ..foundation.errors import CalibrationError
 
@@ -104,7 +116,7 @@ def _captures(args) -> int:
         raise CalibrationError("--captures needs --board BOARD.yaml and --out CALIB.yaml")
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] if args.cameras else None
     result = run_calibration(args.captures, args.board, belt_frame=args.belt_frame, cameras=cameras,
-                             progress=not args.no_progress)
+                             progress=progress(args))
     write_calibration(result.calibration, args.out)
     truth = truth_summary(result, load_calibration(args.truth)) if args.truth else None
     if truth:
@@ -115,7 +127,7 @@ def _captures(args) -> int:
         page = write_report(result, args.report, truth)
         print(f"report: {page}")
     if args.json:
-        write_json(result.figures, args.json)
+        emit_json(result.figures, args.json)
     f = result.figures
     print(f"wrote {args.out}: {len(f['cameras'])} camera(s), reference {f['reference']}; "
           f"overall {f['verdict'].upper()}")
@@ -133,7 +145,7 @@ def _captures(args) -> int:
               "RMS {rms_px:.3f} px, relative translation {relative_translation_mm:.3f} mm, "
               "relative rotation {relative_rotation_deg:.4f} deg".format(**w))
         print("  targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in truth["met"].items()))
-    return 2 if args.strict and f["verdict"] == "fail" else 0
+    return 1 if args.strict and f["verdict"] == "fail" else 0
 
 
 def _board_page(args) -> int:
@@ -161,7 +173,7 @@ def _synthesize(args) -> int:
 
     calib = jetson_3cam_calibration() if args.rig == "jetson_3cam" else demo_calibration()
     synthesize_captures(args.synthesize, calib, n_shared=args.shared, n_per_camera=args.per_camera,
-                        seed=args.seed, progress=not args.no_progress)
+                        seed=args.seed, progress=progress(args))
     d = args.synthesize
     print(f"wrote synthetic captures to {d} (board {d}/board.yaml, truth {d}/truth.yaml); calibrate with:\n"
           f"  rig calibrate --captures {d} --board {d}/board.yaml --belt-frame belt "
@@ -171,7 +183,7 @@ def _synthesize(args) -> int:
 
 def _from_device(args) -> int:
     from ...calibration.model import Calibration, load_calibration
-    from ...calibration.pipeline import write_calibration, write_json
+    from ...calibration.pipeline import write_calibration
     from ..capture import factory_calibration as device
     from ..foundation.errors import CalibrationError
 
@@ -212,14 +224,13 @@ def _from_device(args) -> int:
         write_calibration(merged, args.out)
         print(f"wrote {args.out} (depth models from the factory calibration)")
     if args.json:
-        write_json(report, args.json)
+        emit_json(report, args.json)
     return 0
 
 
 def _belt_check(args) -> int:
     from ...calibration.belt_plane import compare_with_belt_frame, depth_to_points, fit_belt_plane
     from ...calibration.model import load_calibration
-    from ...calibration.pipeline import write_json
     from ..capture.realsense_io import Recording
     from ..foundation.errors import CalibrationError
 
@@ -252,6 +263,6 @@ def _belt_check(args) -> int:
                   "the belt was empty and the camera did not move since the board calibration; "
                   "recalibrate with --belt-frame if it did")
     if args.json:
-        write_json(out, args.json)
-    return 0 if worst == "ok" else 2
+        emit_json(out, args.json)
+    return 0 if worst == "ok" else 1
 

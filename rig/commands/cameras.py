@@ -1,7 +1,7 @@
 """`rig cameras`: the connected RealSense cameras (or a recording's device), like rs-enumerate-devices.
 
-    rig cameras [--config FILE] [--json]        connected cameras; with --config, which is which
-    rig cameras --recording FILE.db3 [--json]   the device and streams a recording holds
+    rig cameras [--config FILE] [--json [FILE]]        connected cameras; with --config, which is which
+    rig cameras --recording FILE.db3 [--json [FILE]]   the device and streams a recording holds
 
 Per device: name, serial, firmware, USB type, its streams (format, size, frame
 rates) and the current values of the settings the config can set (preset,
@@ -19,7 +19,9 @@ def add_arguments(p):
     p.add_argument("--recording", metavar="FILE.db3", help="list this recording's device and streams instead")
     p.add_argument("--config", metavar="FILE", help="rig config: name the configured cameras, show their "
                    "configured settings, report configured serials that are not connected")
-    p.add_argument("--json", action="store_true", help="print the listing as JSON")
+    from ._common import add_json
+
+    add_json(p, "the listing")
 
 
 def _devices(args) -> tuple[list[dict], str]:
@@ -57,10 +59,13 @@ def _streams_line(streams: list[dict]) -> list[str]:
 
 
 def run(args) -> int:
-    import json
     import sys
 
     from .. import __version__
+    from ._common import check_output_file, emit_json, human
+
+    check_output_file(args.json, "--json")
+    out = human(args)
 
     configured = {}
     if args.config:
@@ -76,26 +81,26 @@ def run(args) -> int:
             d["configured_settings"] = c.settings.model_dump(exclude_none=True)
     missing = sorted((c.name, s) for s, c in configured.items()
                      if s not in {d.get("serial_number") for d in devices})
-    if args.json:
-        print(json.dumps({"source": what, "devices": devices,
-                          "missing": [{"camera": n, "serial": s} for n, s in missing]}, indent=2))
-    elif not devices:
+    emit_json({"source": what, "devices": devices,
+               "missing": [{"camera": n, "serial": s} for n, s in missing]}, args.json)
+    if not devices:
         print(f"no RealSense camera connected (damage-rig {__version__}): check the USB 3 cable and port "
               "(`lsusb | grep 8086` lists Intel devices), the udev rules (99-realsense-libusb.rules) and "
               "that no other program holds the camera", file=sys.stderr)
-    for d in devices if not args.json else []:
+    for d in devices:
         head = d.get("name") or "RealSense device"
         print(f"{head}  serial {d.get('serial_number') or '?'}  firmware {d.get('firmware_version') or '?'}  "
-              f"USB {d.get('usb_type_descriptor') or '?'}" + (f"  ({d['recording']})" if d.get("recording") else ""))
+              f"USB {d.get('usb_type_descriptor') or '?'}" + (f"  ({d['recording']})" if d.get("recording") else ""),
+              file=out)
         if d.get("configured_as"):
             wanted = ", ".join(f"{k} {v}" for k, v in d["configured_settings"].items()) or "camera defaults"
-            print(f"  configured as camera {d['configured_as']!r}: settings {wanted}")
+            print(f"  configured as camera {d['configured_as']!r}: settings {wanted}", file=out)
         for s in d["sensors"]:
-            print(f"  {s['name']}:")
+            print(f"  {s['name']}:", file=out)
             for line in _streams_line(s["streams"]) or ["(no streams)"]:
-                print(f"    {line}")
+                print(f"    {line}", file=out)
         now = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in d["settings"].items())
-        print(f"  settings now: {now or 'none of preset/exposure/gain/laser/sync reported'}")
+        print(f"  settings now: {now or 'none of preset/exposure/gain/laser/sync reported'}", file=out)
     for name, serial in missing:
         print(f"configured camera {name!r} (serial {serial}) is not connected", file=sys.stderr)
     return 1 if not devices or missing else 0

@@ -101,14 +101,14 @@ def run(args) -> int:
     from ...calibration.live_coverage import CoverageTracker
     from ..capture.stills import StillTaker
     from ..foundation.errors import ConfigError
+    from ._common import check_output_dir
 
     if args.every is not None and not 0.05 <= args.every <= 3600:
         raise ConfigError(f"--every {args.every}: give seconds between 0.05 and 3600")
     if args.count < 0 or (args.count and args.every is None):
         raise ConfigError("--count N goes with --every S (N >= 1)")
     root = Path(args.stills)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"--stills {root}: exists and is not a folder")
+    check_output_dir(args.stills, "--stills")  # before any camera opens
     spec = load_board(args.board) if args.board else (
         load_board(root / "board.yaml") if (root / "board.yaml").is_file() else DEFAULT_BOARD)
     cfg, sources = _open(args)

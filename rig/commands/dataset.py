@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import check_output_dir
+
 NAME = "dataset"
 HELP = "dataset tools: check a dataset, import an MVTec-AD-style tree, export reviewed items"
 
@@ -44,6 +46,7 @@ def run(args) -> int:
     if args.action == "check":
         print(_summary(read_dataset(args.dataset)))
         return 0
+    check_output_dir(args.out, "--out")  # export and import-mvtec write a dataset there
     if args.action == "export":
         from ..review.export import run_export
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import progress
+
 NAME = "enroll"
 HELP = "add/replace a product's reference images in a model's gallery without retraining"
 
@@ -38,7 +40,7 @@ def run(args) -> int:
 
         ds = read_dataset(args.data, check_files=False)
         skus = [args.sku] if args.sku else None
-        version = enroll_dataset(args.model, ds, skus=skus, note=args.note, progress=True)
+        version = enroll_dataset(args.model, ds, skus=skus, note=args.note, progress=progress(args))
         n = 1 if args.sku else len(ds.references)
         print(f"enrolled {n} SKU(s) from {args.data}: gallery {version} is current")
         return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import check_output_dir, check_output_file, progress
+
 NAME = "eval"
 HELP = "evaluate MODEL_DIR on a dataset split via ONNX Runtime; write per-item scores and a report"
 
@@ -18,15 +20,17 @@ def add_arguments(p):
                         "size of the view's image, higher = more damaged (4096 counts = a pristine view's "
                         "level); the pixel AUROC against the dataset's masks is printed")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (default 2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
+    check_output_file(args.scores, "--scores")
+    check_output_file(args.report, "--report")
+    check_output_dir(args.maps, "--maps")
     from ...models.evaluate import evaluate
     from ...models.metrics import format_summary
 
     metrics = evaluate(args.model, args.data, args.split, scores_csv=args.scores, report=args.report,
-                       threads=args.threads, progress=not args.no_progress, maps=args.maps)
+                       threads=args.threads, progress=progress(args), maps=args.maps)
     print(format_summary(metrics))
     if "pixel_auroc" in metrics:
         print(f"pixel AUROC of the evidence maps: {metrics['pixel_auroc']:.4f}")

@@ -76,6 +76,11 @@ def run(args) -> int:
     from .status import state_dir_from
 
     state = state_dir_from(args)
+    if not (args.state or args.config) and not (state / "events.db").is_file():
+        from ..foundation.errors import RigError
+
+        raise RigError(f"nothing to review in {state} (where `rig demo` keeps its state): run `rig demo` first, "
+                       "or point --state DIR / --config FILE at a rig's state")
     model_dir = _model_dir(args)
     if args.enroll or args.rollback is not None or args.versions:
         if model_dir is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import check_output_dir, progress
+
 NAME = "sim"
 HELP = "simulate the belt: write a dataset (and with --recording, .db3 recordings) of RGB-D items"
 
@@ -64,6 +66,7 @@ def run(args) -> int:
     from ..foundation.errors import RigError
 
     settings = _settings(args)
+    check_output_dir(args.out, "--out")
     calib = load_calibration(args.calibration or PACKAGE_DATA / "demo_calib.yaml")
     known = {s.name for s in __import__("damage_rig.tools.sim.generate", fromlist=["x"]).catalogue_for(settings)}
     unknown = sorted(set(settings.new_artwork) - known)
@@ -72,7 +75,8 @@ def run(args) -> int:
     t0 = time.monotonic()
     print(f"rig sim: rendering {settings.items} items and {settings.skus * settings.refs_per_sku} references "
           f"for cameras {sorted(calib.cameras)} into {args.out}")
-    ds = generate_dataset(args.out, calib, settings, workers=args.workers, overwrite=args.overwrite)
+    ds = generate_dataset(args.out, calib, settings, workers=args.workers, overwrite=args.overwrite,
+                          progress=progress(args))
     n_dmg = sum(it.damaged for it in ds.items)
     print(f"rig sim: wrote {len(ds.items)} items ({n_dmg} damaged) in {time.monotonic() - t0:.1f} s")
     if args.recording:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._common import check_output_dir, progress
+
 NAME = "train"
 HELP = "train a damage model on DATASET (split=train), set its threshold on split=val, write MODEL_DIR"
 
@@ -20,7 +22,6 @@ def add_arguments(p):
                    help="ok train views per SKU added to its gallery entry as known-good (default 64)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and ONNX Runtime (2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
@@ -32,6 +33,7 @@ def run(args) -> int:
         raise RigError(f"--epochs must be at least 1, got {args.epochs}")
     if args.input_size < 64 or args.input_size % 16:
         raise RigError(f"--input-size must be a multiple of 16 and at least 64, got {args.input_size}")
+    check_output_dir(args.out, "--out")
     from ...models.train import train
 
     command = (f"rig train --data {args.data} --out {args.out} --fpr {args.fpr:g} --epochs {args.epochs} "
@@ -45,7 +47,7 @@ def run(args) -> int:
     try:
         card = train(args.data, args.out, fpr=args.fpr, epochs=args.epochs, input_size=args.input_size,
                      batch_size=args.batch_size, seed=args.seed, bank_size=args.bank_size,
-                     threads=args.threads, progress=not args.no_progress, command=command,
+                     threads=args.threads, progress=progress(args), command=command,
                      known_good=args.known_good)
     except BaseException:
         if created:  # a failed run leaves no half-made model folder behind (one that existed is kept)

@@ -201,6 +201,11 @@ def _gallery_root(model_dir: str | Path) -> Path:
 def list_versions(model_dir: str | Path) -> list[dict]:
     """Every stored version, oldest first: version, created, note, n_skus, current."""
     root = _gallery_root(model_dir)
+    if not Path(model_dir).is_dir():
+        raise ModelError(f"model folder {model_dir} does not exist")
+    if not root.is_dir():
+        raise ModelError(f"{model_dir}: no gallery (missing {root}/); is it a model folder? "
+                         "'rig train' writes one, 'rig enroll --model DIR --sku SKU IMAGE...' starts one")
     cur = current_version(model_dir) if (root / "current").is_file() else None
     out = []
     for d in sorted(p for p in root.glob("v*") if p.is_dir() and _VERSION.match(p.name)):

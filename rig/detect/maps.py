@@ -12,7 +12,9 @@ the strongest evidence wherever it comes from:
 
 Values: 0 = no evidence, about 1 = as a pristine view, higher = more damaged.
 ``to_png16`` writes them as 16-bit PNG (``MAP_PNG_SCALE`` counts per unit) for
-`rig eval --maps`, and ``pixel_auroc`` measures them against masks.
+`rig eval --maps`, ``overlay`` paints them on the image where they exceed a
+pristine view's level (reports, `rig predict`), and ``pixel_auroc`` measures
+them against masks.
 """
 
 from __future__ import annotations
@@ -47,6 +49,28 @@ def evidence_map(view, shape: tuple[int, int], patch_scale: float = 1.0) -> np.n
     if not parts:
         return np.zeros(shape, np.float32)
     return np.maximum.reduce(parts).astype(np.float32)
+
+
+OVERLAY_TOP = 4.0  # evidence at which the overlay is fully opaque red (4x a pristine view's)
+
+
+def overlay(rgb: np.ndarray, m: np.ndarray, floor: float = 1.0, top: float = OVERLAY_TOP,
+            max_alpha: float = 0.65) -> np.ndarray:
+    """The image (HxWx3 uint8 RGB) with the evidence map ``m`` painted only where it exceeds
+    ``floor`` (a pristine view's level): transparent there and below, yellow to red and more
+    opaque up to ``top``. A pristine view comes back unchanged, not tinted blue all over."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"overlay: image must be HxWx3 uint8, got {rgb.dtype} {rgb.shape}")
+    if m.shape[:2] != rgb.shape[:2]:
+        m = _up(m, rgb.shape[:2])
+    strength = np.clip((np.nan_to_num(np.asarray(m, np.float32)) - floor) / max(top - floor, 1e-6), 0.0, 1.0)
+    colour = np.empty(rgb.shape, np.float32)  # yellow (255, 220, 0) at the floor -> red (230, 0, 0) at the top
+    colour[..., 0] = 255.0 - 25.0 * strength
+    colour[..., 1] = 220.0 * (1.0 - strength)
+    colour[..., 2] = 0.0
+    alpha = np.where(strength > 0, 0.25 + (max_alpha - 0.25) * strength, 0.0)[..., None]
+    return np.clip(rgb * (1.0 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
 
 
 def to_png16(m: np.ndarray) -> np.ndarray:

@@ -75,6 +75,8 @@ def assess(info: dict) -> dict:
         return {"state": DOWN, "problems": [why]}
     state = st.get("state", "?")
     if state == "stopped":
+        if st.get("demo"):
+            return {"state": DOWN, "problems": ["not running: the last `rig demo` finished (its figures follow)"]}
         return {"state": DOWN, "problems": ["not running: the service stopped"]}
     if st["age_s"] > STALE_AFTER_S:
         why = f"not running: status last written {st['age_s']:.0f} s ago (state {state!r}): stopped, killed or hung"

@@ -7,6 +7,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from damage_rig.calibration.model import load_calibration
 from damage_rig.calibration.pipeline import compare_with_truth, run_calibration
 from damage_rig.rig.cli import main
@@ -51,6 +52,19 @@ def test_joint_solution_refines_every_camera_together(small_captures):
     np.testing.assert_allclose(run.calibration.cameras["side_left"].T_ref_cam, np.eye(4), atol=1e-12)
 
 
+def test_residuals_are_the_joint_solution_s(small_captures):
+    """The residual plot draws what the joint RMS summarises: every corner, model minus detection."""
+    from damage_rig.calibration.report import residual_plot, residuals
+
+    captures, _ = small_captures
+    run = run_calibration(captures, captures / "board.yaml", belt_frame="belt", progress=False)
+    for name, c in run.figures["cameras"].items():
+        res, where = residuals(run, name)
+        assert len(res) == sum(len(v.corners) for v in run.intrinsics[name].views) == len(where)
+        assert np.sqrt((res ** 2).sum(axis=1).mean()) == pytest.approx(c["joint_rms_px"], rel=0.05)
+        assert residual_plot(run, name).shape == (400, 1280, 3)
+
+
 def test_cli_writes_yaml_json_and_report(small_captures, tmp_path):
     captures, _ = small_captures
     out, rep, js = tmp_path / "calib.yaml", tmp_path / "report", tmp_path / "r.json"
@@ -67,6 +81,9 @@ def test_cli_writes_yaml_json_and_report(small_captures, tmp_path):
         assert c["verdict"] in ("ok", "warn")
         assert set(c) >= {"rms_px", "view_errors_px", "coverage", "reasons", "K", "T_ref_cam"}
         assert (rep / f"{name}.png").is_file()
+        plot = cv2.imread(str(rep / f"{name}_residuals.png"))  # issue 17: a residual plot per camera
+        assert plot is not None and plot.shape[1] == 1280 and plot.std() > 5
+        assert f"{name}_residuals.png" in (rep / "index.html").read_text()
     assert figures["consistency_mm"] and figures["consistency_frame"].startswith("belt plane")
     assert figures["truth"]["worst"]["relative_translation_mm"] < 4.0
     assert "Calibration report" in (rep / "index.html").read_text()

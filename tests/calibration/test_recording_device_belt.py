@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 
 import numpy as np
 import pytest
@@ -129,3 +130,23 @@ def test_from_device_reads_recording_and_compares_with_board(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "top: belt plane from depth vs board belt frame" in out
+
+
+@pytest.mark.realsense
+def test_belt_check_warning_exits_1(tmp_path, capsys):
+    """Issue 17: a verdict short of OK is exit 1 (2 is argparse's usage error)."""
+    from damage_rig.calibration.model import save_calibration
+    from damage_rig.rig.capture.realsense_io import write_recording
+    from damage_rig.rig.cli import main
+
+    calib = jetson_3cam_calibration(320, 180)
+    save_calibration(calib, tmp_path / "board.yaml")
+    cam = calib.cameras["top"]
+    lifted = _belt_depth(cam, height_mm=40.0)  # the depth camera sees the belt 40 mm higher than the board said
+    write_recording(tmp_path / "top.db3", cam, [(np.zeros((180, 320, 3), np.uint8), lifted)])
+    rc = main(["calibrate", "--belt-check", "--recording", f"top={tmp_path / 'top.db3'}",
+               "--calib", str(tmp_path / "board.yaml"), "--json", "-"])
+    captured = capsys.readouterr()
+    assert rc == 1, captured.err
+    assert json.loads(captured.out)["top"]["verdict"] == "warn"  # --json -: the figures alone on stdout
+    assert "WARN" in captured.err

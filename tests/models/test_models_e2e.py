@@ -47,7 +47,7 @@ def test_tiny_model_beats_chance_by_a_wide_margin(trained, tmp_path):
         assert (float(r["score"]) > card["threshold"]) == (r["damaged"] == "1")
         assert (r["type"] != "") == (r["damaged"] == "1")
     page = (tmp_path / "r.html").read_text()
-    assert "<svg" in page and "Worst false positives" in page and "data:image/png;base64" in page
+    assert "<svg" in page and "False positives: " in page and "data:image/png;base64" in page
 
 
 def test_card_records_threshold_budget_and_hashes(trained):

@@ -34,7 +34,9 @@ def test_lists_a_recordings_device_and_streams(recording, capsys):
     assert "serial 918273645" in out
     assert "depth    z16      160x120 @ 15 fps" in out and "color    rgb8     160x120 @ 15 fps" in out
     assert main(["cameras", "--recording", str(recording), "--json"]) == 0
-    d = json.loads(capsys.readouterr().out)["devices"][0]
+    cap = capsys.readouterr()
+    d = json.loads(cap.out)["devices"][0]  # the JSON alone on stdout, the text on stderr
+    assert "serial 918273645" in cap.err
     assert d["serial_number"] == "918273645"
     assert {(s["stream"], s["format"]) for sensor in d["sensors"] for s in sensor["streams"]} == {
         ("depth", "z16"), ("color", "rgb8")}
