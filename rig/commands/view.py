@@ -17,14 +17,13 @@ HELP = "live page: each camera with the belt ROI and tracked items, the trigger 
 def add_arguments(p):
     p.add_argument("--config", metavar="FILE", help="rig configuration (default: the demo config)")
     p.add_argument("--state", metavar="DIR", help="state directory whose decisions to show "
-                   "(default: the config's storage.state_dir)")
+                   "(default: --config's storage.state_dir, else the demo's)")
     from .review import add_bind_arguments
 
     add_bind_arguments(p, 8090)
 
 
 def run(args) -> int:
-    from pathlib import Path
 
     from ...calibration.model import load_calibration
     from ..capture.sources import open_sources
@@ -33,12 +32,13 @@ def run(args) -> int:
     from ..review.guard import Guard
     from ..service.liveview import LiveView, ViewServer
     from .review import _token
+    from .status import state_dir_from
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: not a port number (0..65535)")
     token = _token(args)
     cfg = load_config(args.config or DEMO_CONFIG)
-    state = Path(args.state).expanduser() if args.state else cfg.state_dir
+    state = state_dir_from(args)  # --state, --config's, else where `rig demo` keeps its state
     calib = load_calibration(cfg.calibration_path)
     Guard(args.host.strip("[]"), 1, token)  # refuse a bind beyond loopback without a token before opening cameras
     view = LiveView(cfg, calib, open_sources(cfg, calib), state)
