@@ -84,7 +84,7 @@ class LiveView:
         last = -1.0
         while not self._stop.is_set():
             try:
-                frames = self.taker.latest(self.trig_name, 2.0, after_ms=last)
+                frames = self.taker.latest(self.trig_name, 5.0, after_ms=last)
             except DeviceError as exc:
                 self.error = str(exc)
                 log.warning("live view: %s", exc)

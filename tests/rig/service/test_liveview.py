@@ -49,9 +49,10 @@ def test_live_page_shows_cameras_roi_heights_tracks_and_decisions(live, browser,
     from selenium.webdriver.common.by import By
 
     # the trigger tracks the sim belt's items, with their heights above the belt
-    state = wait_until(lambda: (s := json.loads(get(live, "/api/state")[1]))["tracks"] and s, timeout=20,
-                       what="a tracked item")
-    assert state["trigger_camera"] == "top" and state["error"] is None
+    # (a 2-core machine under load can starve the sim camera for a moment: that shows as an error, then clears)
+    state = wait_until(lambda: (s := json.loads(get(live, "/api/state")[1]))["tracks"] and s["error"] is None
+                       and s, timeout=30, what="a tracked item")
+    assert state["trigger_camera"] == "top"
     assert all(t["height_mm"] > live.cfg.trigger.min_height_mm for t in state["tracks"])
     assert [d["id"] for d in state["decisions"]][:2] == ["it000007", "it000006"]
 
