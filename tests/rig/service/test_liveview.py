@@ -80,10 +80,14 @@ def test_live_page_shows_cameras_roi_heights_tracks_and_decisions(live, browser,
     first = browser.find_element(By.ID, "snap-top").get_attribute("src")
     wait_until(lambda: browser.find_element(By.ID, "snap-top").get_attribute("src") != first,
                what="the snapshot to refresh")
-    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#tracks tbody tr"), what="tracked items")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#decisions tbody tr")
-    assert rows[0].find_element(By.TAG_NAME, "td").text == "it000007"
-    assert browser.find_elements(By.CSS_SELECTOR, "#decisions tbody tr.divert")
+    # the tables are rebuilt on every refresh: read them in one script run
+    wait_until(lambda: browser.execute_script("return document.querySelectorAll('#tracks tbody tr').length"),
+               what="tracked items")
+    first, diverts = wait_until(lambda: browser.execute_script(
+        "const td = document.querySelector('#decisions tbody td');"
+        "return td && [td.textContent, document.querySelectorAll('#decisions tbody tr.divert').length];"),
+        what="decisions")
+    assert first == "it000007" and diverts == 4
     shot(browser, tmp_path, "view-page.png")
 
 
