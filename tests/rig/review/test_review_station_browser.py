@@ -17,7 +17,7 @@ from damage_rig.rig.review.store import ReviewStore
 
 from tests.helpers.events import make_record
 from tests.helpers.review import make_state
-from tests.rig.review.test_review_browser import browser, shot, wait_until  # noqa: F401 (fixture)
+from tests.rig.review.test_review_browser import browser, sel_id, shot, wait_until  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -38,11 +38,11 @@ def tap(driver, element):
     ab.perform()
 
 
-def drag(driver, element, points):
+def drag(driver, selector, points):
     """A finger down at points[0] (shares of the element's box), along the others, then up."""
-    r = driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); "
-                              "const r = arguments[0].getBoundingClientRect(); "
-                              "return [r.left, r.top, r.width, r.height];", element)
+    r = driver.execute_script("const e = document.querySelector(arguments[0]); e.scrollIntoView({block: 'center'}); "
+                              "const r = e.getBoundingClientRect(); "
+                              "return [r.left, r.top, r.width, r.height];", selector)
     xy = [(int(r[0] + fx * r[2]), int(r[1] + fy * r[3])) for fx, fy in points]
     ab = _touch(driver)
     ab.pointer_action.move_to_location(*xy[0]).pointer_down()
@@ -73,7 +73,7 @@ def test_station_by_touch_and_keys(browser, tmp_path):  # noqa: F811 (fixture)
         tap(browser, browser.find_element(By.CSS_SELECTOR, "#nameform button"))
         wait_until(lambda: browser.find_element(By.ID, "whoname").text == "Bea", what="the name")
         wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".card.sel"), what="items to load")
-        assert browser.find_element(By.CSS_SELECTOR, ".card.sel").get_attribute("data-id") == "it000006"
+        assert sel_id(browser) == "it000006"
 
         # large buttons: a touch station needs no keyboard
         for bid in ("b-not_damaged", "b-damaged", "b-type-tear", "b-next"):
@@ -82,23 +82,23 @@ def test_station_by_touch_and_keys(browser, tmp_path):  # noqa: F811 (fixture)
         tap(browser, browser.find_element(By.ID, "b-not_damaged"))
         wait_until(lambda: log.get("it000006")["label"] == "not_damaged", what="tapped label")
         assert log.get("it000006")["reviewer"] == "Bea"
-        wait_until(lambda: browser.find_element(By.CSS_SELECTOR, ".card.sel").get_attribute("data-id")
+        wait_until(lambda: sel_id(browser)
                    == "it000004", what="selection to move on")
         tap(browser, browser.find_element(By.ID, "b-type-tear"))
         wait_until(lambda: log.get("it000004")["label"] == "damaged", what="tapped damage type")
         assert (log.get("it000004")["label_type"], log.get("it000004")["reviewer"]) == ("tear", "Bea")
 
         # it000002 selected: the reference image (it000000's crop, reviewed fine) sits beside each crop
-        wait_until(lambda: browser.find_element(By.CSS_SELECTOR, ".card.sel").get_attribute("data-id")
+        wait_until(lambda: sel_id(browser)
                    == "it000002", what="third item")
-        refs = browser.find_elements(By.CSS_SELECTOR, ".card.sel img.ref")
-        assert len(refs) == 2
-        wait_until(lambda: all(browser.execute_script("return arguments[0].naturalWidth", r) == 48 for r in refs),
-                   what="reference images")
+        wait_until(lambda: browser.execute_script(
+            "return [...document.querySelectorAll('.card.sel img.ref')].map(i => i.naturalWidth)") == [48, 48],
+            what="reference images beside both crops")
 
         # mark the damage: drag a box on the top crop, then brush a stroke on the side crop
-        top = browser.find_element(By.CSS_SELECTOR, ".card.sel .view[data-view=top] canvas")
-        wait_until(lambda: top.size["width"] > 90, what="canvas sized to the crop")
+        top = ".card.sel .view[data-view=top] canvas"
+        wait_until(lambda: browser.execute_script(f"return document.querySelector('{top}').width") > 90,
+                   what="canvas sized to the crop")
         drag(browser, top, [(0.25, 0.25), (0.5, 0.5), (0.75, 0.75)])
         mask_top = state / "masks" / "it000002" / "top.png"
         wait_until(mask_top.is_file, what="box mask saved")
@@ -107,8 +107,7 @@ def test_station_by_touch_and_keys(browser, tmp_path):  # noqa: F811 (fixture)
         assert 0.15 < (m > 0).mean() < 0.4
         browser.find_element(By.TAG_NAME, "body").send_keys("b")  # key: brush
         assert browser.find_element(By.ID, "b-tool").text == "Mark: brush"
-        side = browser.find_element(By.CSS_SELECTOR, ".card.sel .view[data-view=side] canvas")
-        drag(browser, side, [(0.1, 0.8), (0.5, 0.8), (0.9, 0.8)])
+        drag(browser, ".card.sel .view[data-view=side] canvas", [(0.1, 0.8), (0.5, 0.8), (0.9, 0.8)])
         mask_side = state / "masks" / "it000002" / "side.png"
         wait_until(mask_side.is_file, what="brush mask saved")
         m = cv2.imread(str(mask_side), cv2.IMREAD_GRAYSCALE)
@@ -120,7 +119,7 @@ def test_station_by_touch_and_keys(browser, tmp_path):  # noqa: F811 (fixture)
         wait_until(lambda: browser.find_elements(By.ID, "item-it000020"), timeout=15, what="polled new item")
         assert browser.execute_script("return window.notReloaded") is True
         assert "new item" in browser.find_element(By.ID, "msg").text
-        sel = browser.find_element(By.CSS_SELECTOR, ".card.sel").get_attribute("data-id")
+        sel = sel_id(browser)
         assert sel == "it000002"  # the reviewer keeps their place
         browser.execute_script("document.querySelector('.card.sel').scrollIntoView({block: 'end'})")
         shot(browser, tmp_path, "review-station.png")
