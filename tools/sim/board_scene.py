@@ -6,7 +6,10 @@ instead of the belt: the board takes one pose after another (the poses of
 several cameras see it, and filling each camera's corners), each held for
 ``sim.board_hold_s`` seconds. All cameras share the clock, so frames with the
 same number show the same moment: what `rig capture --stills` needs to be
-exercised without hardware. Colour is the rendered grey board (as RGB); depth
+exercised without hardware. As with hardware-synchronised sensors, no camera
+runs more than ``LEAD`` frames ahead of the others, and one whose rendering
+falls behind delivers every frame late rather than skipping any, so the
+cameras' frame numbers keep overlapping on a loaded machine. Colour is the rendered grey board (as RGB); depth
 is empty (0 = no data).
 """
 
@@ -33,6 +36,8 @@ from .charuco import (
     render_view,
 )
 
+LEAD = 3  # frames a camera may run ahead of the slowest one
+
 
 class BoardScene:
     """The board's poses over time and their renderings (cached per camera and pose)."""
@@ -53,10 +58,29 @@ class BoardScene:
         self._bg = {c: _background(calib.cameras[c], np.random.default_rng(seed + i)) for i, c in enumerate(cameras)}
         self._cache: dict[tuple[str, int], np.ndarray] = {}
         self._lock = threading.Lock()
+        self._step = threading.Condition()
+        self.done: dict[str, int] = {}  # last frame number each camera delivered
         self.start = time.monotonic()
 
     def begin(self) -> None:
         self.start = time.monotonic()
+
+    def wait_turn(self, camera: str, n: int, timeout_s: float) -> bool:
+        """Hold a camera that is ahead: frame n waits until every other camera has delivered n - LEAD
+        (hardware-synchronised sensors expose together). False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._step:
+            while any(c != camera and k < n - LEAD for c, k in self.done.items()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._step.wait(left)
+        return True
+
+    def delivered(self, camera: str, n: int) -> None:
+        with self._step:
+            self.done[camera] = n
+            self._step.notify_all()
 
     def pose_index(self, t: float) -> int:
         return int(t / self.hold_s) % len(self.poses)
@@ -94,7 +118,12 @@ class BoardCamera:
 
     def grab(self, timeout_s: float) -> Grab | None:
         now = time.monotonic() - self.scene.start
-        n = max(int(now * self.fps), self._last + 1)
+        # every frame number in turn, late rather than skipped, and none far ahead of the other
+        # cameras: frame n shows the pose of time n / fps on every camera, as with hardware sync
+        n = int(now * self.fps) if self._last < 0 else self._last + 1
+        if not self.scene.wait_turn(self.camera, n, timeout_s):
+            return None
+        now = time.monotonic() - self.scene.start
         wait = n / self.fps - now
         if wait > timeout_s:
             time.sleep(timeout_s)
@@ -104,6 +133,7 @@ class BoardCamera:
         self._last = n
         t = n / self.fps
         color = self.scene.image(self.camera, self.scene.pose_index(t))
+        self.scene.delivered(self.camera, n)
         depth = np.zeros((self.depth_size[1], self.depth_size[0]), np.uint16)
         return Grab(color, depth, t * 1000.0, n, self.scene.start + t)
 
