@@ -53,6 +53,32 @@ InferenceBackendName = _choices(INFERENCE)
 PreprocessBackendName = _choices(PREPROCESS)
 
 
+class CameraSettings(_Strict):
+    """RealSense settings written at start by the ``realsense`` backend (None: leave the camera's own).
+
+    At 3 m/s an item moves 3 mm per millisecond of exposure: set ``exposure_us``
+    (colour, manual; with light enough for it) rather than auto exposure.
+    ``sync_mode``: one camera 'master', the others 'slave' (cable between their sync pins).
+    """
+
+    visual_preset: Literal["custom", "default", "hand", "high_accuracy", "high_density",
+                           "medium_density"] | None = None
+    exposure_us: Annotated[float, Field(ge=1, le=200_000)] | None = None  # colour; None: auto exposure
+    gain: Annotated[float, Field(ge=0, le=256)] | None = None  # colour; needs exposure_us
+    depth_exposure_us: Annotated[float, Field(ge=1, le=200_000)] | None = None  # None: auto exposure
+    laser_power_mw: Annotated[float, Field(ge=0, le=360)] | None = None
+    emitter: bool | None = None
+    sync_mode: Literal["default", "master", "slave", "full_slave"] | None = None
+
+    @model_validator(mode="after")
+    def _gain_needs_exposure(self):
+        if self.gain is not None and self.exposure_us is None:
+            raise ValueError("gain applies to manual exposure only: set exposure_us too")
+        if self.laser_power_mw is not None and self.emitter is False:
+            raise ValueError("laser_power_mw with emitter: false — the laser is off; drop one of them")
+        return self
+
+
 class CameraConfig(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")]
     role: Literal["top", "side", "front", "back"] = "top"
@@ -61,6 +87,7 @@ class CameraConfig(_Strict):
     recording: str | None = None
     resolution: tuple[Annotated[int, Field(ge=64, le=4096)], Annotated[int, Field(ge=48, le=4096)]] = (640, 480)
     fps: Annotated[int, Field(ge=1, le=300)] = 30
+    settings: CameraSettings = CameraSettings()  # applied by the realsense backend at start
 
     @model_validator(mode="after")
     def _source_fields(self):
@@ -192,6 +219,9 @@ class SimConfig(_Strict):
     """Settings of the stand-ins: the ``sim`` capture source's belt, and faults injected into
     the sim cameras and the controller emulator (``divert.url: emulator``)."""
 
+    # what the sim cameras see: the belt with items, or the ChArUco board held up for calibration stills
+    scene: Literal["belt", "charuco"] = "belt"
+    board_hold_s: Annotated[float, Field(gt=0, le=60)] = 0.5  # charuco: seconds the board holds each pose
     items: Annotated[int, Field(ge=1)] | None = None  # None: an endless belt
     seed: int = 1
     damage_rate: Annotated[float, Field(ge=0, le=1)] = 0.2
@@ -248,6 +278,10 @@ class RigConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"camera names must be unique; repeated: {dupes}")
+        masters = [c.name for c in self.cameras if c.settings.sync_mode == "master"]
+        if len(masters) > 1:
+            raise ValueError(f"settings.sync_mode 'master' on more than one camera ({masters}): one camera "
+                             "drives the sync line, the others are 'slave'")
         if self.trigger.camera is not None and self.trigger.camera not in names:
             raise ValueError(f"trigger.camera {self.trigger.camera!r} is not one of the cameras {names}")
         if self.scan is not None and self.scan.url == "mqtt" and self.mqtt is None:

@@ -192,8 +192,13 @@ class SimCamera:
 
 @CAPTURE.register("sim")
 def open_sim_cameras(cfg, calib: Calibration, cams) -> SourceGroup:
-    """``source: sim`` cameras: one simulated belt (the config's ``sim`` section) seen by each of them."""
+    """``source: sim`` cameras: one simulated belt (the config's ``sim`` section) seen by each of them
+    (with ``sim.scene: charuco``, the ChArUco board held in front of them instead: board_scene.py)."""
     sim = cfg.sim
+    if sim.scene == "charuco":
+        from .board_scene import open_board_scene
+
+        return open_board_scene(cfg, calib, cams)
     belt = SimBelt(calib, [c.name for _, c in cams], cfg.belt.speed_mps or 0.5, cfg.belt.item_pitch_m,
                    seed=sim.seed, damage_rate=sim.damage_rate, n_items=sim.items)
     faults = {name: [f.model_dump() for f in fs] for name, fs in sim.camera_faults.items()}
