@@ -98,7 +98,8 @@ class InferenceConfig(_Strict):
     backend: InferenceBackendName = "onnxruntime"
     allow_fallback: bool = True  # tensorrt unavailable -> onnxruntime (logged)
     max_batch: Annotated[int, Field(ge=1, le=64)] = 8
-    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 15.0
+    # how long a batch with room left may wait for an item being prepared (0: dispatch at once)
+    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     threads: Annotated[int, Field(ge=1, le=64)] = 2
     engine_dir: str | None = None
 

@@ -82,7 +82,8 @@ class Rig:
                                self.clock, self._beat, failsafe)
         self.batch_infer = BatchInfer(scorer, self.views_q, cfg.inference.max_batch,
                                       cfg.inference.max_wait_ms / 1000.0, self._more_views_coming, self.ledger,
-                                      self.clock, self._beat, failsafe, self.score)
+                                      self.clock, self._beat, failsafe, self.score.submit)
+        self.score.beat = self._beat
         self.sync_trigger = SyncTrigger(self.frames_q, self.sync, trigger, trig_name, self.clock, self._beat)
         self.admission = Admission(cfg, self.ledger, self.capture_q, self.cam_names, speed, failsafe, truth_fn,
                                    item_ids or ItemIds())
@@ -132,7 +133,7 @@ class Rig:
         for w in self.workers:
             w.start()
         for name, stage in (("trigger", self.sync_trigger), ("prepare", self.prepare),
-                            ("infer", self.batch_infer), ("deadline", self.deadlines)):
+                            ("infer", self.batch_infer), ("score", self.score), ("deadline", self.deadlines)):
             t = threading.Thread(target=self._guard(stage.loop, name), name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -154,7 +155,7 @@ class Rig:
 
     def idle(self) -> bool:
         return (not self.ledger.pending() and self.capture_q.empty() and self.views_q.empty()
-                and self.frames_q.empty())
+                and self.score.queue.empty() and self.frames_q.empty())
 
     def last_gate_time(self) -> float:
         """When the last diverted item reaches the gate (monotonic; 0 when none)."""
