@@ -68,7 +68,9 @@ class Rig:
                               max_pending=int(stale_ms * fps / 1000.0) + 3, primary=trig_name, stale_ms=stale_ms)
         trigger = Trigger(trig_cam.depth_imager(), trig_cam.depth.depth_units_mm if trig_cam.depth else 1.0,
                           speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px, n_cameras=len(cameras),
-                          thin_height_mm=cfg.trigger.thin_height_mm)
+                          thin_height_mm=cfg.trigger.thin_height_mm,
+                          # the GPU's height map (kernels/height.cu) when preprocessing runs there too
+                          height_backend="cuda" if cfg.preprocess.backend == "cuda" else None)
         # the stages, downstream first (each is handed what it calls next)
         self.record = Record(events, cfg.storage.save_crops, str(getattr(scorer, "version", "")), self.ledger)
         # decision observers (metrics, MQTT, health): rig/service/site.py appends them
