@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..foundation.threads import freeze_heap
 from .assemble import RigHandle
 
 GATE_MARGIN_S = 0.3  # after the last diverted item reaches its gate
@@ -31,6 +32,9 @@ def serve(handle: RigHandle, *, stop: threading.Event | None = None, max_s: floa
     if handle.sources is not None:
         handle.sources.begin()
     rig.start()
+    # start-up's objects (model, gallery, config, modules) never become garbage: out of the
+    # collector's sight, a full collection walks only what the running rig allocates
+    handle.threads["gc_frozen_objects"] = freeze_heap()
     on_started()
     t0 = time.monotonic()
     while not stop.wait(poll_s):
