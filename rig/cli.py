@@ -13,13 +13,13 @@ RIG_COMMANDS = ("run", "demo", "bench")
 if any(a in RIG_COMMANDS for a in sys.argv[1:3]):
     blas_env(1)
 
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import logging  # noqa: E402
-import pkgutil  # noqa: E402
+import argparse
+import importlib
+import logging
+import pkgutil
 
-from . import __version__, commands  # noqa: E402
-from .foundation.errors import RigError  # noqa: E402
+from . import __version__, commands
+from .foundation.errors import RigError
 
 
 def _command_modules():

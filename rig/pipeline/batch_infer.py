@@ -125,7 +125,7 @@ class BatchInfer:
         t_run, c_run = time.monotonic(), time.thread_time()
         try:
             outs = self.scorer.run(batch)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a failed batch fails its items safe; the stage goes on
             self._failed(jobs)
             return
         self.clock.add("infer", t_run, time.monotonic(), cpu_s=time.thread_time() - c_run)
@@ -136,7 +136,7 @@ class BatchInfer:
         t_run, c_run = time.monotonic(), time.thread_time()
         try:
             idx = self.scorer.backend.submit(np.ascontiguousarray(batch, np.float32))
-        except Exception:
+        except Exception:  # noqa: BLE001 - a failed batch fails its items safe; the stage goes on
             self._failed(jobs)
             return None
         return jobs, idx, t_run, time.thread_time() - c_run
@@ -145,7 +145,7 @@ class BatchInfer:
         c0 = time.thread_time()
         try:
             outs = self.scorer.backend.collect(idx)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a failed batch fails its items safe; the stage goes on
             self._failed(jobs)
             return
         self.clock.add("infer", t_run, time.monotonic(), cpu_s=cpu_s + time.thread_time() - c0)

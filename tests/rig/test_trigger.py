@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from damage_rig.rig.trigger import Trigger
 from damage_rig.tools.sim.belt import BeltSim
 from damage_rig.tools.sim.generate import SimSettings
@@ -142,7 +141,7 @@ def test_release_waits_when_the_next_frame_will_be_nearer(demo_calib):
 
     top = demo_calib.cameras["top"]
     trig = Trigger(top.depth_imager(), top.depth.depth_units_mm, 1.0, 5.0, 400)
-    blob = lambda x: Blob(x, 0.0, x - 0.05, x + 0.05, -0.05, 0.05, 0.05, 100, False)  # noqa: E731
+    blob = lambda x: Blob(x, 0.0, x - 0.05, x + 0.05, -0.05, 0.05, 0.05, 100, False)
     assert not trig._next_is_farther(blob(-0.02), {"top": 1}, 1.0, 0.033)
     assert trig._next_is_farther(blob(-0.01), {"top": 1}, 1.0, 0.033)
     assert trig._next_is_farther(blob(0.002), {"top": 1}, 1.0, 0.033)
