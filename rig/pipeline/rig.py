@@ -131,8 +131,10 @@ class Rig:
             self.watchdog.beat(stage)
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        for w in self.workers:
+    def start(self, capture: bool = True) -> None:
+        """Start the stage threads and (``capture``) the camera workers; without them the caller
+        delivers frame sets itself (the bench's capacity mode: ``admission`` with captures)."""
+        for w in self.workers if capture else ():
             w.start()
         for name, stage in (("trigger", self.sync_trigger), ("prepare", self.prepare),
                             ("infer", self.batch_infer), ("score", self.score), ("deadline", self.deadlines)):

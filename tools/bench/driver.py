@@ -122,10 +122,14 @@ class RunResult:
                            "dropped_frames": self.summary["dropped_frames"]})
 
 
-def _batch_sizes(spans) -> list[int]:
-    """Batch sizes the infer thread ran: one batch_wait span per view, all ending when the batch starts."""
-    ends = Counter((s.thread, s.end) for s in spans if s.stage == "batch_wait")
-    return list(ends.values())
+def batch_views(spans, views_of: dict[int, int]) -> list[int]:
+    """Views per batch the infer thread ran: one batch_wait span per item, all of a batch ending when it
+    starts; ``views_of`` maps item numbers to their views."""
+    per: Counter = Counter()
+    for s in spans:
+        if s.stage == "batch_wait":
+            per[(s.thread, s.end)] += views_of.get(s.item, 1)
+    return list(per.values())
 
 
 def _derived_waits(items, spans) -> dict[str, list[float]]:
@@ -201,7 +205,7 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
         slack_ms=[(it.deadline - it.decided_at) * 1000.0 for it in decided],
         scored=len(scored),
         views_per_item=statistics.fmean([it.expected for it in scored]) if scored else float(len(cfg.cameras)),
-        batch_sizes=_batch_sizes(spans), throughput=throughput, spans=spans if keep_spans else [],
+        batch_sizes=batch_views(spans, {it.no: it.expected for it in its}), throughput=throughput, spans=spans if keep_spans else [],
         item_intervals=[(it.no, it.capture.host_time, it.decided_at, f"{it.decision} ({it.reason})")
                         for it in decided] if keep_spans else [],
         gate_time_ms=1000.0 * rcfg.belt.gate_distance_m / rcfg.belt.speed_mps,
