@@ -18,10 +18,12 @@ def add_arguments(p):
     g.add_argument("--capacity", action="store_true",
                    help="closed loop: cached frame sets from a driver process (shared memory) as fast as the "
                         "pipeline takes them; capacity and CPU per item next to the model alone")
+    p.add_argument("--preprocess", default=None, metavar="BACKEND",
+                   help="preprocessing backend for this bench (opencv, twin, cuda; default: the config's)")
     p.add_argument("--sets", type=int, default=40,
                    help="--capacity: distinct frame sets rendered once, cached, and cycled (default 40)")
-    p.add_argument("--in-flight", type=int, default=2,
-                   help="--capacity: items waiting for preparation at most (default 2)")
+    p.add_argument("--in-flight", type=int, default=4,
+                   help="--capacity: items undecided at most, closed loop (default 4)")
     p.add_argument("--sweep-low", type=float, default=0.5, help="lowest rate the sweep tries (default 0.5)")
     p.add_argument("--sweep-high", type=float, default=None,
                    help="highest rate the sweep tries (default: a 10 m/s belt at the pitch)")
@@ -87,6 +89,8 @@ def run(args) -> int:
 
     _check(args)
     cfg = check_config(args.config or DEMO_CONFIG)
+    if args.preprocess:
+        cfg = driver.with_preprocess(cfg, args.preprocess)
     if args.capacity:
         return _capacity(args, cfg)
     report, final, points = driver.bench(
@@ -146,8 +150,8 @@ def format_threads(t: dict) -> str:
 
 
 def format_capacity(r: dict) -> str:
-    lines = [f"capacity (closed loop, {r['items']} frame sets from a driver process, {r['scored']} scored, "
-             f"{r['views_per_item']:g} views/item, batches median {r['batch']} of max {r['max_batch']})",
+    lines = [(f"capacity (closed loop, {r['items']} frame sets from a driver process, {r['scored']} scored, "
+              f"{r['views_per_item']:g} views/item, batches median {r['batch']} of max {r['max_batch']})"),
              f"{'stage':<13}{'p50':>8}{'p99':>8}{'max':>8}  wall ms{'cpu/rec':>10}{'cpu/item':>10}  ms"]
     for name, p in r["stages"].items():
         cm = "-" if p["cpu_ms_mean"] is None else f"{p['cpu_ms_mean']:.2f}"

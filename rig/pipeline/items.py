@@ -161,6 +161,11 @@ class Ledger:
                     due.append(it)
         return due
 
+    def in_flight(self) -> int:
+        """Items admitted and not yet decided."""
+        with self.lock:
+            return self.counters["items"] - self.counters["decisions"]
+
     def pending(self) -> bool:
         with self.lock:
             return any(not it.decided for it in self.items.values()) or bool(self.unsent)

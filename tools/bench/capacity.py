@@ -4,10 +4,12 @@ Closed loop: cached frame sets (frames.py) come from the stand-in driver
 process through shared memory; the host copies each into its frame rings (what
 a camera costs it), the trigger's blob analysis runs on the trigger camera's
 depth, and the capture goes to the rig's admission as soon as the pipeline
-has room (at most ``in_flight`` items waiting for preparation). Everything
+has room. Everything
 after admission is the rig `rig run` runs (``open_rig``): ROI alignment and the
 fused preprocessing, batching, inference, scoring in its own thread, the
-decision and the divert link to the controller emulator.
+decision and the divert link to the controller emulator. The loop keeps at
+most ``in_flight`` items undecided (enough to keep preparation, inference and
+scoring busy at once, few enough that none waits long).
 
 Reported next to it, in the same process and run: the model alone at the
 batch size the run used and the same thread settings. CPU is accounted per
@@ -20,9 +22,9 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections import Counter
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -45,15 +47,15 @@ CAPACITY_STAGES = ("capture_copy", "trigger", "preprocess", "batch_wait", "infer
 
 
 def _wait_for_room(rig, in_flight: int, give_up_at: float) -> None:
-    """Closed loop: the next frame set goes in once at most ``in_flight - 1`` items wait to be prepared."""
-    while rig.capture_q.qsize() >= in_flight:
+    """Closed loop: the next frame set goes in once fewer than ``in_flight`` items are undecided."""
+    while rig.ledger.in_flight() >= in_flight:
         if time.monotonic() > give_up_at:
             raise RigError("the pipeline accepted no item for 30 s")
         time.sleep(0.0005)
 
 
 def inject(rig, server: FrameServer, rings: dict, trigger_camera: str, items: int, clock: StageClock,
-           in_flight: int = 2) -> dict:
+           in_flight: int = 4) -> dict:
     """Deliver ``items`` frame sets into the rig, closed loop; returns what happened to them."""
     cams = list(rings)
     skipped = 0
@@ -89,7 +91,7 @@ def inject(rig, server: FrameServer, rings: dict, trigger_camera: str, items: in
 
 
 def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage_rate: float = 0.2,
-                 in_flight: int = 2, model_seconds: float = 3.0, scorer=None, progress=None) -> dict:
+                 in_flight: int = 4, model_seconds: float = 3.0, scorer=None, progress=None) -> dict:
     """The capacity report (see the module docstring)."""
     say = progress or (lambda msg: None)
     if items < 2:
@@ -132,7 +134,7 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
             stand_ins["controller_emulator"] = handle.emulator.pid
         meter = CpuMeter(stand_ins)
         load_before = load_state()
-        say(f"capacity: {items} frame sets, closed loop ({in_flight} waiting at most) ...")
+        say(f"capacity: {items} frame sets, closed loop ({in_flight} undecided at most) ...")
         a = meter.snapshot()
         fed = inject(rig, server, rings, trig_cam, items, clock, in_flight)
         t_end = time.monotonic() + 30.0
@@ -155,7 +157,7 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
     capacity = (len(scored) - 1) / (scored[-1] - scored[0]) if scored[-1] > scored[0] else 0.0
     batches = batch_views(clock.spans, {it.no: it.expected for it in its})
     views = statistics.fmean(it.expected for it in its if it.expected) if any(it.expected for it in its) else 1.0
-    batch = int(round(statistics.median(batches))) if batches else 1
+    batch = round(statistics.median(batches)) if batches else 1
     # the model alone: same backend, same threads, the batch size the run used, back to back
     say(f"model alone at batch {batch} for {model_seconds:g} s ...")
     ma = meter.snapshot()

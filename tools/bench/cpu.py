@@ -79,7 +79,8 @@ class CpuMeter:
     @staticmethod
     def delta(a: CpuSnapshot, b: CpuSnapshot) -> dict:
         """CPU seconds between two snapshots: the process, each named Python thread (threads of
-        one name summed), the native threads together, and each stand-in process."""
+        one name summed), the native threads together, and each stand-in process. A thread that
+        ended between the two is in ``process_s`` only (take the second while the stages run)."""
         names = {**a.names, **b.names}
         per: dict[str, float] = {}
         for tid, cpu in b.threads.items():

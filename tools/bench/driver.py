@@ -70,6 +70,19 @@ def config_at_rate(cfg, rate: float, min_pitch_m: float = MIN_PITCH_M):
     return out.model_copy(update={"source_path": cfg.source_path})
 
 
+def with_preprocess(cfg, backend: str):
+    """A copy of ``cfg`` whose preprocessing runs on ``backend``; RigError naming the choices otherwise."""
+    from pydantic import ValidationError
+
+    data = cfg.model_dump()
+    data["preprocess"]["backend"] = backend
+    try:
+        out = RigConfig.model_validate(data)
+    except ValidationError as exc:
+        raise RigError(f"--preprocess {backend}: {exc.errors()[0]['msg']}") from None
+    return out.model_copy(update={"source_path": cfg.source_path})
+
+
 @dataclass
 class RunResult:
     """One pipeline run at one rate."""

@@ -128,7 +128,7 @@ def layout_of(folder: Path) -> tuple[FrameLayout, dict]:
 
 def _serve(folder: str, shm_name: str, slots: int, conn) -> None:
     """The server process: copy frame set k into slot s on each (k, s) request; None ends it."""
-    layout, meta = layout_of(Path(folder))
+    layout, _ = layout_of(Path(folder))
     shm = shared_memory.SharedMemory(name=shm_name)
     try:
         cached = {(cam, kind): np.load(Path(folder) / f"{cam}.{kind}.npy", mmap_mode="r")
