@@ -204,7 +204,19 @@ def format_report(r: dict) -> str:
                  + ("" if r["saturated"] else " (no run saturated the pipeline: capacity is a lower bound)"))
     if "max_rate_items_per_s" in r:
         lines.append(f"max rate with no late decision: {r['max_rate_items_per_s']:.2f} items/s")
+    if r.get("stage_cpu_ms"):
+        lines.append("thread CPU per item (ms): " + ", ".join(f"{k} {v['per_item']:.1f}"
+                                                             for k, v in r["stage_cpu_ms"].items()))
+    if r.get("cpu_s"):
+        lines.append("CPU by thread (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_s"]["threads_s"].items())
+                     + "; stand-ins " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_s"]["stand_ins_s"].items()))
+    if r.get("threads"):
+        lines.append(format_threads(r["threads"]))
+    if r.get("load"):
+        lines.append(format_load(r["load"]["before"], r["load"]["during"]))
     t = r["targets"]
-    lines.append(f"targets: throughput >= 0.9 x model alone: {'met' if t['throughput_ratio_ge_0.9'] else 'MISSED'}; "
-                 f"p99 <= 2 x p50 at {t['p99_at']}: {'met' if t['p99_le_2x_p50'] else 'MISSED'}")
+    ok = {True: "met", False: "MISSED"}
+    lines.append(f"targets at {t['p99_at']}: p99 <= 2 x p50: {ok[t['p99_le_2x_p50']]}; p99 <= 100 ms: "
+                 f"{ok[t['p99_le_100ms']]}; every item decided, none late or failed safe: "
+                 f"{ok[t['all_decided_none_late_none_failsafe']]}")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ from ...rig.foundation.errors import ConfigError, RigError
 from ...rig.pipeline.clock import STAGES, StageClock, percentiles
 from ...rig.service.assemble import load_scorer, open_rig
 from ...rig.service.loop import serve
+from .cpu import CpuMeter, load_state
 from .nvtx import NvtxBackend, NvtxPreprocessor, available, nvtx_range
 from .sweep import SweepPoint, find_max_rate
 
@@ -106,6 +107,10 @@ class RunResult:
     seen: list[int] = field(default_factory=list)  # belt indexes of the items the trigger captured
     failsafe_reasons: dict[str, int] = field(default_factory=dict)  # reason -> items decided without a score
     startup: dict = field(default_factory=dict)  # the items of the first settle_s seconds, counted apart
+    cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # stage -> thread CPU ms per record (steady)
+    cpu: dict = field(default_factory=dict)  # CpuMeter.delta over the run: by thread, stand-ins
+    threads: dict = field(default_factory=dict)  # the thread settings in force
+    load: dict = field(default_factory=dict)  # load average before and during
 
     @property
     def missed_at_start(self) -> int:
@@ -180,14 +185,23 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="damage-rig-bench-"))
     rcfg = rcfg.with_state_dir(state).with_sim(items=items, seed=seed, damage_rate=damage_rate)
     handle = open_rig(rcfg, clock=clock, with_events=False, scorer=scorer, keep_items=True)
+    meter = CpuMeter({"controller_emulator": handle.emulator.pid} if handle.emulator is not None else {})
+    load_before = load_state()
     try:
         belt = handle.sources.groups["sim"].state
         if handle.rig.pre.name == "cuda" and available():
             handle.rig.pre = NvtxPreprocessor(handle.rig.pre)
         belt_s = (belt.end_time or 0.0) + 2.0
-        serve(handle, max_s=belt_s + extra_s)
+        a = meter.snapshot()
+        cpu_run: dict = {}  # taken as the loop ends, while the stage threads still run
+
+        def take_cpu() -> None:
+            cpu_run.update(CpuMeter.delta(a, meter.snapshot()))
+
+        serve(handle, max_s=belt_s + extra_s, on_stopping=take_cpu)
         rig = handle.rig
         summary = rig.summary()
+        load_during = load_state()
         t_settle = belt.start + settle_s
         its = rig.items_snapshot()
     finally:
@@ -211,6 +225,10 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     for sp in spans:
         durations.setdefault(sp.stage, []).append((sp.end - sp.start) * 1000.0)
     durations.update(_derived_waits(steady, spans))
+    cpu_ms: dict[str, list[float]] = {}
+    for sp in spans:
+        if sp.cpu_s is not None:
+            cpu_ms.setdefault(sp.stage, []).append(sp.cpu_s * 1000.0)
     return RunResult(
         rate=rate, speed_mps=rcfg.belt.speed_mps, pitch_m=rcfg.belt.item_pitch_m, n_items=items, summary=summary,
         counts=counts, durations=durations,
@@ -218,7 +236,9 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
         slack_ms=[(it.deadline - it.decided_at) * 1000.0 for it in decided],
         scored=len(scored),
         views_per_item=statistics.fmean([it.expected for it in scored]) if scored else float(len(cfg.cameras)),
-        batch_sizes=batch_views(spans, {it.no: it.expected for it in its}), throughput=throughput, spans=spans if keep_spans else [],
+        batch_sizes=batch_views(spans, {it.no: it.expected for it in its}), throughput=throughput,
+        spans=spans if keep_spans else [], cpu_ms=cpu_ms, cpu=cpu_run, threads=dict(handle.threads),
+        load={"before": load_before, "during": load_during},
         item_intervals=[(it.no, it.capture.host_time, it.decided_at, f"{it.decision} ({it.reason})")
                         for it in decided] if keep_spans else [],
         gate_time_ms=1000.0 * rcfg.belt.gate_distance_m / rcfg.belt.speed_mps,
@@ -269,6 +289,10 @@ def run_report(r: RunResult) -> dict:
         "late": c["late"], "dropped_frames": s["dropped_frames"], "failsafe": c["failsafe"],
         "overload": c["overload"], "stage_errors": s["stage_errors"], "failsafe_reasons": r.failsafe_reasons,
         "views_per_item": round(r.views_per_item, 3),
+        "stage_cpu_ms": {st: {"mean": round(statistics.fmean(v), 3), "per_item": round(sum(v) / max(r.scored, 1), 3)}
+                         for st, v in r.cpu_ms.items() if v},
+        "cpu_s": r.cpu, "threads": r.threads, "load": r.load,
+        "overloaded": bool(r.load) and (r.load["before"]["overloaded"] or r.load["during"]["overloaded"]),
         "batch_size": {"median": statistics.median(r.batch_sizes) if r.batch_sizes else 0,
                        "max": max(r.batch_sizes, default=0), "batches": len(r.batch_sizes)},
     }
@@ -351,9 +375,10 @@ def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = Fals
     report["cameras"] = [c.name for c in cfg.cameras]
     p = report["end_to_end_ms"]
     report["targets"] = {
-        "throughput_ratio_ge_0.9": report["pipeline_to_model_ratio"] >= 0.9,
         "p99_le_2x_p50": (p["p99_ms"] <= 2 * p["p50_ms"]) if p["p50_ms"] else False,
+        "p99_le_100ms": 0 < p["p99_ms"] <= 100.0,
         "p99_at": "80 % of the max rate" if sweep else f"{final.rate:g} items/s (no sweep)",
+        "all_decided_none_late_none_failsafe": (final.ok and report["late"] == 0 and report["failsafe"] == 0),
     }
     return report, final, points
 

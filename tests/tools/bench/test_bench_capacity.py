@@ -35,10 +35,10 @@ def test_account_separates_the_rig_from_the_model_and_the_stand_ins():
 
 
 def test_meter_gives_each_thread_and_each_stand_in_its_own_cpu_time():
-    child = subprocess.Popen([sys.executable, "-c",
-                              "import sys, time\nt0 = time.process_time()\n"
-                              f"while time.process_time() - t0 < {SPIN_S}: pass\n"
-                              "print('spun', flush=True)\nsys.stdin.read()"],
+    code = ("import sys, time\nt0 = time.process_time()\n"
+            f"while time.process_time() - t0 < {SPIN_S}: pass\n"
+            "print('spun', flush=True)\nsys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         meter = CpuMeter({"driver": child.pid})
