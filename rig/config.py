@@ -192,6 +192,9 @@ class SimConfig(_Strict):
     # the wall clock item ids are drawn from, shifted (s): rehearses a restart after the clock
     # jumped (65,536 s was the old u32 id's wrap) against a long-lived controller
     id_clock_offset_s: Annotated[float, Field(ge=-1e9, le=1e9)] = 0.0
+    # render the simulated cameras in a driver process of their own, frames through shared memory
+    # (`rig bench`: the stand-ins' CPU apart from the rig's); camera_faults need it off
+    separate_process: bool = False
 
 
 class RigConfig(_Strict):

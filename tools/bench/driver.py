@@ -167,10 +167,12 @@ def warm_up(backend, max_batch: int, channels: int, size: int) -> None:
 
 def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, damage_rate: float = 0.2,
                 state_dir: Path | None = None, keep_spans: bool = True, extra_s: float = 30.0,
-                settle_s: float = SETTLE_S) -> RunResult:
+                settle_s: float = SETTLE_S, separate_process: bool = True) -> RunResult:
     """Run the rig from ``cfg`` on a simulated belt of ``items`` items arriving at ``rate`` per second.
 
-    Figures describe the steady state: items exposed in the first ``settle_s``
+    The simulated cameras render in a driver process of their own and deliver
+    through shared memory (``separate_process``; tools/sim/remote.py), so the
+    rig's figures and CPU are its own. Figures describe the steady state: items exposed in the first ``settle_s``
     seconds of the belt, and stage records that start then, are counted apart
     (``startup``) — a freshly started rig misses or fails safe on its first items
     while cameras and threads come up, which is start-up, not load.
@@ -183,9 +185,13 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     rcfg = config_at_rate(cfg, rate)
     clock = StageClock(keep_spans=True)  # the spans give the steady-state durations
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="damage-rig-bench-"))
-    rcfg = rcfg.with_state_dir(state).with_sim(items=items, seed=seed, damage_rate=damage_rate)
+    rcfg = rcfg.with_state_dir(state).with_sim(items=items, seed=seed, damage_rate=damage_rate,
+                                               separate_process=separate_process)
     handle = open_rig(rcfg, clock=clock, with_events=False, scorer=scorer, keep_items=True)
-    meter = CpuMeter({"controller_emulator": handle.emulator.pid} if handle.emulator is not None else {})
+    stand_ins = {"controller_emulator": handle.emulator.pid} if handle.emulator is not None else {}
+    if getattr(handle.sources.groups["sim"].state, "pid", None):
+        stand_ins["sim_cameras"] = handle.sources.groups["sim"].state.pid
+    meter = CpuMeter(stand_ins)
     load_before = load_state()
     try:
         belt = handle.sources.groups["sim"].state
