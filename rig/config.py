@@ -101,6 +101,9 @@ class InferenceConfig(_Strict):
     # how long a batch with room left may wait for an item being prepared (0: dispatch at once)
     max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     threads: Annotated[int, Field(ge=1, le=64)] = 2
+    # threads scoring items side by side (the registered comparison is most of an item's CPU: on a
+    # many-core rig at 10 items/s one thread cannot keep up; docs/latency-budget.md)
+    score_threads: Annotated[int, Field(ge=1, le=16)] = 1
     engine_dir: str | None = None
 
 

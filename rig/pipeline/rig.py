@@ -136,8 +136,9 @@ class Rig:
         delivers frame sets itself (the bench's capacity mode: ``admission`` with captures)."""
         for w in self.workers if capture else ():
             w.start()
+        scorers = [(f"score-{k + 1}" if k else "score", self.score) for k in range(self.cfg.inference.score_threads)]
         for name, stage in (("trigger", self.sync_trigger), ("prepare", self.prepare),
-                            ("infer", self.batch_infer), ("score", self.score), ("deadline", self.deadlines)):
+                            ("infer", self.batch_infer), *scorers, ("deadline", self.deadlines)):
             t = threading.Thread(target=self._guard(stage.loop, name), name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -159,7 +160,7 @@ class Rig:
 
     def idle(self) -> bool:
         return (not self.ledger.pending() and self.capture_q.empty() and self.views_q.empty()
-                and self.score.queue.empty() and self.frames_q.empty())
+                and self.score.queue.empty() and not self.score.busy and self.frames_q.empty())
 
     def last_gate_time(self) -> float:
         """When the last diverted item reaches the gate (monotonic; 0 when none)."""

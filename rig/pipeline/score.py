@@ -1,7 +1,8 @@
 """Stage: score an item from its views' network outputs and hand it to the decision.
 
-Runs in its own thread (``loop``), fed by the inference stage through a bounded
-queue (``submit``), so a batch never waits for the previous items' scoring.
+Runs in its own thread (``loop``; ``inference.score_threads`` of them share the
+queue), fed by the inference stage through a bounded queue (``submit``), so a
+batch never waits for the previous items' scoring.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class ScoreStage:
         self.scan_cfg = None  # config.ScanConfig when the rig has a scan input: the scanned product is checked
         self.queue: queue.Queue = queue.Queue(maxsize=64)
         self.beat: Beat = lambda stage: None
-        self.busy = False
+        self.busy = 0  # items being scored now (``inference.score_threads`` threads share the queue)
+        self._busy_lock = threading.Lock()
 
     def submit(self, item: ItemState) -> None:
         """Queue ``item`` for the scoring thread (called by the inference stage); never blocks."""
@@ -49,11 +51,13 @@ class ScoreStage:
         for item in each(self.queue, stop, self.beat, "score"):
             if item.decided:
                 continue
-            self.busy = True
+            with self._busy_lock:
+                self.busy += 1
             try:
                 self(item)
             finally:
-                self.busy = False
+                with self._busy_lock:
+                    self.busy -= 1
 
     def threshold(self) -> float | None:
         """The threshold for the configured FPR budget (None: the model card's)."""

@@ -122,6 +122,7 @@ def thread_settings(threads: dict, scorer, pre, cfg: RigConfig) -> dict:
             "inference_spinning": "off" if getattr(backend, "name", "") == "onnxruntime" else "n/a",
             "twin_threads": getattr(pre, "threads", None),
             "stage_threads": ["trigger", "prepare", "infer", "score", "deadline"],
+            "score_threads": cfg.inference.score_threads,
             "cores": os.cpu_count()}
 
 

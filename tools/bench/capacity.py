@@ -59,6 +59,8 @@ def inject(rig, server: FrameServer, rings: dict, trigger_camera: str, items: in
     """Deliver ``items`` frame sets into the rig, closed loop; returns what happened to them."""
     cams = list(rings)
     skipped = 0
+    rss: dict[int, float] = {}  # items injected -> resident memory (MB)
+    marks = {1000, items // 20, items}
     server.request(0, 0)
     for n in range(items):
         slot = server.wait()
@@ -87,7 +89,21 @@ def inject(rig, server: FrameServer, rings: dict, trigger_camera: str, items: in
             continue
         blob = min(blobs, key=lambda b: abs(b.x))
         rig.admission(Capture(n, refs, blob, t0, t0 * 1000.0, time.monotonic()))
-    return {"injected": items, "no_blob": skipped}
+        if n + 1 in marks:
+            rss[n + 1] = rss_mb()
+    return {"injected": items, "no_blob": skipped, "rss_mb": rss}
+
+
+def rss_mb() -> float:
+    """This process's resident memory (MB), from /proc/self/status; 0 where there is none."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    return 0.0
 
 
 def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage_rate: float = 0.2,
