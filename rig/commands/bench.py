@@ -161,7 +161,9 @@ def format_capacity(r: dict) -> str:
     lines.append(f"end-to-end (copy-in to decision) p50 {e['p50_ms']:.1f} ms, p99 {e['p99_ms']:.1f} ms; "
                  f"outcomes {r['outcomes']}")
     lines.append(f"capacity {r['capacity_items_per_s']:.2f} items/s vs model alone {r['model_only_items_per_s']:.2f} "
-                 f"items/s at batch {r['batch']} -> {r['capacity_to_model']:.2f}")
+                 f"items/s at batch {r['batch']} -> {r['capacity_to_model']:.2f}; the rig's process got "
+                 f"{r['cores_used']:.2f} cores on average (its CPU per item would allow "
+                 f"{r['cpu_bound_items_per_s']:.1f} items/s on all cores)")
     lines.append(f"CPU per item: rig {r['rig_cpu_ms_per_item']:.1f} ms, model {r['model_cpu_ms_per_item']:.1f} ms "
                  f"(in the run {r['model_cpu_ms_per_item_in_run']:.1f}) -> {r['rig_to_model_cpu']}; stand-ins' "
                  f"share of the CPU {100 * r['stand_in_cpu_share']:.1f} %")

@@ -21,6 +21,7 @@ threads); the stand-ins' share is the frame server's and the emulator's.
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -202,6 +203,11 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
         "capacity_items_per_s": round(capacity, 3),
         "model_only_items_per_s": round(model_items_per_s, 3),
         "capacity_to_model": round(capacity / model_items_per_s, 3) if model_items_per_s else 0.0,
+        # what the CPU allowed: the cores the rig's process got on average, and the rate its CPU per
+        # item would allow on every core of the machine (a loaded machine's capacity is its share's)
+        "cores_used": round(run["process_s"] / run["wall_s"], 3) if run["wall_s"] > 0 else 0.0,
+        "cpu_bound_items_per_s": round((os.cpu_count() or 1) * len(scored) / run["process_s"], 3)
+        if run["process_s"] > 0 else 0.0,
         **acc,
         "batch": batch, "max_batch": cfg.inference.max_batch, "views_per_item": round(views, 3),
         "threads": threads,

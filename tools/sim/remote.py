@@ -16,6 +16,7 @@ camera faults need the in-process simulator (capture.py).
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
 from multiprocessing import shared_memory
 
@@ -28,6 +29,7 @@ from .belt import BeltSim
 from .generate import SimSettings
 
 SLOTS = 8  # frames per camera ring: a frame stays valid for SLOTS frame periods after its notice
+PREFETCH_S = 1.5  # items are rendered this far ahead of the belt's clock
 
 
 def _frame_bytes(color_size, depth_size) -> tuple[int, int]:
@@ -42,6 +44,13 @@ def _ring_views(buf, color_size, depth_size):
              np.ndarray((dh, dw), np.uint16, buffer=buf, offset=k * (cb + db) + cb)) for k in range(SLOTS)]
 
 
+def _render_items(belt: BeltSim, cameras: list[str], t: float) -> None:
+    for it in belt.items_at(t):
+        for name in cameras:
+            belt.sprite(it, name)
+            belt.sprite(it, name + ":depth")
+
+
 def _drive(calib_path: str, cams: list[tuple], speed: float, pitch: float, seed: int, damage_rate: float,
            n_items: int | None, control, outs: list) -> None:
     """The driver process: render every camera's frames on its clock into its ring; notify per frame."""
@@ -50,11 +59,20 @@ def _drive(calib_path: str, cams: list[tuple], speed: float, pitch: float, seed:
     belt = BeltSim(calib, names, SimSettings(seed=seed, damage_rate=damage_rate), speed, pitch, n_items=n_items)
     shms = [shared_memory.SharedMemory(name=c[3]) for c in cams]
     rings = [_ring_views(s.buf, c[4], c[5]) for s, c in zip(shms, cams)]
-    for name in names:  # the belt and the first items, before the clock starts
+    for name in names:  # the belt and the items of the first seconds, before the clock starts
         belt.frame(name, 0.0)
+    for t in np.arange(0.0, PREFETCH_S + 0.05, 0.1):
+        _render_items(belt, names, t)
     end = None if n_items is None else belt.item(n_items - 1).t_center + 0.8 / speed
     control.send("ready")
     start = control.recv()  # the rig's monotonic start time (the clock is system-wide)
+    stop = threading.Event()
+
+    def prefetch() -> None:  # items' renderings ahead of their frames, so no frame waits for one
+        while not stop.wait(0.1):
+            _render_items(belt, names, time.monotonic() - start + PREFETCH_S)
+
+    threading.Thread(target=prefetch, name="sim-prefetch", daemon=True).start()
     frame_no = [0] * len(cams)
     try:
         while not control.poll():
@@ -77,6 +95,7 @@ def _drive(calib_path: str, cams: list[tuple], speed: float, pitch: float, seed:
             outs[k].send((slot, frame_no[k], t_frame))
             frame_no[k] += 1
     finally:
+        stop.set()
         for o in outs:
             o.send(None)  # no more frames
         del rings
