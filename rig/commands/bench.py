@@ -18,6 +18,8 @@ def add_arguments(p):
     g.add_argument("--capacity", action="store_true",
                    help="closed loop: cached frame sets from a driver process (shared memory) as fast as the "
                         "pipeline takes them; capacity and CPU per item next to the model alone")
+    p.add_argument("--pitch", type=float, default=None, metavar="M",
+                   help="item pitch on the belt for --rate/--sweep (default: the config's, at least 0.4 m)")
     p.add_argument("--preprocess", default=None, metavar="BACKEND",
                    help="preprocessing backend for this bench (opencv, twin, cuda; default: the config's)")
     p.add_argument("--sets", type=int, default=40,
@@ -51,6 +53,8 @@ def _check(args) -> None:
         raise RigError(f"--items must be at least 1, got {args.items}")
     if args.capacity and args.items < 2:
         raise RigError(f"--capacity needs --items of at least 2, got {args.items}")
+    if args.pitch is not None and not 0.2 <= args.pitch <= 10:
+        raise RigError(f"--pitch must be between 0.2 and 10 m, got {args.pitch:g}")
     if not 1 <= args.sets <= 1000:
         raise RigError(f"--sets must be between 1 and 1000, got {args.sets}")
     if not 1 <= args.in_flight <= 64:
@@ -96,7 +100,7 @@ def run(args) -> int:
     report, final, points = driver.bench(
         cfg, items=args.items, rate=args.rate, sweep=args.sweep, sweep_low=args.sweep_low,
         sweep_high=args.sweep_high, sweep_steps=args.sweep_steps, sweep_items=args.sweep_items, seed=args.seed,
-        warmup_items=args.warmup_items, settle_s=args.settle_s,
+        warmup_items=args.warmup_items, settle_s=args.settle_s, pitch_m=args.pitch,
         model_seconds=args.model_seconds, progress=lambda m: print(f"rig bench: {m}", flush=True))
     print(format_report(report))
     if args.json:

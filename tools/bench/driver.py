@@ -50,14 +50,15 @@ def four(p: dict) -> dict:
     return {k: p[k] for k in FOUR}
 
 
-def config_at_rate(cfg, rate: float, min_pitch_m: float = MIN_PITCH_M):
-    """A copy of ``cfg`` whose belt brings ``rate`` items per second (pitch kept >= min_pitch_m)."""
+def config_at_rate(cfg, rate: float, min_pitch_m: float = MIN_PITCH_M, pitch_m: float | None = None):
+    """A copy of ``cfg`` whose belt brings ``rate`` items per second (pitch kept >= min_pitch_m, or
+    exactly ``pitch_m`` when given)."""
     from pydantic import ValidationError
 
 
     if not rate > 0:
         raise RigError(f"item rate must be > 0 items/s, got {rate}")
-    pitch = max(cfg.belt.item_pitch_m, min_pitch_m)
+    pitch = pitch_m if pitch_m is not None else max(cfg.belt.item_pitch_m, min_pitch_m)
     speed = rate * pitch
     data = cfg.model_dump()
     data["belt"].update(speed_mps=speed, item_pitch_m=pitch)
@@ -167,7 +168,8 @@ def warm_up(backend, max_batch: int, channels: int, size: int) -> None:
 
 def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, damage_rate: float = 0.2,
                 state_dir: Path | None = None, keep_spans: bool = True, extra_s: float = 30.0,
-                settle_s: float = SETTLE_S, separate_process: bool = True) -> RunResult:
+                settle_s: float = SETTLE_S, separate_process: bool = True,
+                pitch_m: float | None = None) -> RunResult:
     """Run the rig from ``cfg`` on a simulated belt of ``items`` items arriving at ``rate`` per second.
 
     The simulated cameras render in a driver process of their own and deliver
@@ -182,7 +184,7 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     if not any(c.source == "sim" for c in cfg.cameras):
         raise ConfigError("rig bench drives the simulated belt: the config needs cameras with source 'sim'",
                           [f"{cfg.source_path}: cameras: no camera has source: sim"])
-    rcfg = config_at_rate(cfg, rate)
+    rcfg = config_at_rate(cfg, rate, pitch_m=pitch_m)
     clock = StageClock(keep_spans=True)  # the spans give the steady-state durations
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="damage-rig-bench-"))
     rcfg = rcfg.with_state_dir(state).with_sim(items=items, seed=seed, damage_rate=damage_rate,
@@ -307,7 +309,7 @@ def run_report(r: RunResult) -> dict:
 def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = False, sweep_low: float = 0.5,
           sweep_high: float | None = None, sweep_steps: int = 4, sweep_items: int = 15, seed: int = 1,
           model_seconds: float = 3.0, warmup_items: int = 3, settle_s: float = SETTLE_S, scorer=None,
-          progress=None) -> tuple[dict, RunResult, list[SweepPoint]]:
+          progress=None, pitch_m: float | None = None) -> tuple[dict, RunResult, list[SweepPoint]]:
     """The whole `rig bench`: (report dict, the reported run, the sweep points).
 
     Without ``sweep`` the pipeline runs once at ``rate`` (default: the
@@ -326,12 +328,12 @@ def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = Fals
         # first calls, caches) that are start-up, not the steady state the percentiles describe
         say(f"warm-up run ({warmup_items} items, discarded) ...")
         run_at_rate(cfg, sweep_low if sweep else (rate or 1.0), warmup_items, scorer=scorer, seed=seed + 1000,
-                    keep_spans=False)
+                    keep_spans=False, pitch_m=pitch_m)
     runs: list[RunResult] = []
 
     def measure(r: float, n: int = sweep_items if sweep else items) -> SweepPoint:
         say(f"pipeline at {r:.2f} items/s ({n} items) ...")
-        res = run_at_rate(cfg, r, n, scorer=scorer, seed=seed, settle_s=settle_s)
+        res = run_at_rate(cfg, r, n, scorer=scorer, seed=seed, settle_s=settle_s, pitch_m=pitch_m)
         runs.append(res)
         pt = res.point()
         say(f"  {'ok' if pt.ok else 'NOT sustained'}: p50 {pt.p50_ms:.1f} ms, p99 {pt.p99_ms:.1f} ms, "
