@@ -104,6 +104,8 @@ class InferenceConfig(_Strict):
     # threads scoring items side by side (the registered comparison is most of an item's CPU: on a
     # many-core rig at 10 items/s one thread cannot keep up; docs/latency-budget.md)
     score_threads: Annotated[int, Field(ge=1, le=16)] = 1
+    # threads comparing one item's views with their references side by side (1: one after the other)
+    view_threads: Annotated[int, Field(ge=1, le=16)] = 1
     engine_dir: str | None = None
 
 

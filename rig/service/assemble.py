@@ -123,6 +123,7 @@ def thread_settings(threads: dict, scorer, pre, cfg: RigConfig) -> dict:
             "twin_threads": getattr(pre, "threads", None),
             "stage_threads": ["trigger", "prepare", "infer", "score", "deadline"],
             "score_threads": cfg.inference.score_threads,
+            "view_threads": cfg.inference.view_threads,
             "cores": os.cpu_count()}
 
 
@@ -149,6 +150,8 @@ def open_rig(cfg: RigConfig, *, clock: StageClock | None = None, watchdog=None, 
         if scorer is None:
             scorer = load_scorer(cfg)
         check_model_input(scorer)
+        if hasattr(scorer, "set_view_threads"):
+            scorer.set_view_threads(cfg.inference.view_threads)
         pre = make_preprocessor(cfg.preprocess.backend, scorer.input_size, scorer.mean, scorer.std)
         if hasattr(pre, "set_threads") and not os.environ.get("DAMAGE_RIG_TWIN_THREADS"):
             pre.set_threads(1)  # the twin runs on the prepare thread (its helpers persist when > 1)
