@@ -50,6 +50,8 @@ class StageClock:
         self.window = window
         self.durations: dict[str, list[float] | collections.deque] = {}
         self.cpu_ms: dict[str, list[float] | collections.deque] = {}  # stage -> thread CPU ms per record
+        self.counts: dict[str, int] = {}  # stage -> records since the start (not windowed)
+        self.cpu_total_ms: dict[str, float] = {}  # stage -> thread CPU ms since the start (not windowed)
         self.spans: list[Span] = []
         self.keep_spans = keep_spans
         self.max_spans = max_spans
@@ -66,8 +68,10 @@ class StageClock:
             cpu_s: float | None = None) -> None:
         with self._lock:
             self._series(self.durations, stage).append((end - start) * 1000.0)
+            self.counts[stage] = self.counts.get(stage, 0) + 1
             if cpu_s is not None:
                 self._series(self.cpu_ms, stage).append(cpu_s * 1000.0)
+                self.cpu_total_ms[stage] = self.cpu_total_ms.get(stage, 0.0) + cpu_s * 1000.0
             if self.keep_spans and len(self.spans) < self.max_spans:
                 self.spans.append(Span(stage, start, end, threading.current_thread().name, item, cpu_s))
         for fn in self.observers:

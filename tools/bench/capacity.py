@@ -24,6 +24,7 @@ import logging
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,6 +36,7 @@ from ...rig.capture.base import FrameRef, FrameRing
 from ...rig.foundation.errors import RigError
 from ...rig.foundation.threads import freeze_heap
 from ...rig.pipeline.clock import StageClock, percentiles
+from ...rig.pipeline.items import LATENCY_WINDOW
 from ...rig.service.assemble import load_scorer, open_rig
 from ...rig.trigger import Capture
 from .cpu import CpuMeter, account, load_state
@@ -43,6 +45,7 @@ from .frames import FrameServer, frame_sets
 
 log = logging.getLogger(__name__)
 
+SPAN_ITEMS = 5000  # longer runs keep rolling windows and no spans (no trace), as a service does
 CAPACITY_STAGES = ("capture_copy", "trigger", "preprocess", "batch_wait", "infer", "identify", "anomaly", "fuse",
                    "divert_send")
 
@@ -95,6 +98,38 @@ def inject(rig, server: FrameServer, rings: dict, trigger_camera: str, items: in
     return {"injected": items, "no_blob": skipped, "rss_mb": rss}
 
 
+class Outcomes:
+    """A decision sink (rig/pipeline/observe.py) keeping what the capacity figures need of each
+    decided item in arrays sized once, so the rig itself keeps no item (as `rig run` does) and a
+    long run's memory shows the rig's own growth, not the bench's."""
+
+    def __init__(self, items: int):
+        self.decided_at = np.zeros(items + 64, np.float64)
+        self.latency_ms = np.zeros(items + 64, np.float32)
+        self.views = np.zeros(items + 64, np.int8)
+        self.reasons: Counter = Counter()
+        self.scored = np.zeros(items + 64, bool)
+        self.n = 0
+        self.views_of: dict[int, int] = {}  # item no -> views, for the batch sizes (short runs only)
+        self.track_views = items <= SPAN_ITEMS
+        self._lock = threading.Lock()
+
+    def decision(self, item, latency_ms: float) -> None:
+        with self._lock:
+            k = self.n
+            if k >= len(self.decided_at):
+                return
+            self.n += 1
+            self.decided_at[k], self.latency_ms[k], self.views[k] = item.decided_at, latency_ms, item.expected
+            self.scored[k] = item.reason == "score"
+            self.reasons[item.reason] += 1
+            if self.track_views:
+                self.views_of[item.no] = item.expected
+
+    def divert_result(self, item, result) -> None:
+        pass
+
+
 def rss_mb() -> float:
     """This process's resident memory (MB), from /proc/self/status; 0 where there is none."""
     try:
@@ -123,16 +158,20 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
         scorer = load_scorer(cfg)
     state = Path(tempfile.mkdtemp(prefix="damage-rig-capacity-"))
     ccfg = cfg.with_state_dir(state).with_sim(items=1, seed=seed, damage_rate=damage_rate)
-    clock = StageClock(keep_spans=True)
+    # a long run keeps rolling windows, as `rig run` does, so its memory is the rig's own
+    long_run = items > SPAN_ITEMS
+    clock = StageClock(keep_spans=not long_run, window=LATENCY_WINDOW if long_run else None)
+    outcomes = Outcomes(items)
     say("starting the frame server (another process, shared memory) ...")
     server = FrameServer(folder)
     handle = None
     try:
-        handle = open_rig(ccfg, clock=clock, with_events=False, scorer=scorer, keep_items=True)
+        handle = open_rig(ccfg, clock=clock, with_events=False, scorer=scorer, keep_items=False)
         if handle.sources is not None:
             handle.sources.close()  # the rig's own (simulated) cameras stay off: the frame server delivers
         rig = handle.rig
         rig.admission.truth_fn = None
+        rig.sinks.append(outcomes)
         trig_cam = rig.sync_trigger.trigger_camera
         rings = {}
         for c in cfg.cameras:
@@ -159,7 +198,6 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
             time.sleep(0.002)
         b = meter.snapshot()
         load_during = load_state()
-        its = rig.items_snapshot()
         threads = dict(handle.threads)
     finally:
         if handle is not None:
@@ -168,13 +206,18 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
             handle.close()
         server.close()
     run = CpuMeter.delta(a, b)
-    scored = sorted(it.decided_at for it in its if it.decided and it.reason == "score")
+    n = outcomes.n
+    scored = np.sort(outcomes.decided_at[:n][outcomes.scored[:n]])
     if len(scored) < 2:
         raise RigError(f"the capacity run scored {len(scored)} items of {items}; see the log")
     capacity = (len(scored) - 1) / (scored[-1] - scored[0]) if scored[-1] > scored[0] else 0.0
-    batches = batch_views(clock.spans, {it.no: it.expected for it in its})
-    views = statistics.fmean(it.expected for it in its if it.expected) if any(it.expected for it in its) else 1.0
-    batch = round(statistics.median(batches)) if batches else 1
+    seen = outcomes.views[:n][outcomes.views[:n] > 0]
+    views = float(seen.mean()) if seen.size else 1.0
+    if outcomes.track_views:
+        batches = batch_views(clock.spans, outcomes.views_of)
+        batch = round(statistics.median(batches)) if batches else 1
+    else:  # no spans kept: the mean batch, views over batches run
+        batch = max(1, round(float(seen.sum()) / max(clock.counts.get("infer", 1), 1)))
     # the model alone: same backend, same threads, the batch size the run used, back to back
     say(f"model alone at batch {batch} for {model_seconds:g} s ...")
     ma = meter.snapshot()
@@ -182,7 +225,7 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
     mb = meter.snapshot()
     alone_cpu = CpuMeter.delta(ma, mb)["process_s"]
     alone_items = alone["runs"] * batch / views  # items' worth of views the model ran
-    infer_cpu = sum(clock.cpu_ms.get("infer", ())) / 1000.0
+    infer_cpu = clock.cpu_total_ms.get("infer", 0.0) / 1000.0
     model_in_run = infer_cpu + run["threads_s"].get("native", 0.0)
     acc = account(run["process_s"], model_in_run, sum(run["stand_ins_s"].values()), len(scored), alone_cpu,
                   alone_items)
@@ -192,12 +235,11 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
         wall = clock.durations.get(st)
         if not wall:
             continue
-        cpu = list(clock.cpu_ms.get(st, ()))
-        stages[st] = {**{k: v for k, v in percentiles(wall).items() if k != "n"}, "n": len(wall),
-                      "cpu_ms_mean": round(statistics.fmean(cpu), 3) if cpu else None,
-                      "cpu_ms_per_item": round(sum(cpu) / len(scored), 3) if cpu else None}
-    decided = [it for it in its if it.decided]
-    lat = [(it.decided_at - it.capture.host_time) * 1000.0 for it in decided]
+        total = clock.cpu_total_ms.get(st)
+        stages[st] = {**{k: v for k, v in percentiles(wall).items() if k != "n"}, "n": clock.counts[st],
+                      "cpu_ms_mean": round(total / clock.counts[st], 3) if total is not None else None,
+                      "cpu_ms_per_item": round(total / len(scored), 3) if total is not None else None}
+    lat = outcomes.latency_ms[:n]
     report = {
         "mode": "capacity",
         "capacity_items_per_s": round(capacity, 3),
@@ -212,7 +254,7 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
         "batch": batch, "max_batch": cfg.inference.max_batch, "views_per_item": round(views, 3),
         "threads": threads,
         "items": items, "scored": len(scored), "frame_sets": sets, "in_flight": in_flight,
-        "outcomes": _outcomes(decided), "injection": fed,
+        "outcomes": dict(outcomes.reasons), "injection": fed,
         "stages": stages, "end_to_end_ms": {k: v for k, v in percentiles(lat).items() if k != "n"},
         "cpu_s": run, "model_only": {**alone, "cpu_s": round(alone_cpu, 3)},
         "load_before": load_before, "load_during": load_during,
@@ -222,7 +264,3 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
                          "rig_cpu_le_0.67x_model": acc["rig_cpu_ms_per_item"] <= 0.67 * acc["model_cpu_ms_per_item"]}
     report["spans"] = clock.spans
     return report
-
-
-def _outcomes(decided) -> dict:
-    return dict(Counter(it.reason for it in decided))
