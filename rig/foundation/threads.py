@@ -87,7 +87,7 @@ def one_owner_per_core(blas: int = 1, opencv: int = 1) -> dict:
 def freeze_heap() -> int:
     """After start-up: collect once, then move every object alive now out of the collector's sight
     (``gc.freeze``), so a later full collection walks only what the running rig allocates.
-    Returns how many objects were frozen."""
+    Returns how many objects were frozen; ``gc.unfreeze()`` when the rig stops."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

@@ -20,6 +20,7 @@ threads); the stand-ins' share is the frame server's and the emulator's.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import statistics
@@ -183,8 +184,8 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
             if rings[cam].color.shape[1:] != cs or rings[cam].depth.shape[1:] != ds:
                 raise RigError(f"camera {cam}: cached frames are {cs}/{ds}, the calibration says "
                                f"{rings[cam].color.shape[1:]}/{rings[cam].depth.shape[1:]}")
-        rig.start(capture=False)
         handle.threads["gc_frozen_objects"] = freeze_heap()
+        rig.start(capture=False)
         stand_ins = {"frame_server": server.pid}
         if handle.emulator is not None:
             stand_ins["controller_emulator"] = handle.emulator.pid
@@ -204,6 +205,7 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
             if handle.rig.ready.is_set():
                 handle.rig.stop(timeout=5.0)
             handle.close()
+        gc.unfreeze()
         server.close()
     run = CpuMeter.delta(a, b)
     n = outcomes.n
