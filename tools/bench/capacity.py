@@ -41,7 +41,7 @@ from ...rig.pipeline.items import LATENCY_WINDOW
 from ...rig.service.assemble import load_scorer, open_rig
 from ...rig.trigger import Capture
 from .cpu import CpuMeter, account, load_state
-from .driver import batch_views, model_alone
+from .driver import batch_views, model_alone, warm_up
 from .frames import FrameServer, frame_sets
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def inject(rig, server: FrameServer, rings: dict, trigger_camera: str, items: in
     cams = list(rings)
     skipped = 0
     rss: dict[int, float] = {}  # items injected -> resident memory (MB)
-    marks = {1000, items // 20, items}
+    marks = {items // 20, items, *range(1000, items + 1, 1000)}
     server.request(0, 0)
     for n in range(items):
         slot = server.wait()
@@ -185,6 +185,9 @@ def run_capacity(cfg, *, items: int = 200, sets: int = 40, seed: int = 1, damage
                 raise RigError(f"camera {cam}: cached frames are {cs}/{ds}, the calibration says "
                                f"{rings[cam].color.shape[1:]}/{rings[cam].depth.shape[1:]}")
         handle.threads["gc_frozen_objects"] = freeze_heap()
+        # every batch size once before measuring: first-call allocations (ONNX Runtime's arena grows
+        # per new shape) are start-up, not the run's, as in `--rate` runs
+        warm_up(scorer.backend, cfg.inference.max_batch, scorer.channels, scorer.input_size)
         rig.start(capture=False)
         stand_ins = {"frame_server": server.pid}
         if handle.emulator is not None:
