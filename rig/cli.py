@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
+from .foundation.threads import blas_env
+
+# The commands that run a rig want single-threaded BLAS (rig/foundation/threads.py: one owner
+# per core); OpenBLAS reads this when numpy loads, so it is set before anything imports numpy.
+# Training and the other tools keep their libraries' defaults.
+RIG_COMMANDS = ("run", "demo", "bench")
+if any(a in RIG_COMMANDS for a in sys.argv[1:3]):
+    blas_env(1)
+
 import argparse
 import importlib
 import logging
 import pkgutil
-import sys
 
 from . import __version__, commands
 from .foundation.errors import RigError

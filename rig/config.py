@@ -135,8 +135,14 @@ class InferenceConfig(_Strict):
     backend: InferenceBackendName = "onnxruntime"
     allow_fallback: bool = True  # tensorrt unavailable -> onnxruntime (logged)
     max_batch: Annotated[int, Field(ge=1, le=64)] = 8
-    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 15.0
+    # how long a batch with room left may wait for an item being prepared (0: dispatch at once)
+    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     threads: Annotated[int, Field(ge=1, le=64)] = 2
+    # threads scoring items side by side (the registered comparison is most of an item's CPU: on a
+    # many-core rig at 10 items/s one thread cannot keep up; docs/latency-budget.md)
+    score_threads: Annotated[int, Field(ge=1, le=16)] = 1
+    # threads comparing one item's views with their references side by side (1: one after the other)
+    view_threads: Annotated[int, Field(ge=1, le=16)] = 1
     engine_dir: str | None = None
 
 
@@ -231,6 +237,9 @@ class SimConfig(_Strict):
     # the wall clock item ids are drawn from, shifted (s): rehearses a restart after the clock
     # jumped (65,536 s was the old u32 id's wrap) against a long-lived controller
     id_clock_offset_s: Annotated[float, Field(ge=-1e9, le=1e9)] = 0.0
+    # render the simulated cameras in a driver process of their own, frames through shared memory
+    # (`rig bench`: the stand-ins' CPU apart from the rig's); camera_faults need it off
+    separate_process: bool = False
 
 
 class RigConfig(_Strict):

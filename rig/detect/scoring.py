@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,7 @@ class Scorer:
         self._ok_scores = None
         self.gallery = None
         self.geo_scales: dict[str, float] = {}  # working scale per view name (set_gallery)
+        self._compare_pool = None  # threads comparing an item's views side by side (set_view_threads)
         if gallery is not None:
             self.set_gallery(gallery)
 
@@ -134,6 +136,16 @@ class Scorer:
         if backend is None:
             backend = make_backend("onnxruntime", onnx_path, max_batch=max_batch, threads=threads)
         return cls(card, gallery, backend, model_dir)
+
+    def set_view_threads(self, n: int) -> None:
+        """Compare the views of an item with their references on ``n`` threads at once (1: one
+        after the other). The comparison is most of an item's CPU and OpenCV's ECC releases the
+        GIL, so on a many-core rig this divides an item's scoring latency by up to its views."""
+        if n < 1:
+            raise ModelError(f"view threads must be at least 1, got {n}")
+        if self._compare_pool is not None:
+            self._compare_pool.shutdown(wait=False)
+        self._compare_pool = None if n == 1 else ThreadPoolExecutor(n, thread_name_prefix="compare")
 
     # ---- gallery -------------------------------------------------------
     def set_gallery(self, gallery: Gallery) -> None:
@@ -239,7 +251,7 @@ class Scorer:
         p_scale, g_scale = self.gallery.scales(sku_pred)
         bank = entry.bank.astype(np.float32)
         shift = self.gallery.disc_shift(sku_pred)  # judged against the product's own references
-        views, logits, p_anoms, g_anoms, types = {}, [], [], [], []
+        views, logits, p_anoms, g_anoms, types, compares = {}, [], [], [], [], []
         for v, out in view_outputs.items():
             logit = float(np.ravel(out["damage_logit"])[0]) - shift
             amap = patch_map(np.asarray(out["patch_features"], np.float32), bank) / p_scale
@@ -251,11 +263,17 @@ class Scorer:
                                  if "damage_map" in out else None)
             canon = (canons or {}).get(v)
             if canon is not None and v in entry.geo:
-                self._compare_view(views[v], canon, entry.geo[v])
+                compares.append((views[v], canon, entry.geo[v]))
             logits.append(logit)
             p_anoms.append(pa)
             g_anoms.append(ga)
             types.append(1 / (1 + np.exp(-np.ravel(out["type_logits"]).astype(np.float64))))
+        if self._compare_pool is not None and len(compares) > 1:
+            for f in [self._compare_pool.submit(self._compare_view, *job) for job in compares]:
+                f.result()  # each fills its own view's residuals
+        else:
+            for job in compares:
+                self._compare_view(*job)
         t_fuse = time.perf_counter()
         hres = [vs.height_residual for vs in views.values() if np.isfinite(vs.height_residual)]
         cres = [vs.color_residual for vs in views.values() if np.isfinite(vs.color_residual)]
