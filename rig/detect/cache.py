@@ -144,7 +144,7 @@ class ProductCache:
                 with self._lock:
                     self.counters["fetch_errors"] += 1
                     if self.store_up:
-                        log.warning("gallery cache: fetching %s failed (%s); retrying every <= %.0f s, "
+                        log.warning("gallery cache: fetching %s failed (%s); retrying every <= %.1f s, "
                                     "decisions go on without it", sku, str(exc).strip()[:200], self.max_retry_s)
                     self.store_up = False
                     (self._urgent if urgent else self._background).appendleft(sku)

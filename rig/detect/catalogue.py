@@ -158,14 +158,15 @@ class CatalogueGallery:
         seen = self.cache.take_seen()
         if not seen:
             return True
-        try:
-            self._store().add_seen(self.site, seen)
-            return True
-        except Exception as exc:  # noqa: BLE001 - the store away: the counts wait for the next flush
-            self.cache.give_back_seen(seen)
-            self._local.store = None
-            log.debug("gallery: product counts not flushed (%s)", exc)
-            return False
+        for attempt in (1, 2):  # a connection that broke while the store was away is seen at first use
+            try:
+                self._store().add_seen(self.site, seen)
+                return True
+            except Exception as exc:  # noqa: BLE001 - the store away: the counts wait for the next flush
+                self._local.store = None
+                log.debug("gallery: product counts not flushed (attempt %d: %s)", attempt, exc)
+        self.cache.give_back_seen(seen)
+        return False
 
     def _save_snapshot(self, snap: Path) -> None:
         try:
