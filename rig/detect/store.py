@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,20 +218,24 @@ class ReferenceStore:
             "SELECT i.name, i.color, i.depth FROM reference_images i JOIN products p ON p.id = i.product_id "
             "WHERE p.sku = %s ORDER BY i.name", (sku,))]
 
-    def push(self, key: str, entries: dict[str, SkuEntry] | list[tuple[str, bytes, bytes, int]], *,
+    def push(self, key: str, entries: dict[str, SkuEntry] | Iterable[tuple[str, bytes, bytes, int]], *,
              note: str = "", replace_all: bool = False, meta: dict | None = None,
-             encoded: bool = False) -> int:
+             encoded: bool = False, chunk: int = 500) -> int:
         """A new gallery version of model ``key``: the current one with ``entries`` added or replaced
-        (``replace_all``: only ``entries``). ``encoded``: entries are already (sku, data, protos, nbytes)
-        rows (the benchmark). Returns the new version number; it becomes current."""
-        rows = entries if encoded else [
-            (sku, entry_to_bytes(e, key), prototypes(e).tobytes(), entry_nbytes(e)) for sku, e in entries.items()]
-        ids = self.product_ids([r[0] for r in rows])
-        if not encoded and entries:
-            g = Gallery(dict(entries))
-            computed = {"embedding_dim": int(next(iter(entries.values())).embeddings.shape[1]),
-                        "default_scales": list(g.default_scales()), "geo_scales": g.geo_scales()}
-            meta = {**computed, **(meta or {})}
+        (``replace_all``: only ``entries``), written in one transaction (a rig sees all of it or none).
+        ``encoded``: entries are (sku, data, protos, nbytes) rows, streamed (the benchmark's catalogue
+        never sits in memory). Returns the new version number; it becomes current."""
+        if encoded:
+            rows: Iterable = entries
+        else:
+            rows = ((sku, entry_to_bytes(e, key), prototypes(e).tobytes(), entry_nbytes(e))
+                    for sku, e in entries.items())
+            if entries:
+                g = Gallery(dict(entries))
+                computed = {"embedding_dim": int(next(iter(entries.values())).embeddings.shape[1]),
+                            "default_scales": list(g.default_scales()), "geo_scales": g.geo_scales()}
+                meta = {**computed, **(meta or {})}
+        n = 0
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
             cur_v = self.conn.execute("SELECT version FROM gallery_current WHERE model_key = %s FOR UPDATE",
@@ -243,33 +248,36 @@ class ReferenceStore:
             if parent is not None:
                 pmeta = self.conn.execute("SELECT meta FROM gallery_versions WHERE model_key = %s AND version = %s",
                                           (key, parent)).fetchone()[0]
+            # an enrollment keeps the gallery's scales; a full push brings its own
+            merged = {**(meta or {}), **pmeta} if parent is not None and not replace_all else {**pmeta, **(meta or {})}
             self.conn.execute("INSERT INTO gallery_versions (model_key, version, parent, note, meta) "
-                              "VALUES (%s, %s, %s, %s, %s)",
-                              (key, version, parent, note, json.dumps({**(meta or {}), **pmeta} if parent is not None and not replace_all
-                                         else {**pmeta, **(meta or {})})))
+                              "VALUES (%s, %s, %s, %s, %s)", (key, version, parent, note, json.dumps(merged)))
+            first = self.conn.execute("SELECT nextval('entries_id_seq')").fetchone()[0]
+            for part in _chunks(rows, chunk):
+                ids = self.product_ids([r[0] for r in part])
+                with self.conn.cursor() as cur, cur.copy(
+                        "COPY entries (model_key, product_id, data, protos, sha256, nbytes) FROM STDIN "
+                        "WITH (FORMAT BINARY)") as cp:
+                    cp.set_types(["text", "int8", "bytea", "bytea", "text", "int8"])
+                    for sku, data, protos, nb in part:
+                        cp.write_row((key, ids[sku], data, protos, hashlib.sha256(data).hexdigest(), nb))
+                n += len(part)
+            # this push's entries (the lock keeps every other writer of this model out)
+            self.conn.execute(
+                "INSERT INTO gallery_members (model_key, version, product_id, entry_id) "
+                "SELECT DISTINCT ON (product_id) %s, %s, product_id, id FROM entries "
+                "WHERE model_key = %s AND id > %s ORDER BY product_id, id DESC", (key, version, key, first))
             if parent is not None and not replace_all:
                 self.conn.execute(
                     "INSERT INTO gallery_members (model_key, version, product_id, entry_id) "
-                    "SELECT model_key, %s, product_id, entry_id FROM gallery_members "
-                    "WHERE model_key = %s AND version = %s AND NOT (product_id = ANY(%s))",
-                    (version, key, parent, [ids[r[0]] for r in rows]))
-            with self.conn.cursor() as cur:
-                copy_sql = ("COPY entries (model_key, product_id, data, protos, sha256, nbytes) FROM STDIN "
-                            "WITH (FORMAT BINARY)")
-                first = cur.execute("SELECT nextval('entries_id_seq')").fetchone()[0] if rows else 0
-                with cur.copy(copy_sql) as cp:
-                    cp.set_types(["text", "int8", "bytea", "bytea", "text", "int8"])
-                    for sku, data, protos, nb in rows:
-                        cp.write_row((key, ids[sku], data, protos, hashlib.sha256(data).hexdigest(), nb))
-                cur.execute(
-                    "INSERT INTO gallery_members (model_key, version, product_id, entry_id) "
-                    "SELECT DISTINCT ON (product_id) %s, %s, product_id, id FROM entries "
-                    "WHERE model_key = %s AND id > %s AND product_id = ANY(%s) ORDER BY product_id, id DESC",
-                    (key, version, key, first, [ids[r[0]] for r in rows]))
+                    "SELECT model_key, %s, product_id, entry_id FROM gallery_members p "
+                    "WHERE model_key = %s AND version = %s AND NOT EXISTS (SELECT 1 FROM gallery_members m "
+                    "WHERE m.model_key = p.model_key AND m.version = %s AND m.product_id = p.product_id)",
+                    (version, key, parent, version))
             self.conn.execute("INSERT INTO gallery_current (model_key, version) VALUES (%s, %s) "
                               "ON CONFLICT (model_key) DO UPDATE SET version = EXCLUDED.version", (key, version))
         log.info("reference store: model %s gallery version %d (%d products written, parent %s)",
-                 key, version, len(rows), parent)
+                 key, version, n, parent)
         return version
 
     def rollback(self, key: str, version: int) -> int:
@@ -344,6 +352,17 @@ class ReferenceStore:
             self.conn.close()
         except Exception as exc:  # noqa: BLE001 - closing a broken connection must not raise
             log.debug("closing the reference store: %s", exc)
+
+
+def _chunks(rows: Iterable, size: int):
+    part = []
+    for r in rows:
+        part.append(r)
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part
 
 
 def _redact(url: str) -> str:
