@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_PROTOS = 8
 IVF_FROM = 20_000      # vectors: below, exact search is as fast
-TOP_K = 64             # vectors returned per view
+TOP_K = 32             # vectors returned per view
 
 
 def _faiss():
@@ -141,24 +141,21 @@ class AnnIndex:
     def identify(self, embeddings: list[np.ndarray], temperature: float) -> tuple[str, float, float]:
         """(sku, softmax confidence, margin), like GalleryIndex.identify, over the candidates found."""
         sims, pids = self.search(np.stack([np.ravel(e) for e in embeddings]))
-        per_view: list[dict[int, float]] = []
-        floors = []
-        for s_row, p_row in zip(sims, pids):
-            best: dict[int, float] = {}
-            for s, p in zip(s_row, p_row):
-                if p >= 0 and s > best.get(p, -2.0):
-                    best[int(p)] = float(s)
-            per_view.append(best)
-            valid = s_row[p_row >= 0]
-            floors.append(float(valid.min()) if len(valid) else -1.0)
-        cands = set().union(*per_view)
-        scores = {p: float(np.mean([v.get(p, f) for v, f in zip(per_view, floors)])) for p in cands}
-        order = sorted(scores, key=scores.get, reverse=True)
-        top = scores[order[0]]
-        margin = top - scores[order[1]] if len(order) > 1 else top
-        z = (np.array([scores[p] for p in order]) - top) / temperature
-        conf = float(1.0 / np.exp(z).sum())
-        return self.sku_of[order[0]], conf, float(margin)
+        valid = pids >= 0
+        if not valid.any():
+            raise ModelError("ANN index: the search returned no product")
+        # a product a view did not return scores that view's lowest returned similarity
+        floors = np.where(valid, sims, np.inf).min(axis=1)
+        floors[~valid.any(axis=1)] = -1.0
+        cands, inv = np.unique(pids[valid], return_inverse=True)
+        best = np.repeat(floors[:, None], len(cands), axis=1)
+        np.maximum.at(best, (np.nonzero(valid)[0], inv), sims[valid])
+        scores = best.mean(axis=0)
+        order = np.argsort(scores)[::-1]
+        top = float(scores[order[0]])
+        margin = top - float(scores[order[1]]) if len(order) > 1 else top
+        conf = float(1.0 / np.exp((scores - top) / temperature).sum())
+        return self.sku_of[int(cands[order[0]])], conf, float(margin)
 
     # ---- snapshot (a rig starting while the store is away) ---------------------------------------
     def save(self, path) -> None:
