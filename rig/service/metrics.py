@@ -72,7 +72,7 @@ def is_loopback(host: str) -> bool:
 class RigMetrics:
     """The service's metrics: a decision sink, a stage-clock observer and a scrape-time collector."""
 
-    def __init__(self, rig, *, link=None, state_dir=None, mqtt=None, expected=None, events=None):
+    def __init__(self, rig, *, link=None, state_dir=None, mqtt=None, expected=None, events=None, gallery=None):
         self.rig, self.link, self.state_dir, self.mqtt, self.expected = rig, link, state_dir, mqtt, expected
         self.events = events  # the event log's recorder (rig/pipeline/recorder.py): backlog, retries, drops
         self.registry = CollectorRegistry()
@@ -90,7 +90,8 @@ class RigMetrics:
                                 registry=r)
         self.divert_results = Counter("damage_rig_divert_results", "Divert commands, by result (acked, late, "
                                       "fault)", ["result"], registry=r)
-        self.gallery = getattr(getattr(rig, "scorer", None), "gallery", None)
+        # the reference store's gallery (rig/detect/catalogue.py): its cache's figures
+        self.gallery = gallery if gallery is not None else getattr(getattr(rig, "scorer", None), "gallery", None)
         self.cache = getattr(self.gallery, "cache", None)
         if self.cache is not None:
             self.fetch = Histogram("damage_rig_gallery_fetch_seconds", "Fetching one product's references "

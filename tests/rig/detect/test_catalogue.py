@@ -226,3 +226,86 @@ def test_catalogue_gallery_identifies_fetches_and_warm_starts(pg_url, tmp_path):
         assert same_entry(cat.entry("sku12"), entries["sku12"]) and cat.stats()["disk_hits"] == 1
     finally:
         cat.close()
+
+
+# ---- config, CLI, metrics -------------------------------------------------------------------------------
+def test_gallery_config_is_validated(tmp_path):
+    from damage_rig.rig.config import DEMO_CONFIG, parse_config
+    from damage_rig.rig.foundation.errors import ConfigError
+
+    base = DEMO_CONFIG.read_text()
+    cfg = parse_config(base + '\ngallery: {store: "postgresql://rig@db:5432/cat", cache_mb: 256}\n')
+    assert cfg.gallery.cache_mb == 256 and cfg.gallery.on_miss == "score"
+    assert parse_config(base).gallery is None  # without the section: the model folder's gallery
+    for bad, where in (('{store: "mysql://x/y"}', "gallery.store"), ('{store: "postgresql://x/y", cache_mb: 1}',
+                       "gallery.cache_mb"), ('{store: "postgresql://x/y", on_miss: "wait"}', "gallery.on_miss"),
+                       ('{store: "postgresql://x/y", cach_mb: 5}', "gallery.cach_mb")):
+        with pytest.raises(ConfigError, match=where):
+            parse_config(base + f"\ngallery: {bad}\n", "rig.yaml")
+
+
+@pytest.mark.postgres
+def test_gallery_push_list_rollback_and_enroll_to_the_store(pg_url, model_dir, tmp_path, capsys):
+    import shutil
+
+    from damage_rig.rig.cli import main
+    from damage_rig.rig.detect.card import read_card
+    from damage_rig.rig.detect.gallery import load_gallery
+    from damage_rig.rig.detect.store import model_key
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    key = model_key(read_card(model))
+    assert main(["gallery", "push", "--model", str(model), "--db", pg_url]) == 0
+    assert "store version 1 is current" in capsys.readouterr().out
+    # enroll a product into the store: its picture and a new version that carries the others over
+    import cv2
+
+    img = tmp_path / "new_ref.png"
+    cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    assert main(["enroll", "--model", str(model), "--sku", "new-sku", str(img), "--db", pg_url]) == 0
+    assert "store version 2 is current" in capsys.readouterr().out
+    s = ReferenceStore(pg_url)
+    try:
+        assert s.require_model(key) == 2
+        n_local = len(load_gallery(model).skus)
+        assert [v.n_products for v in s.versions(key)] == [n_local - 1, n_local]
+        assert [n for n, _, _ in s.images("new-sku")] == ["new_ref.png"]
+        assert s.fetch(key, 2, "new-sku") is not None and s.fetch(key, 1, "new-sku") is None
+    finally:
+        s.close()
+    assert main(["gallery", "rollback", "--model", str(model), "--db", pg_url, "1"]) == 0
+    assert main(["gallery", "list", "--model", str(model), "--db", pg_url]) == 0
+    out = capsys.readouterr().out
+    assert "*     1" in out and "      2" in out
+    # another model's card: the store says what it holds, the command fails cleanly
+    card = (model / "model_card.yaml").read_text().replace(read_card(model)["version"], "other-version")
+    (model / "model_card.yaml").write_text(card)
+    assert main(["gallery", "list", "--model", str(model), "--db", pg_url]) == 1
+    assert "holds no gallery for model" in capsys.readouterr().err
+
+
+def test_cache_figures_are_prometheus_metrics():
+    from damage_rig.rig.service.metrics import RigMetrics
+    from prometheus_client import generate_latest
+
+    rng = np.random.default_rng(8)
+    e = synthetic_entry(rng)
+
+    class Gallery:
+        def __init__(self):
+            self.cache = ProductCache(lambda sku: e, KEY_A, cache_mb=64)
+
+        def stats(self):
+            return {**self.cache.stats(), "products": 1, "index": "Flat"}
+
+    m = RigMetrics(None, gallery=Gallery())
+    try:
+        assert m.cache.get("a") is None and m.cache.wait_idle(5) and m.cache.get("a") is e
+        text = generate_latest(m.registry).decode()
+    finally:
+        m.cache.close()
+    assert "damage_rig_gallery_cache_hits_total 1.0" in text
+    assert "damage_rig_gallery_cache_misses_total 1.0" in text
+    assert 'damage_rig_gallery_fetch_seconds_count{source="store"} 1.0' in text
+    assert "damage_rig_gallery_store_up 1.0" in text
