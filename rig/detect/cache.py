@@ -11,7 +11,7 @@ happens in the cache's own fetch thread:
 
 Memory holds entries while their accounted size (store.entry_nbytes: derived float32
 copies included) stays under the bound; the least recently used go first, to the disk
-level (``state_dir/gallery-cache/<model key>/``, bounded by ``disk_mb``, oldest files
+level (``state_dir/gallery-cache/<model key>/v<version>/``, bounded by ``disk_mb``, oldest files
 removed first). A fetch that fails (the store is down) is retried with back-off; the
 request is kept, so nothing asked for is lost, and the counters say what happened.
 """
@@ -36,11 +36,13 @@ log = logging.getLogger(__name__)
 class ProductCache:
     def __init__(self, fetch: Callable[[str], SkuEntry | None], key: str, cache_mb: float, *,
                  disk_dir: str | Path | None = None, disk_mb: float = 2048.0, retry_s: float = 1.0,
-                 max_retry_s: float = 10.0):
+                 max_retry_s: float = 10.0, observers: list | None = None):
+        # observers: called (seconds, source: store|disk) after each fetch; a list shared with the
+        # cache of the next gallery version
         self._fetch = fetch              # sku -> entry (None: not in the gallery); raises when the store is away
         self.key = key
         self.bound = int(cache_mb * 2**20)
-        self.disk_dir = Path(disk_dir) / safe_name(key) if disk_dir is not None else None
+        self.disk_dir = Path(disk_dir) if disk_dir is not None else None  # this gallery version's folder
         self.disk_bound = int(disk_mb * 2**20)
         self.retry_s, self.max_retry_s = retry_s, max_retry_s
         self._mem: OrderedDict[str, tuple[SkuEntry, int]] = OrderedDict()
@@ -55,7 +57,7 @@ class ProductCache:
         self.counters = {"hits": 0, "misses": 0, "fetches": 0, "fetch_errors": 0, "disk_hits": 0,
                          "evictions": 0, "too_large": 0, "absent": 0, "prefetches": 0}
         self.store_up = True
-        self.fetch_observers: list[Callable[[float, str], None]] = []  # (seconds, source: store|disk)
+        self.fetch_observers: list[Callable[[float, str], None]] = observers if observers is not None else []
         self._stop = threading.Event()
         self._disk_bytes = 0
         if self.disk_dir is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,13 +83,18 @@ class CatalogueGallery:
             frequent = []
         self.version = f"store:{self.version_n}"
         self.note = f"reference store, model {key}"
-        self.cache = ProductCache(self._fetch, key, cache_mb, disk_dir=snap.parent if snap else None,
-                                  disk_mb=disk_mb)
+        self.snap, self.cache_mb, self.disk_mb, self.nprobe = snap, cache_mb, disk_mb, nprobe
+        self.cache = self._new_cache(self.version_n, [])
         self.cache.warm(frequent)
         self.skus = _Known(self)
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="gallery-seen", daemon=True)
         self._flusher.start()
+
+    def _new_cache(self, version: int, observers: list) -> ProductCache:
+        disk = self.snap / f"v{version}" if self.snap is not None else None
+        return ProductCache(lambda sku, v=version: self._fetch(sku, v), self.key, self.cache_mb, disk_dir=disk,
+                            disk_mb=self.disk_mb, observers=observers)
 
     # ---- store access (one connection per thread, reopened after a failure) -------------------------
     def _store(self) -> ReferenceStore:
@@ -98,9 +104,9 @@ class CatalogueGallery:
             self._local.store = s
         return s
 
-    def _fetch(self, sku: str) -> SkuEntry | None:
+    def _fetch(self, sku: str, version: int) -> SkuEntry | None:
         try:
-            return self._store().fetch(self.key, self.version_n, sku)
+            return self._store().fetch(self.key, version, sku)
         except ModelError:
             raise
         except Exception:
@@ -117,8 +123,13 @@ class CatalogueGallery:
     def prefetch(self, sku: str | None) -> None:
         self.cache.prefetch(sku)
 
-    def make_index(self) -> AnnIndex:
-        return self.index
+    def make_index(self) -> CatalogueGallery:
+        """The Scorer's identification index: this object, so that a new gallery version's index
+        (``refresh``) is used from the next item on."""
+        return self
+
+    def identify(self, embeddings: list[np.ndarray], temperature: float) -> tuple[str, float, float]:
+        return self.index.identify(embeddings, temperature)
 
     def default_scales(self) -> tuple[float, float]:
         p, g = self.meta.get("default_scales", (1.0, 0.05))
@@ -153,6 +164,37 @@ class CatalogueGallery:
     def _flush_loop(self) -> None:
         while not self._stop.wait(SEEN_FLUSH_S):
             self.flush_seen()
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - the store away: the rig goes on with its version
+                self._local.store = None
+                log.debug("gallery: version check failed (%s)", exc)
+
+    def refresh(self) -> bool:
+        """Follow the store's current gallery version (a push, an enrollment elsewhere, a rollback):
+        a new index and cache are built here, off the decision path, then swapped in at once.
+        Returns whether the version changed."""
+        store = self._store()
+        version = store.require_model(self.key)
+        if version == self.version_n:
+            return False
+        meta = store.gallery_meta(self.key, version)
+        index = AnnIndex(int(meta.get("embedding_dim", 128)), nprobe=self.nprobe)
+        index.build(list(store.catalogue(self.key, version)))
+        old_cache, old_version = self.cache, self.version_n
+        cache = self._new_cache(version, old_cache.fetch_observers)
+        cache.warm(store.frequent(self.site, 2 * old_cache.stats()["entries"] + 10))
+        self.index, self.meta, self.cache, self.version_n = index, meta, cache, version
+        self.version = f"store:{version}"
+        seen = old_cache.take_seen()
+        old_cache.close()
+        self.cache.give_back_seen(seen)
+        if self.snap is not None:
+            self._save_snapshot(self.snap)
+            shutil.rmtree(self.snap / f"v{old_version}", ignore_errors=True)
+        log.warning("gallery: store version %d is current (was %d): %d products, %s", version, old_version,
+                    len(index), index.kind)
+        return True
 
     def flush_seen(self) -> bool:
         seen = self.cache.take_seen()

@@ -212,6 +212,19 @@ def test_catalogue_gallery_identifies_fetches_and_warm_starts(pg_url, tmp_path):
         assert same_entry(cat.entry("sku12"), entries["sku12"])
         assert cat.stats()["misses"] == 1 and cat.stats()["hits"] == 1
         assert (tmp_path / "gallery-cache").is_dir()
+        # a running rig follows the store: an enrollment elsewhere, then a rollback
+        assert not cat.refresh()
+        s = _store(pg_url, CARD_A)
+        changed = synthetic_entry(rng)
+        s.push(KEY_A, {"sku12": changed, "sku99": synthetic_entry(rng)})
+        assert cat.refresh() and cat.version == "store:2" and "sku99" in cat.skus
+        assert cat.entry("sku12") is None and cat.cache.wait_idle(10)
+        assert same_entry(cat.entry("sku12"), changed)
+        s.rollback(KEY_A, 1)
+        s.close()
+        assert cat.refresh() and "sku99" not in cat.skus and cat.make_index().identify(list(probe), 0.05)[0] == "sku12"
+        assert cat.entry("sku12") is None and cat.cache.wait_idle(10)
+        assert same_entry(cat.entry("sku12"), entries["sku12"])
     finally:
         cat.close()
     # a restart while the store is away starts from the index snapshot and the disk level
