@@ -72,28 +72,7 @@ def _store_url(args) -> str | None:
 
 def _to_store(url: str, model_dir, skus: list[str], images: dict, note: str) -> None:
     """The enrolled products' new entries (a new store version) and their reference images."""
-    from pathlib import Path
+    from ..detect.store import write_enrollment
 
-    from ..dataset import reference_depth_path
-    from ..detect.card import read_card
-    from ..detect.gallery import load_gallery
-    from ..detect.store import ReferenceStore, model_key
-
-    card = read_card(model_dir)
-    key = model_key(card)
-    gallery = load_gallery(model_dir)
-    store = ReferenceStore(url, create=True)
-    try:
-        store.register_model(key, card)
-        version = store.push(key, {s: gallery.skus[s] for s in skus}, note=note)
-        n = 0
-        for sku in skus:
-            rows = []
-            for im in images.get(sku, []):
-                p = Path(im)
-                dp = reference_depth_path(p)
-                rows.append((p.name, p.read_bytes(), dp.read_bytes() if dp is not None else None))
-            n += store.put_images(sku, rows)
-        print(f"reference store: {len(skus)} product(s), {n} image(s) written; store version {version} is current")
-    finally:
-        store.close()
+    version, n = write_enrollment(url, model_dir, skus, images, note)
+    print(f"reference store: {len(skus)} product(s), {n} image(s) written; store version {version} is current")

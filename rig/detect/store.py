@@ -354,6 +354,37 @@ class ReferenceStore:
             log.debug("closing the reference store: %s", exc)
 
 
+def write_enrollment(url: str, model_dir, skus: list[str], images: dict, note: str) -> tuple[int, int]:
+    """After an enrollment into a model folder (rig enroll, the review terminal): the products' new
+    entries as a new store version, and their reference pictures (paths; a ``NAME_depth.png`` beside
+    one goes with it). Returns (store version, pictures written)."""
+    from pathlib import Path
+
+    from .card import read_card
+    from .gallery import load_gallery
+
+    card = read_card(model_dir)
+    key = model_key(card)
+    gallery = load_gallery(model_dir)
+    store = ReferenceStore(url, create=True)
+    try:
+        store.register_model(key, card)
+        version = store.push(key, {s: gallery.skus[s] for s in skus}, note=note)
+        n = 0
+        for sku in skus:
+            rows = []
+            for im in images.get(sku, []):
+                p = Path(im)
+                depth = p.with_name(p.stem + "_depth.png")
+                # the folder too: crops of different items share a file name (side.jpg)
+                rows.append((f"{p.parent.name}/{p.name}", p.read_bytes(),
+                             depth.read_bytes() if depth.is_file() else None))
+            n += store.put_images(sku, rows)
+    finally:
+        store.close()
+    return version, n
+
+
 def _chunks(rows: Iterable, size: int):
     part = []
     for r in rows:

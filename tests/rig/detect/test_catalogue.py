@@ -283,7 +283,7 @@ def test_gallery_push_list_rollback_and_enroll_to_the_store(pg_url, model_dir, t
         assert s.require_model(key) == 2
         n_local = len(load_gallery(model).skus)
         assert [v.n_products for v in s.versions(key)] == [n_local - 1, n_local]
-        assert [n for n, _, _ in s.images("new-sku")] == ["new_ref.png"]
+        assert [n for n, _, _ in s.images("new-sku")] == [f"{tmp_path.name}/new_ref.png"]
         assert s.fetch(key, 2, "new-sku") is not None and s.fetch(key, 1, "new-sku") is None
     finally:
         s.close()
