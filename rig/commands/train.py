@@ -38,10 +38,12 @@ def run(args) -> int:
                f"--input-size {args.input_size} --batch-size {args.batch_size} --bank-size {args.bank_size} "
                f"--seed {args.seed} --known-good {args.known_good}")
 
+    import os
     import shutil
     from pathlib import Path
 
-    created = not Path(args.out).exists()
+    # under torchrun only rank 0 writes the model folder (and removes a half-made one)
+    created = not Path(args.out).exists() and os.environ.get("RANK", "0") == "0"
     try:
         card = train(args.data, args.out, fpr=args.fpr, epochs=args.epochs, input_size=args.input_size,
                      batch_size=args.batch_size, seed=args.seed, bank_size=args.bank_size,
@@ -51,6 +53,8 @@ def run(args) -> int:
         if created:  # a failed run leaves no half-made model folder behind (one that existed is kept)
             shutil.rmtree(args.out, ignore_errors=True)
         raise
+    if not card:  # a torchrun rank other than 0: rank 0 writes the model and reports
+        return 0
     m = card["val_metrics"]
     print(f"model written to {args.out}: threshold {card['threshold']:.4f} for FPR budget {args.fpr:g}; "
           f"val AUROC {m['auroc']:.4f}, val FPR at threshold {m['fpr_at_threshold']:.4%}, "
