@@ -22,6 +22,7 @@ import hashlib
 import logging
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ from .augment import SYNTH_TYPES, synth_damage
 from .distributed import DataParallel
 from .evaluate import load_view, score_items
 from .export import export_onnx
+from .fleet import is_manifest, manifest_dataset
 from .metrics import summarize
 
 log = logging.getLogger(__name__)
@@ -537,6 +539,13 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     rng = np.random.default_rng(seed)
     dp = DataParallel()
     try:
+        if is_manifest(data):  # datasets exported by many rigs (models/fleet.py)
+            with tempfile.TemporaryDirectory(prefix="rig-fleet-") as work:
+                return _train(dp, manifest_dataset(data, work), out, fpr=fpr, epochs=epochs,
+                              input_size=input_size, batch_size=batch_size, seed=seed, bank_size=bank_size,
+                              threads=threads, lr=lr, progress=progress, command=command, known_good=known_good,
+                              finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, synthetic=synthetic,
+                              rng=rng, t_start=t_start)
         return _train(dp, data, out, fpr=fpr, epochs=epochs, input_size=input_size, batch_size=batch_size,
                       seed=seed, bank_size=bank_size, threads=threads, lr=lr, progress=progress,
                       command=command, known_good=known_good, finetune_epochs=finetune_epochs,

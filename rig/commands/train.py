@@ -7,7 +7,9 @@ HELP = "train a damage model on DATASET (split=train), set its threshold on spli
 
 
 def add_arguments(p):
-    p.add_argument("--data", required=True, help="dataset folder (see rig/dataset.py for the format)")
+    p.add_argument("--data", required=True, help="dataset folder (see rig/dataset.py for the format), or a "
+                   "manifest YAML listing the datasets many rigs exported (models/fleet.py); under "
+                   "torchrun the processes train data-parallel (models/distributed.py)")
     p.add_argument("--out", required=True, help="model folder to write (ONNX, gallery, model card)")
     p.add_argument("--fpr", type=float, default=0.001,
                    help="false-positive budget on val's ok items that sets the threshold (default 0.001)")
