@@ -322,3 +322,24 @@ def test_cache_figures_are_prometheus_metrics():
     assert "damage_rig_gallery_cache_misses_total 1.0" in text
     assert 'damage_rig_gallery_fetch_seconds_count{source="store"} 1.0' in text
     assert "damage_rig_gallery_store_up 1.0" in text
+
+
+@pytest.mark.parametrize("on_miss, damaged, want", [("score", False, "pass"), ("score", True, "divert"),
+                                                    ("divert", False, "divert")])
+def test_a_miss_is_decided_by_configuration_and_says_so(on_miss, damaged, want):
+    from types import SimpleNamespace
+
+    from damage_rig.rig.pipeline.clock import StageClock
+    from damage_rig.rig.pipeline.items import Ledger
+    from damage_rig.rig.pipeline.score import ScoreStage
+
+    class MissingScorer:
+        def score_item(self, views, threshold=None, canons=None):
+            return SimpleNamespace(damaged=damaged, refs_missing=True, timing_ms={})
+
+    decided = []
+    stage = ScoreStage(MissingScorer(), None, Ledger(), StageClock(), failsafe=lambda it, r: decided.append(r),
+                       decide=lambda it, d, r, s: decided.append((d, r)))
+    stage.on_refs_missing = on_miss
+    stage(SimpleNamespace(views={}, canons={}, scan=None, item_id="x", no=1))
+    assert decided == [(want, "no_references")]
