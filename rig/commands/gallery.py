@@ -15,6 +15,10 @@ def add_arguments(p):
     push.add_argument("--images", action="store_true",
                       help="also upload the reference images the gallery names (where the files exist)")
     push.add_argument("--note", default="", help="note stored with the new version")
+    site = sub.add_parser("site", help="set the products a site handles (its rigs index only those)")
+    site.add_argument("--db", required=True, help="postgresql://USER@HOST:PORT/DB")
+    site.add_argument("--site", required=True, help="the site's name (the rigs' gallery.site)")
+    site.add_argument("skus_file", metavar="FILE", help="one SKU a line; an empty file removes the list")
     for name, help_ in (("list", "list the store's gallery versions for the model"),
                         ("rollback", "make an earlier store version current again")):
         q = sub.add_parser(name, help=help_)
@@ -30,6 +34,8 @@ def run(args) -> int:
     from ..detect.card import read_card
     from ..detect.store import ReferenceStore, model_key
 
+    if args.action == "site":
+        return _site(args)
     card = read_card(args.model)
     key = model_key(card)
     store = ReferenceStore(args.db, create=args.action == "push")
@@ -57,6 +63,25 @@ def run(args) -> int:
         return 0
     finally:
         store.close()
+
+
+def _site(args) -> int:
+    from pathlib import Path
+
+    from ..detect.store import ReferenceStore
+    from ..foundation.errors import RigError
+
+    try:
+        skus = [ln.strip() for ln in Path(args.skus_file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RigError(f"{args.skus_file}: {exc}") from None
+    store = ReferenceStore(args.db, create=True)
+    try:
+        n = store.set_site_products(args.site, skus)
+    finally:
+        store.close()
+    print(f"site {args.site}: {n} products listed" if n else f"site {args.site}: no list (the whole catalogue)")
+    return 0
 
 
 def _push_images(store, gallery) -> int:

@@ -7,7 +7,9 @@ the cache (cache.py). ``entry(sku)`` is None while they are being fetched: the
 Scorer then scores without the reference channels and says so (``refs_missing``).
 
 Opening: connect, check that the store holds a gallery for this model (else a clear
-ModelMismatch), stream every product's prototypes into the index, snapshot the index
+ModelMismatch), stream every product's prototypes into the index (the site's products
+when the store lists them: ``site_products``; a product outside the list is an unknown
+SKU to this rig), snapshot the index
 into the state directory, and warm the cache with the site's most frequent products.
 When the store cannot be reached at start, the last snapshot is used (the rig starts
 and decides; products come from the disk cache until the store answers again).
@@ -70,7 +72,7 @@ class CatalogueGallery:
             self.version_n = store.require_model(key)  # ModelMismatch: raised, never worked around
             self.meta = store.gallery_meta(key, self.version_n)
             self.index = AnnIndex(int(self.meta.get("embedding_dim", 128)), nprobe=nprobe)
-            self.index.build(list(store.catalogue(key, self.version_n)))
+            self.index.build(list(store.catalogue(key, self.version_n, site)))
             if snap is not None and snapshot:
                 self._save_snapshot(snap)
             frequent = store.frequent(site, warm_products) if warm_products else []
@@ -180,7 +182,7 @@ class CatalogueGallery:
             return False
         meta = store.gallery_meta(self.key, version)
         index = AnnIndex(int(meta.get("embedding_dim", 128)), nprobe=self.nprobe)
-        index.build(list(store.catalogue(self.key, version)))
+        index.build(list(store.catalogue(self.key, version, self.site)))
         old_cache, old_version = self.cache, self.version_n
         cache = self._new_cache(version, old_cache.fetch_observers)
         cache.warm(store.frequent(self.site, 2 * old_cache.stats()["entries"] + 10))

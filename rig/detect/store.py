@@ -11,6 +11,7 @@ What lives there (``SCHEMA``):
   identification prototypes (a few embeddings, for the ANN index);
 * ``gallery_versions`` / ``gallery_members`` / ``gallery_current``: per model, numbered
   gallery versions (which entry each product uses), the current one, rollbacks;
+* ``site_products``: the products a site handles (its rigs index those only; none listed: all);
 * ``product_seen``: how often each site's rigs saw each product (warm start of their caches).
 
 Every read names the model key: an entry computed by one model is never handed to
@@ -66,6 +67,8 @@ CREATE TABLE IF NOT EXISTS gallery_members (
     FOREIGN KEY (model_key, version) REFERENCES gallery_versions(model_key, version));
 CREATE TABLE IF NOT EXISTS gallery_current (
     model_key text PRIMARY KEY REFERENCES models(model_key), version int NOT NULL);
+CREATE TABLE IF NOT EXISTS site_products (
+    site text NOT NULL, product_id bigint NOT NULL REFERENCES products(id), PRIMARY KEY (site, product_id));
 CREATE TABLE IF NOT EXISTS product_seen (
     site text NOT NULL, product_id bigint NOT NULL REFERENCES products(id), n bigint NOT NULL,
     PRIMARY KEY (site, product_id));
@@ -301,14 +304,28 @@ class ReferenceStore:
                                 (key, version)).fetchone()
         return dict(row[0]) if row else {}
 
-    def catalogue(self, key: str, version: int):
-        """Yield (product id, sku, prototypes (P, E) float16) of every product in the version, streamed."""
+    def catalogue(self, key: str, version: int, site: str | None = None):
+        """Yield (product id, sku, prototypes (P, E) float16) of every product in the version, streamed;
+        with ``site``, of the site's products when it has a list (``set_site_products``)."""
+        listed = site is not None and self.conn.execute(
+            "SELECT 1 FROM site_products WHERE site = %s LIMIT 1", (site,)).fetchone() is not None
+        where = " AND m.product_id IN (SELECT product_id FROM site_products WHERE site = %s)" if listed else ""
+        args = (key, version, site) if listed else (key, version)
         with self.conn.cursor() as cur:
             for pid, sku, protos in cur.stream(
                     "SELECT p.id, p.sku, e.protos FROM gallery_members m JOIN products p ON p.id = m.product_id "
-                    "JOIN entries e ON e.id = m.entry_id WHERE m.model_key = %s AND m.version = %s "
-                    "ORDER BY p.id", (key, version)):
+                    "JOIN entries e ON e.id = m.entry_id WHERE m.model_key = %s AND m.version = %s" + where +
+                    " ORDER BY p.id", args):
                 yield int(pid), sku, np.frombuffer(protos, np.float16)
+
+    def set_site_products(self, site: str, skus: list[str]) -> int:
+        """The products ``site`` handles (replacing its list; empty: no list, the whole catalogue)."""
+        ids = self.product_ids(list(skus)) if skus else {}
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("DELETE FROM site_products WHERE site = %s", (site,))
+            cur.executemany("INSERT INTO site_products (site, product_id) VALUES (%s, %s)",
+                            [(site, i) for i in ids.values()])
+        return len(ids)
 
     def fetch(self, key: str, version: int, sku: str) -> SkuEntry | None:
         """One product's entry under this model and version (None: not in the gallery)."""

@@ -227,6 +227,18 @@ def test_catalogue_gallery_identifies_fetches_and_warm_starts(pg_url, tmp_path):
         assert same_entry(cat.entry("sku12"), entries["sku12"])
     finally:
         cat.close()
+    # a site that lists its products indexes those only (rig gallery site)
+    from damage_rig.rig.cli import main
+
+    listing = tmp_path / "hall-2.txt"
+    listing.write_text("sku3\nsku12\nsku7\n")
+    assert main(["gallery", "site", "--db", pg_url, "--site", "hall-2", str(listing)]) == 0
+    site_cat = CatalogueGallery(pg_url, KEY_A, state_dir=tmp_path / "site", site="hall-2", warm_products=0)
+    try:
+        assert sorted(site_cat.skus) == ["sku12", "sku3", "sku7"] and "sku1" not in site_cat.skus
+        assert site_cat.identify(list(probe), 0.05)[0] == "sku12"
+    finally:
+        site_cat.close()
     # a restart while the store is away starts from the index snapshot and the disk level
     bad = pg_url.rsplit("/", 1)[0].replace("127.0.0.1:", "127.0.0.1:1") + "/nodb"
     with pytest.raises(DeviceError, match="no index snapshot"):
