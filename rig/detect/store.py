@@ -307,7 +307,9 @@ class ReferenceStore:
     def catalogue(self, key: str, version: int, site: str | None = None):
         """Yield (product id, sku, prototypes (P, E) float16) of every product in the version, streamed;
         with ``site``, of the site's products when it has a list (``set_site_products``)."""
+        # a store made before site lists existed has no such table: no list there
         listed = site is not None and self.conn.execute(
+            "SELECT to_regclass('site_products') IS NOT NULL").fetchone()[0] and self.conn.execute(
             "SELECT 1 FROM site_products WHERE site = %s LIMIT 1", (site,)).fetchone() is not None
         where = " AND m.product_id IN (SELECT product_id FROM site_products WHERE site = %s)" if listed else ""
         args = (key, version, site) if listed else (key, version)
