@@ -205,6 +205,23 @@ class ScanConfig(_Strict):
     on_wrong_item: Literal["divert", "pass"] = "divert"
     min_id_conf: Annotated[float, Field(ge=0, le=1)] = 0.9  # image identification must be this sure to overrule
     codes: dict[str, str] = {}  # barcode -> SKU, for scanners that send codes (GTIN, ...) rather than SKUs
+class GalleryConfig(_Strict):
+    """The product references from a site's reference store (rig/detect/catalogue.py), cached on the rig.
+
+    Without this section the rig uses the model folder's gallery, as before."""
+
+    # postgresql://USER@HOST:PORT/DB; a password belongs in ~/.pgpass or PGPASSWORD, not in this file
+    store: Annotated[str, Field(pattern=r"^postgres(ql)?://\S+$")]
+    cache_mb: Annotated[float, Field(ge=16, le=1_000_000)] = 512.0  # products kept in memory (LRU)
+    disk_mb: Annotated[float, Field(ge=0, le=10_000_000)] = 4096.0  # second level in the state directory
+    # a product whose references are still being fetched: scored without the reference channels, or diverted
+    on_miss: Literal["score", "divert"] = "score"
+    site: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None  # default: rig name
+    warm_products: Annotated[int, Field(ge=0, le=10_000_000)] = 2000  # the site's most frequent, at start
+    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+    nprobe: Annotated[int, Field(ge=1, le=4096)] = 32  # inverted lists searched (ANN recall vs speed)
+
+
 class CameraFaultConfig(_Strict):
     """One fault injected into a sim camera: ``kind`` from ``at_s`` (belt time) for ``for_s`` s (None: until closed)."""
 
@@ -258,6 +275,7 @@ class RigConfig(_Strict):
     metrics: MetricsConfig | None = None
     mqtt: MqttConfig | None = None
     scan: ScanConfig | None = None
+    gallery: GalleryConfig | None = None
     sim: SimConfig = SimConfig()
 
     # resolved at load time; not part of the file

@@ -45,6 +45,16 @@ def _model_dir(args):
     return load_config(args.config or DEMO_CONFIG).model_dir
 
 
+def _catalogue(args) -> str | None:
+    """The reference store of the rig's config (gallery.store), where enrollments also go."""
+    if not args.config:
+        return None
+    from ..config import load_config
+
+    g = load_config(args.config).gallery
+    return g.store if g is not None else None
+
+
 def _token(args) -> str | None:
     import os
     from pathlib import Path
@@ -92,7 +102,7 @@ def run(args) -> int:
         store = ReviewStore(state)
         try:
             if args.enroll:
-                r = enroll.enroll_reviewed(store, model_dir, args.enroll)
+                r = enroll.enroll_reviewed(store, model_dir, args.enroll, _catalogue(args))
                 print(f"enrolled {r['enrolled']} image(s) of {len(r['items'])} item(s) for {r['sku']}: "
                       f"gallery {r['version']}")
             else:
@@ -104,7 +114,7 @@ def run(args) -> int:
     if args.references and not Path(args.references).is_dir():
         raise ConfigError(f"--references {args.references}: no such folder (expected DIR/SKU/*.png)")
     server = ReviewServer(state, port=args.port, host=args.host, model_dir=model_dir, token=_token(args),
-                          references=args.references)
+                          references=args.references, catalogue=_catalogue(args))
     if server.guard.token:
         print(f"listening on {args.host} beyond loopback: open {server.url}?token=TOKEN once per browser")
     print(f"review terminal for {state}: {server.url}  (Ctrl-C stops)", flush=True)

@@ -84,6 +84,9 @@ class ItemScore:
     expected_sku: str = ""
     image_sku: str = ""
     image_conf: float = 0.0
+    # the product's references were not on the rig yet (reference store, fetched in the background):
+    # scored without the anomaly and registered channels, which read "as a pristine view"
+    refs_missing: bool = False
 
 
 class Scorer:
@@ -151,7 +154,8 @@ class Scorer:
     def set_gallery(self, gallery: Gallery) -> None:
         """Swap in a gallery (for example after `rig enroll` wrote a new version)."""
         self.gallery = gallery
-        self.index = GalleryIndex(gallery)
+        # a store-backed gallery (catalogue.py) brings its ANN index; a local one is searched exactly
+        self.index = gallery.make_index() if hasattr(gallery, "make_index") else GalleryIndex(gallery)
         self.skus = self.index.skus
         self.geo_scales = gallery.geo_scales()
 
@@ -247,22 +251,28 @@ class Scorer:
                                  f"{self.gallery.version}; enroll it with 'rig enroll'")
             sku_pred = sku
         t_anom = time.perf_counter()
-        entry = self.gallery.skus[sku_pred]
+        # a store-backed gallery answers None while the product's references are being fetched
+        entry = self.gallery.entry(sku_pred) if hasattr(self.gallery, "entry") else self.gallery.skus[sku_pred]
         p_scale, g_scale = self.gallery.scales(sku_pred)
-        bank = entry.bank.astype(np.float32)
+        bank = entry.bank.astype(np.float32) if entry is not None else None
         shift = self.gallery.disc_shift(sku_pred)  # judged against the product's own references
         views, logits, p_anoms, g_anoms, types, compares = {}, [], [], [], [], []
         for v, out in view_outputs.items():
             logit = float(np.ravel(out["damage_logit"])[0]) - shift
-            amap = patch_map(np.asarray(out["patch_features"], np.float32), bank) / p_scale
-            pa = map_score(amap)
-            ga = global_anomaly(np.ravel(out["global_desc"]), entry.descs) / g_scale
+            if entry is None:  # no reference channels: 1.0 = as anomalous as a pristine reference
+                pf = np.asarray(out["patch_features"])
+                amap = np.ones(pf.shape[-2:], np.float32)
+                pa = ga = 1.0
+            else:
+                amap = patch_map(np.asarray(out["patch_features"], np.float32), bank) / p_scale
+                pa = map_score(amap)
+                ga = global_anomaly(np.ravel(out["global_desc"]), entry.descs) / g_scale
             views[v] = ViewScore(float(1 / (1 + np.exp(-logit))), float(max(pa, ga)),
                                  amap.astype(np.float32), pa, ga,
                                  damage_map=np.squeeze(np.asarray(out["damage_map"], np.float32))
                                  if "damage_map" in out else None)
             canon = (canons or {}).get(v)
-            if canon is not None and v in entry.geo:
+            if canon is not None and entry is not None and v in entry.geo:
                 compares.append((views[v], canon, entry.geo[v]))
             logits.append(logit)
             p_anoms.append(pa)
@@ -293,7 +303,8 @@ class Scorer:
         timing = {"identify": (t_anom - t_id) * 1000.0, "anomaly": (t_fuse - t_anom) * 1000.0,
                   "fuse": (t_end - t_fuse) * 1000.0}
         return ItemScore(score, damaged, dtype, sku_pred, sku_conf,
-                         max(v.anomaly for v in views.values()), views, type_probs, feats, thr, timing)
+                         max(v.anomaly for v in views.values()), views, type_probs, feats, thr, timing,
+                         refs_missing=entry is None)
 
     @staticmethod
     def _compare_view(vs: ViewScore, canon: Canon, refs) -> None:

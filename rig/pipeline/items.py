@@ -28,7 +28,9 @@ COUNTERS = ("items", "decisions", "diverted", "divert_acked", "late", "faults", 
             "stage_errors", "ignored_late_scores", "event_write_failures")
 
 #: reasons of decisions taken on the item's score (rig/scan/decide.py adds the scan's); any other is the fail-safe's
-SCORED_REASONS = frozenset({"score", "wrong_item", "no_scan", "unreadable_scan", "unknown_sku"})
+# "no_references": the product's references were still being fetched from the reference store
+SCORED_REASONS = frozenset({"score", "wrong_item", "no_scan", "unreadable_scan", "unknown_sku",
+                            "no_references"})
 
 
 class Score(Protocol):

@@ -34,6 +34,9 @@ class ScoreStage:
         self.decide = decide
         self._thr: float | None = None
         self.scan_cfg = None  # config.ScanConfig when the rig has a scan input: the scanned product is checked
+        # the product's references not on the rig yet (reference store): "score" without the reference
+        # channels, or "divert"; either way the reason is "no_references" (config gallery.on_miss)
+        self.on_refs_missing = "score"
         self.queue: queue.Queue = queue.Queue(maxsize=64)
         self.beat: Beat = lambda stage: None
         self.busy = 0  # items being scored now (``inference.score_threads`` threads share the queue)
@@ -76,6 +79,10 @@ class ScoreStage:
             else:
                 score = self.scorer.score_item(item.views, threshold=self.threshold(), canons=item.canons)
                 decision, reason = ("divert" if score.damaged else "pass"), "score"
+            if getattr(score, "refs_missing", False) and reason != "wrong_item":
+                reason = "no_references"
+                if self.on_refs_missing == "divert":
+                    decision = "divert"
         except Exception:
             log.exception("item %s: scoring failed", item.item_id)
             self.ledger.count("stage_errors")

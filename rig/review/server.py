@@ -152,11 +152,12 @@ class ReviewServer(LocalServer):
 
     def __init__(self, state_dir: str | Path, port: int = 8080, host: str = "127.0.0.1",
                  model_dir: str | Path | None = None, token: str | None = None,
-                 references: str | Path | None = None):
+                 references: str | Path | None = None, catalogue: str | None = None):
         host = host.strip("[]")
         g.Guard(host, 1, token)  # refuse a bind beyond loopback without a token before opening anything
         self.store = ReviewStore(state_dir)
         self.model_dir = Path(model_dir) if model_dir else None
+        self.catalogue = catalogue  # the site's reference store URL (config gallery.store): enrollments go there too
         self.masks = MaskStore(self.store.state_dir)
         self.references = References(self.store, self.model_dir, Path(references) if references else None)
         self._bind(host, port, token, self._handler())
@@ -251,7 +252,7 @@ class ReviewServer(LocalServer):
                 return {"versions": enroll.versions(self._model_dir())}
             if method == "POST" and parts == ["gallery", "enroll"]:
                 sku = g.field(body, "sku", str, required=True)
-                return enroll.enroll_reviewed(st, self._model_dir(), sku)
+                return enroll.enroll_reviewed(st, self._model_dir(), sku, self.catalogue)
             if method == "POST" and parts == ["gallery", "rollback"]:
                 version = g.field(body, "version", str)
                 return enroll.rollback(st, self._model_dir(), version)

@@ -89,7 +89,19 @@ def load_scorer(cfg: RigConfig) -> Scorer:
     backend = make_backend(cfg.inference.backend, onnx_path, max_batch=cfg.inference.max_batch,
                            threads=cfg.inference.threads, allow_fallback=cfg.inference.allow_fallback,
                            engine_dir=cfg.inference.engine_dir)
-    return Scorer.load(cfg.model_dir, backend=backend)
+    if cfg.gallery is None:
+        return Scorer.load(cfg.model_dir, backend=backend)
+    # references from the site's reference store, cached on the rig (rig/detect/catalogue.py)
+    from ..detect.catalogue import CatalogueGallery
+    from ..detect.store import model_key
+
+    g = cfg.gallery
+    cat = CatalogueGallery(g.store, model_key(card), cache_mb=g.cache_mb, disk_mb=g.disk_mb,
+                           state_dir=cfg.state_dir, site=g.site or cfg.name, warm_products=g.warm_products,
+                           connect_timeout_s=g.connect_timeout_s, nprobe=g.nprobe)
+    log.info("gallery from the reference store: model %s, version %s, %d products (%s), cache %.0f MB",
+             cat.key, cat.version, len(cat.index), cat.index.kind, g.cache_mb)
+    return Scorer(card, cat, backend, cfg.model_dir)
 
 
 def open_divert(cfg: RigConfig, state_dir: Path, closers: list) -> tuple[DivertLink, EmulatorProcess | None]:
@@ -149,6 +161,8 @@ def open_rig(cfg: RigConfig, *, clock: StageClock | None = None, watchdog=None, 
         threads = one_owner_per_core()  # BLAS and OpenCV on their callers' threads
         if scorer is None:
             scorer = load_scorer(cfg)
+            if hasattr(scorer.gallery, "close"):  # the reference store's cache and threads
+                closers.append(scorer.gallery.close)
         check_model_input(scorer)
         if hasattr(scorer, "set_view_threads"):
             scorer.set_view_threads(cfg.inference.view_threads)
