@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..rig.foundation.errors import CalibrationError
-from ..rig.foundation.geometry import uses_pixel_rectangles
+from ..rig.foundation.geometry import align_window, uses_pixel_rectangles
 
 F32 = np.float32
 _INT_MIN = np.int32(-(2**31))
@@ -75,7 +75,7 @@ def _corner_pixels(depth, offset, depth_K, color_K, T, scale):
 
 def align_depth_to_color(depth: np.ndarray, depth_K: np.ndarray, color_K: np.ndarray,
                          color_size: tuple[int, int], T_color_depth: np.ndarray,
-                         depth_units_m: float) -> np.ndarray:
+                         depth_units_m: float, window=None) -> np.ndarray:
     """Depth (uint16, Hd x Wd) re-sampled onto the colour image grid (uint16, Hc x Wc).
 
     Exactly librealsense's x86 ``rs.align`` for pinhole cameras. All arithmetic is IEEE
@@ -114,13 +114,22 @@ def align_depth_to_color(depth: np.ndarray, depth_K: np.ndarray, color_K: np.nda
 
     Points behind the colour camera (``Z <= 0``) are not rejected, exactly as in
     librealsense; with a rig's geometry they never occur.
+
+    ``window`` (x0, y0, x1, y1; exclusive ends, inside the colour image) computes
+    only that part of the output, shape (y1 - y0, x1 - x0): rectangles are clipped
+    to the window instead of the image, which skips exactly the pixels outside it,
+    so the result equals the full frame's there, bit for bit.
     """
     depth, cw, ch = _check_inputs(depth, depth_K, color_K, color_size, T_color_depth)
+    try:
+        wx0, wy0, wx1, wy1 = align_window(window, (cw, ch))
+    except ValueError as exc:
+        raise CalibrationError(f"align_depth_to_color: {exc}") from None
     depth_K = np.asarray(depth_K, float)
     color_K = np.asarray(color_K, float)
     T = np.asarray(T_color_depth, float)
     scale = F32(depth_units_m)
-    out = np.zeros((ch, cw), np.uint16)
+    out = np.zeros((wy1 - wy0, wx1 - wx0), np.uint16)
     valid = depth != 0
     if not valid.any():
         return out
@@ -132,15 +141,17 @@ def align_depth_to_color(depth: np.ndarray, depth_K: np.ndarray, color_K: np.nda
         u1, v1 = u0, v0
 
     d = depth[valid]
-    # Clip each rectangle to the image (equivalent to skipping outside pixels one by one).
-    x0 = np.maximum(u0[valid].astype(np.int64), 0)
-    y0 = np.maximum(v0[valid].astype(np.int64), 0)
-    x1 = np.minimum(u1[valid].astype(np.int64), cw - 1)
-    y1 = np.minimum(v1[valid].astype(np.int64), ch - 1)
+    # Clip each rectangle to the window (equivalent to skipping outside pixels one by one), in
+    # window coordinates from here on.
+    x0 = np.maximum(u0[valid].astype(np.int64), wx0) - wx0
+    y0 = np.maximum(v0[valid].astype(np.int64), wy0) - wy0
+    x1 = np.minimum(u1[valid].astype(np.int64), wx1 - 1) - wx0
+    y1 = np.minimum(v1[valid].astype(np.int64), wy1 - 1) - wy0
     keep = (x1 >= x0) & (y1 >= y0)
     d, x0, y0, x1, y1 = d[keep], x0[keep], y0[keep], x1[keep], y1[keep]
     if d.size == 0:
         return out
+    ch, cw = out.shape
 
     # Write the smallest depth per output pixel: 65535 plays "empty" until the end, which
     # is safe because min(empty, d) == d for every uint16 d.

@@ -69,6 +69,10 @@ class BoardSpec:
                 f"{self.marker_mm:g} mm, {self.dictionary}, legacy_pattern={self.legacy_pattern}")
 
 
+#: the board `rig calibrate board` prints when no --board is given (docs/calibration.md); 400 x 280 mm, a 430 x 340 mm page
+DEFAULT_BOARD = BoardSpec(squares_x=10, squares_y=7, square_mm=40.0, marker_mm=30.0, dictionary="DICT_5X5_100")
+
+
 def _dictionary(name: str):
     ident = getattr(cv2.aruco, name, None)
     if not name.startswith("DICT_") or not isinstance(ident, int):

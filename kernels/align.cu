@@ -8,11 +8,15 @@
 // toward zero, NaN or out of int32 range -> INT32_MIN (CUDA's conversion would
 // saturate instead, so the range is checked first).
 //
-// Three launches per frame:
-//   align_clear:   zbuf[i] = 0xFFFFFFFF (empty)              one thread per colour pixel
+// Three launches per frame, over a WINDOW of the colour image (x0, y0, width,
+// height; the whole image, or an item's ROI):
+//   align_clear:   zbuf[i] = 0xFFFFFFFF (empty)              one thread per window pixel
 //   align_scatter: each depth pixel atomicMin()s its raw value into every colour
-//                  pixel of its clipped rectangle           one thread per depth pixel
-//   align_finish:  out[i] = zbuf[i] == empty ? 0 : zbuf[i]   one thread per colour pixel
+//                  pixel of its rectangle clipped to the window
+//                                                           one thread per depth pixel
+//   align_finish:  out[i] = zbuf[i] == empty ? 0 : zbuf[i]   one thread per window pixel
+// Clipping to a window that lies inside the image skips exactly the pixels outside
+// it one by one, so a window's result is the full frame's, bit for bit, inside it.
 // The smallest value wins whatever order the threads run in, so the GPU, the
 // serial CPU twin and the numpy reference agree exactly.
 //
@@ -51,8 +55,8 @@ extern "C" __global__ void align_clear(unsigned int* zbuf, int n) {
 }
 
 extern "C" __global__ void align_scatter(const unsigned short* depth, int dw, int dh, int stride,
-                                         const float* params, int rectangles, unsigned int* zbuf, int cw,
-                                         int ch) {
+                                         const float* params, int rectangles, unsigned int* zbuf, int wx0,
+                                         int wy0, int ww, int wh) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     const int j = blockIdx.y;
     if (i >= dw || j >= dh) return;
@@ -67,11 +71,12 @@ extern "C" __global__ void align_scatter(const unsigned short* depth, int dw, in
         u1 = u0;
         v1 = v0;
     }
-    // Clip to the image (pixels outside are skipped one by one, the rest is written).
-    const int x0 = max(u0, 0), y0 = max(v0, 0);
-    const int x1 = min(u1, cw - 1), y1 = min(v1, ch - 1);
+    // Clip to the window (pixels outside are skipped one by one, the rest is written).
+    const int x0 = max(u0, wx0), y0 = max(v0, wy0);
+    const int x1 = min(u1, wx0 + ww - 1), y1 = min(v1, wy0 + wh - 1);
     for (int y = y0; y <= y1; ++y)
-        for (int x = x0; x <= x1; ++x) atomicMin(zbuf + static_cast<long long>(y) * cw + x, static_cast<unsigned int>(d));
+        for (int x = x0; x <= x1; ++x)
+            atomicMin(zbuf + static_cast<long long>(y - wy0) * ww + (x - wx0), static_cast<unsigned int>(d));
 }
 
 extern "C" __global__ void align_finish(const unsigned int* zbuf, unsigned short* out, int n) {

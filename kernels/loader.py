@@ -87,7 +87,8 @@ MODULES: dict[str, tuple[KernelSpec, ...]] = {
     ),
     "align": (
         KernelSpec("align_clear", ("ptr", "int")),
-        KernelSpec("align_scatter", ("ptr", "int", "int", "int", "ptr", "int", "ptr", "int", "int")),
+        KernelSpec("align_scatter", ("ptr", "int", "int", "int", "ptr", "int", "ptr")
+                   + ("int",) * 4),
         KernelSpec("align_finish", ("ptr", "ptr", "int")),
     ),
 }

@@ -28,8 +28,11 @@
 
 #include <math.h>
 
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -152,14 +155,81 @@ static inline int atomicMin(int* addr, int val) {
 namespace twin {
 // Host threads a launch may use (the loader sets it through twin_set_threads).
 inline int threads = 1;
-// Below this many kernel threads a launch stays on the caller's thread: starting
-// a host thread costs tens of microseconds, more than such a grid takes.
+// Below this many kernel threads a launch stays on the caller's thread: handing a
+// range to a helper costs a wake-up, more than such a grid takes.
 constexpr unsigned long long kMinParallelWork = 1ull << 15;
 
 // Call a kernel with the launcher's arguments (void* -> T* needs the explicit cast).
 template <typename... Params, typename... Args>
 inline void call(void (*kernel)(Params...), Args... args) {
     kernel(static_cast<Params>(args)...);
+}
+
+// Persistent helper threads: started on first need, then kept for the process and
+// woken per launch (starting threads on every launch cost tens of microseconds each
+// and oversubscribed the cores). One launch uses the pool at a time; a launch from
+// another thread meanwhile runs on its own caller, so launches never wait on each other.
+class Pool {
+  public:
+    // Run part(k) for every k in [0, n): part 0 on the caller, the rest on helpers.
+    // False (nothing run) when another launch holds the pool.
+    bool run(unsigned n, const std::function<void(unsigned)>& part) {
+        std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+        if (!busy.owns_lock()) return false;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            while (started_ < n - 1) {
+                try {
+                    std::thread(&Pool::serve, this).detach();
+                    ++started_;
+                } catch (const std::system_error&) {  // no thread to be had: the caller does more
+                    break;
+                }
+            }
+            job_ = &part;
+            parts_ = n;
+            next_ = 1;
+            done_ = 1;
+        }
+        wake_.notify_all();
+        part(0);
+        std::unique_lock<std::mutex> g(mu_);
+        while (next_ < parts_) {  // parts no helper has taken yet (too few helpers, or slow to wake)
+            const unsigned k = next_++;
+            g.unlock();
+            part(k);
+            g.lock();
+            ++done_;
+        }
+        finished_.wait(g, [this] { return done_ == parts_; });
+        job_ = nullptr;
+        return true;
+    }
+
+  private:
+    void serve() {
+        std::unique_lock<std::mutex> g(mu_);
+        for (;;) {
+            wake_.wait(g, [this] { return job_ != nullptr && next_ < parts_; });
+            const unsigned k = next_++;
+            const std::function<void(unsigned)>* job = job_;
+            g.unlock();
+            (*job)(k);
+            g.lock();
+            if (++done_ == parts_) finished_.notify_all();
+        }
+    }
+
+    std::mutex busy_, mu_;
+    std::condition_variable wake_, finished_;
+    const std::function<void(unsigned)>* job_ = nullptr;
+    unsigned parts_ = 0, next_ = 0, done_ = 0, started_ = 0;
+};
+
+// Never destroyed: its helpers wait on it until the process ends.
+inline Pool& pool() {
+    static Pool* p = new Pool();
+    return *p;
 }
 
 // Run body() once per thread of the grid. `body` is a lambda naming the kernel
@@ -191,18 +261,10 @@ inline void launch(dim3 grid, dim3 block, const Body& body) {
         run_blocks(0, blocks);
         return;
     }
-    std::vector<std::thread> helpers;
-    helpers.reserve(n - 1);
-    for (unsigned long long k = 1; k < n; ++k) {
-        const unsigned long long first = blocks * k / n, last = blocks * (k + 1) / n;
-        try {
-            helpers.emplace_back(run_blocks, first, last);
-        } catch (const std::system_error&) {  // no thread to be had: run that range here
-            run_blocks(first, last);
-        }
-    }
-    run_blocks(0, blocks / n);
-    for (std::thread& t : helpers) t.join();
+    const std::function<void(unsigned)> part = [&run_blocks, blocks, n](unsigned k) {
+        run_blocks(blocks * k / n, blocks * (k + 1) / n);
+    };
+    if (!pool().run(static_cast<unsigned>(n), part)) run_blocks(0, blocks);
 }
 }  // namespace twin
 

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,10 @@ from .arch import (
     trunk_features,
 )
 from .augment import SYNTH_TYPES, synth_damage
+from .distributed import DataParallel
 from .evaluate import load_view, score_items
 from .export import export_onnx
+from .fleet import is_manifest, manifest_dataset
 from .metrics import summarize
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,9 @@ SYNTHETIC_SHARE = 0.5  # ok train views that also train as a copy with synthetic
 SYNTHETIC_MAX = 1500
 KNOWN_GOOD_DEFAULT = 64  # ok train views per SKU in the gallery (identification, registered references)
 FINETUNE_EPOCHS = 0   # epochs of trunk fine-tuning after the head epochs (0: frozen trunk; see docs)
+
+
+_ALONE = DataParallel(join=False)  # one process (the helpers' default)
 
 
 def say(msg: str) -> None:
@@ -197,8 +203,11 @@ def _new_cache(model, records, synth_records, ref_records, n_types: int, input_s
 
 
 def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str], sku_index: dict,
-                    supervised: bool, has_depth: bool, progress: bool) -> None:
-    """Step 1: run the frozen trunk once over every train view and reference; fill the targets."""
+                    supervised: bool, has_depth: bool, progress: bool, dp: DataParallel | None = None) -> None:
+    """Step 1: run the frozen trunk once over every train view and reference; fill the targets.
+
+    Under torchrun each rank reads and runs its own rows (``k % world``), then all share them."""
+    dp = dp or _ALONE
     grid = model.trunk.grid
     pool = model.heads.depth.pool if has_depth else None
     bar = tqdm(total=c.n, desc="trunk features", unit="view", disable=not progress)
@@ -221,6 +230,8 @@ def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str]
         idx.clear()
 
     for k, (it, v) in enumerate(c.records):
+        if not dp.mine(k):
+            continue
         buf.append(load_view(prep, ds, it, v))
         idx.append(k)
         dmg, target = view_targets(ds, it, v, grid)
@@ -233,6 +244,8 @@ def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str]
             flush()
     for j, (it, v, syn_seed) in enumerate(c.synth_records):
         k = len(c.records) + j
+        if not dp.mine(k):
+            continue
         rgb, depth, mask, kind = synth_damage(ds.load_rgb(it, v), ds.load_depth_mm(it, v),
                                               np.random.default_rng(syn_seed))
         buf.append(prep.prepare_view(rgb, depth, where=f"item {it.id!r} view {v!r} (synthetic {kind})"))
@@ -245,7 +258,8 @@ def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str]
             flush()
     for j, (sku, path) in enumerate(c.ref_records):
         k = len(c.records) + len(c.synth_records) + j
-
+        if not dp.mine(k):
+            continue
         buf.append(prep.prepare_view(read_rgb(path), None, where=f"reference {path}"))
         idx.append(k)
         c.y_sku[k] = sku_index[sku]  # references train identification only (w_damage = 0)
@@ -253,13 +267,19 @@ def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str]
             flush()
     flush()
     bar.close()
+    for name in ("feats", "deeps", "mids", "depth_small", "y_view", "y_patch", "w_patch", "y_type", "w_damage",
+                 "y_sku"):
+        dp.share_rows(getattr(c, name))
 
 
 def _batch_loss_fn(heads, c: _Cache, classifier, pos_weight):
     """The per-batch loss, shared by the head phase and the fine-tuning phase."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits
 
-    def batch_loss(f, g, d, b, k=0, flip=False):
+    def batch_loss(f, g, d, b, k=0, flip=False, whole=None):
+        # ``whole``: the global batch ``b`` is this rank's share of (every denominator is the whole's,
+        # so the ranks' gradients add up to the single process's); None: b is the whole batch
+        nb = b if whole is None else whole
         x = f
         if heads.depth is not None:
             x = torch.cat([f, heads.depth.net(d)], dim=1)
@@ -269,44 +289,52 @@ def _batch_loss_fn(heads, c: _Cache, classifier, pos_weight):
         logit = heads.damage(torch.cat([pooled, dmap.amax(dim=(1, 2))[:, None]], dim=1))[:, 0]
         wd = torch.from_numpy(c.w_damage[b])
         yv = torch.from_numpy(c.y_view[b])
-        loss = (bce(logit, yv, pos_weight=pos_weight, reduction="none") * wd).sum() / wd.sum().clamp(min=1)
+        wd_all = float(c.w_damage[nb].sum())
+        loss = (bce(logit, yv, pos_weight=pos_weight, reduction="none") * wd).sum() / max(wd_all, 1.0)
         wp = torch.from_numpy(c.w_patch[b])
-        if wp.sum() > 0:
+        wp_all = float(c.w_patch[nb].sum())
+        if wp_all > 0:
             yp = _orient(torch.from_numpy(c.y_patch[b]), k, flip)
             lp = bce(dmap, yp, pos_weight=pos_weight, reduction="none").mean(dim=(1, 2))
-            loss = loss + 0.5 * (lp * wp).sum() / wp.sum()
+            loss = loss + 0.5 * (lp * wp).sum() / wp_all
         wt = wd * yv
-        if wt.sum() > 0:
+        wt_all = float((c.w_damage[nb] * c.y_view[nb]).sum())
+        if wt_all > 0:
             lt = bce(heads.types(pooled), torch.from_numpy(c.y_type[b]), reduction="none").mean(1)
-            loss = loss + 0.5 * (lt * wt).sum() / wt.sum()
+            loss = loss + 0.5 * (lt * wt).sum() / wt_all
         emb = torch.nn.functional.normalize(heads.embed(foreground_pool(f)), dim=1)
         cls = torch.nn.functional.normalize(classifier, dim=1)
-        return loss + 0.5 * torch.nn.functional.cross_entropy(16.0 * emb @ cls.T,
-                                                              torch.from_numpy(c.y_sku[b]))
+        ce = torch.nn.functional.cross_entropy(16.0 * emb @ cls.T, torch.from_numpy(c.y_sku[b]), reduction="sum")
+        return loss + 0.5 * ce / len(nb)
     return batch_loss
 
 
 def _run_epochs(desc: str, epochs: int, c: _Cache, batch_size: int, rng, opt, sched, step_loss,
-                progress: bool, sort_batch: bool = False) -> None:
-    """Epochs of shuffled batches: ``step_loss(b)`` gives the loss of the batch of rows ``b``."""
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
+                progress: bool, sort_batch: bool = False, dp: DataParallel | None = None) -> None:
+    """Epochs of shuffled batches: ``step_loss(rows, whole)`` gives the loss of ``rows``, this rank's
+    share of the global batch ``whole`` (models/distributed.py); the ranks' gradients are summed."""
+    dp = dp or _ALONE
+    params = [p for group in opt.param_groups for p in group["params"]]
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress or not dp.main)
     for _epoch in bar:
         order = rng.permutation(c.n)
         total = 0.0
         for s in range(0, c.n, batch_size):
             b = np.sort(order[s:s + batch_size]) if sort_batch else order[s:s + batch_size]
-            loss = step_loss(b)
             opt.zero_grad()
-            loss.backward()
+            loss = step_loss(dp.local(b), b)  # None: a last batch smaller than the group left none here
+            if loss is not None:
+                loss.backward()
+            dp.reduce_grads(params)
             opt.step()
             sched.step()
-            total += loss.item() * len(b)
+            total += 0.0 if loss is None else loss.item() * len(b)  # this rank's share
         bar.set_postfix(loss=f"{total / c.n:.4f}")
     bar.close()
 
 
 def _train_heads(model, c: _Cache, n_skus: int, supervised: bool, has_depth: bool, epochs: int,
-                 batch_size: int, lr: float, rng, progress: bool):
+                 batch_size: int, lr: float, rng, progress: bool, dp: DataParallel = _ALONE):
     """Step 3: train the heads on the cache; returns (head parameters, the batch loss)."""
     heads = model.heads
     heads.train()
@@ -322,20 +350,22 @@ def _train_heads(model, c: _Cache, n_skus: int, supervised: bool, has_depth: boo
     batch_loss = _batch_loss_fn(heads, c, classifier, pos_weight)
     t_fit = time.monotonic()
 
-    def step_loss(b):
+    def step_loss(b, whole):
         flip = bool(rng.random() < 0.5)  # a flipped feature map is a plausible view of a flipped item
+        if not len(b):  # drawn all the same: every rank's generator stays in step
+            return None
         f = _orient(torch.from_numpy(c.feats[b].astype(np.float32)), 0, flip)
         g = _orient(torch.from_numpy(c.deeps[b].astype(np.float32)), 0, flip)
         d = _orient(torch.from_numpy(c.depth_small[b].astype(np.float32)), 0, flip) if has_depth else None
-        return batch_loss(f, g, d, b, 0, flip)
+        return batch_loss(f, g, d, b, 0, flip, whole)
 
-    _run_epochs("training heads", epochs, c, batch_size, rng, opt, sched, step_loss, progress)
+    _run_epochs("training heads", epochs, c, batch_size, rng, opt, sched, step_loss, progress, dp=dp)
     say(f"trained the heads for {epochs} epochs in {time.monotonic() - t_fit:.0f} s")
     return params, batch_loss
 
 
 def _finetune_trunk(model, c: _Cache, params, batch_loss, has_depth: bool, epochs: int, batch_size: int,
-                    lr: float, finetune_lr: float, rng, progress: bool) -> None:
+                    lr: float, finetune_lr: float, rng, progress: bool, dp: DataParallel = _ALONE) -> None:
     """Step 3b: fine-tune the stride-16 trunk blocks on the cached stride-8 maps.
 
     Thin tears and shallow crushes are smaller than what frozen ImageNet features
@@ -357,16 +387,18 @@ def _finetune_trunk(model, c: _Cache, params, batch_loss, has_depth: bool, epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[lr * 0.3, finetune_lr], total_steps=max(1, epochs * steps_per_epoch))
 
-    def step_loss(b):
+    def step_loss(b, whole):
         k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+        if not len(b):
+            return None
         m = _orient(torch.from_numpy(c.mids[b].astype(np.float32)), k, flip)
         patch, g = model.trunk.from_mid(m)
         f = trunk_features(m, patch)
         d = _orient(torch.from_numpy(c.depth_small[b].astype(np.float32)), k, flip) if has_depth else None
-        return batch_loss(f, g, d, b, k, flip)
+        return batch_loss(f, g, d, b, k, flip, whole)
 
     _run_epochs("fine-tuning trunk", epochs, c, batch_size, rng, opt, sched, step_loss, progress,
-                sort_batch=True)
+                sort_batch=True, dp=dp)
     for p in tuned_params:  # heads.pt stores them in float16: export what will be reloaded
         p.requires_grad_(False)
         p.data.copy_(p.data.half().float())
@@ -497,15 +529,39 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
           threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None,
           known_good: int = KNOWN_GOOD_DEFAULT, finetune_epochs: int = FINETUNE_EPOCHS,
           finetune_lr: float = 3e-4, synthetic: float = SYNTHETIC_SHARE) -> dict:
-    """Train, export and calibrate a model from DATASET into OUT; returns the model card."""
+    """Train, export and calibrate a model from DATASET into OUT; returns the model card.
+
+    Under torchrun the processes share the feature caching and every training step
+    (models/distributed.py); rank 0 exports, builds the gallery and calibrates, the others
+    return an empty dict."""
     t_start = time.monotonic()
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
+    dp = DataParallel()
+    try:
+        if is_manifest(data):  # datasets exported by many rigs (models/fleet.py)
+            with tempfile.TemporaryDirectory(prefix="rig-fleet-") as work:
+                return _train(dp, manifest_dataset(data, work), out, fpr=fpr, epochs=epochs,
+                              input_size=input_size, batch_size=batch_size, seed=seed, bank_size=bank_size,
+                              threads=threads, lr=lr, progress=progress, command=command, known_good=known_good,
+                              finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, synthetic=synthetic,
+                              rng=rng, t_start=t_start)
+        return _train(dp, data, out, fpr=fpr, epochs=epochs, input_size=input_size, batch_size=batch_size,
+                      seed=seed, bank_size=bank_size, threads=threads, lr=lr, progress=progress,
+                      command=command, known_good=known_good, finetune_epochs=finetune_epochs,
+                      finetune_lr=finetune_lr, synthetic=synthetic, rng=rng, t_start=t_start)
+    finally:
+        dp.close()
+
+
+def _train(dp: DataParallel, data, out, *, fpr, epochs, input_size, batch_size, seed, bank_size, threads, lr,
+           progress, command, known_good, finetune_epochs, finetune_lr, synthetic, rng, t_start) -> dict:
     out = Path(out)
-    if (out / CARD_NAME).exists():
+    if dp.main and (out / CARD_NAME).exists():
         say(f"{out} already holds a model; it will be overwritten")
-    out.mkdir(parents=True, exist_ok=True)
+    if dp.main:
+        out.mkdir(parents=True, exist_ok=True)
     say(f"reading dataset {data}")
     ds = read_dataset(data)
     check_dataset(ds)
@@ -530,15 +586,18 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     ref_records = [(sku, p) for sku in sorted(ds.references) for p in ds.references[sku]]
     tuned = finetune_epochs > 0 and supervised
     cache = _new_cache(model, records, synth_records, ref_records, len(types), input_size, tuned, has_depth)
-    _cache_features(model, ds, prep, cache, types, sku_index, supervised, has_depth, progress)
+    _cache_features(model, ds, prep, cache, types, sku_index, supervised, has_depth, progress and dp.main, dp)
     say(f"cached {cache.n} views' trunk features in {time.monotonic() - t_start:.0f} s")
 
     # ---- 3. train the heads on the cache; 3b. fine-tune the trunk; 3c. PCA -------------
     params, batch_loss = _train_heads(model, cache, len(train_skus), supervised, has_depth, epochs,
-                                      batch_size, lr, rng, progress)
+                                      batch_size, lr, rng, progress, dp)
     if tuned:
         _finetune_trunk(model, cache, params, batch_loss, has_depth, finetune_epochs, batch_size, lr,
-                        finetune_lr, rng, progress)
+                        finetune_lr, rng, progress, dp)
+    if not dp.main:  # rank 0 has the same weights: it exports, builds the gallery and calibrates
+        say(f"rank {dp.rank} of {dp.world}: training done")
+        return {}
     _fit_pca(model, cache, tuned, rng)
     model.heads.eval()
     cache = None  # free the cache before export and val scoring
@@ -566,6 +625,7 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
     # ---- 6. fusion + threshold on val through the runtime scorer; 7. model card ------
     fusion, threshold, metrics, val, y = _calibrate(scorer, ds, out, fpr, types, progress)
     training = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "known_good": known_good,
+                "processes": dp.world,
                 "threads": threads, "seconds": round(time.monotonic() - t_start, 1),
                 "torch_onnx_max_abs_diff": parity["max_abs_diff"]}
     card.update(_card_details(out, onnx_path, command, model.trunk.grid, fusion, fpr, threshold, ds, y,

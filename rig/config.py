@@ -53,6 +53,32 @@ InferenceBackendName = _choices(INFERENCE)
 PreprocessBackendName = _choices(PREPROCESS)
 
 
+class CameraSettings(_Strict):
+    """RealSense settings written at start by the ``realsense`` backend (None: leave the camera's own).
+
+    At 3 m/s an item moves 3 mm per millisecond of exposure: set ``exposure_us``
+    (colour, manual; with light enough for it) rather than auto exposure.
+    ``sync_mode``: one camera 'master', the others 'slave' (cable between their sync pins).
+    """
+
+    visual_preset: Literal["custom", "default", "hand", "high_accuracy", "high_density",
+                           "medium_density"] | None = None
+    exposure_us: Annotated[float, Field(ge=1, le=200_000)] | None = None  # colour; None: auto exposure
+    gain: Annotated[float, Field(ge=0, le=256)] | None = None  # colour; needs exposure_us
+    depth_exposure_us: Annotated[float, Field(ge=1, le=200_000)] | None = None  # None: auto exposure
+    laser_power_mw: Annotated[float, Field(ge=0, le=360)] | None = None
+    emitter: bool | None = None
+    sync_mode: Literal["default", "master", "slave", "full_slave"] | None = None
+
+    @model_validator(mode="after")
+    def _gain_needs_exposure(self):
+        if self.gain is not None and self.exposure_us is None:
+            raise ValueError("gain applies to manual exposure only: set exposure_us too")
+        if self.laser_power_mw is not None and self.emitter is False:
+            raise ValueError("laser_power_mw with emitter: false — the laser is off; drop one of them")
+        return self
+
+
 class CameraConfig(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")]
     role: Literal["top", "side", "front", "back"] = "top"
@@ -61,6 +87,7 @@ class CameraConfig(_Strict):
     recording: str | None = None
     resolution: tuple[Annotated[int, Field(ge=64, le=4096)], Annotated[int, Field(ge=48, le=4096)]] = (640, 480)
     fps: Annotated[int, Field(ge=1, le=300)] = 30
+    settings: CameraSettings = CameraSettings()  # applied by the realsense backend at start
 
     @model_validator(mode="after")
     def _source_fields(self):
@@ -108,8 +135,14 @@ class InferenceConfig(_Strict):
     backend: InferenceBackendName = "onnxruntime"
     allow_fallback: bool = True  # tensorrt unavailable -> onnxruntime (logged)
     max_batch: Annotated[int, Field(ge=1, le=64)] = 8
-    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 15.0
+    # how long a batch with room left may wait for an item being prepared (0: dispatch at once)
+    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     threads: Annotated[int, Field(ge=1, le=64)] = 2
+    # threads scoring items side by side (the registered comparison is most of an item's CPU: on a
+    # many-core rig at 10 items/s one thread cannot keep up; docs/latency-budget.md)
+    score_threads: Annotated[int, Field(ge=1, le=16)] = 1
+    # threads comparing one item's views with their references side by side (1: one after the other)
+    view_threads: Annotated[int, Field(ge=1, le=16)] = 1
     engine_dir: str | None = None
 
 
@@ -172,6 +205,23 @@ class ScanConfig(_Strict):
     on_wrong_item: Literal["divert", "pass"] = "divert"
     min_id_conf: Annotated[float, Field(ge=0, le=1)] = 0.9  # image identification must be this sure to overrule
     codes: dict[str, str] = {}  # barcode -> SKU, for scanners that send codes (GTIN, ...) rather than SKUs
+class GalleryConfig(_Strict):
+    """The product references from a site's reference store (rig/detect/catalogue.py), cached on the rig.
+
+    Without this section the rig uses the model folder's gallery, as before."""
+
+    # postgresql://USER@HOST:PORT/DB; a password belongs in ~/.pgpass or PGPASSWORD, not in this file
+    store: Annotated[str, Field(pattern=r"^postgres(ql)?://\S+$")]
+    cache_mb: Annotated[float, Field(ge=16, le=1_000_000)] = 512.0  # products kept in memory (LRU)
+    disk_mb: Annotated[float, Field(ge=0, le=10_000_000)] = 4096.0  # second level in the state directory
+    # a product whose references are still being fetched: scored without the reference channels, or diverted
+    on_miss: Literal["score", "divert"] = "score"
+    site: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None  # default: rig name
+    warm_products: Annotated[int, Field(ge=0, le=10_000_000)] = 2000  # the site's most frequent, at start
+    connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+    nprobe: Annotated[int, Field(ge=1, le=4096)] = 32  # inverted lists searched (ANN recall vs speed)
+
+
 class CameraFaultConfig(_Strict):
     """One fault injected into a sim camera: ``kind`` from ``at_s`` (belt time) for ``for_s`` s (None: until closed)."""
 
@@ -192,6 +242,9 @@ class SimConfig(_Strict):
     """Settings of the stand-ins: the ``sim`` capture source's belt, and faults injected into
     the sim cameras and the controller emulator (``divert.url: emulator``)."""
 
+    # what the sim cameras see: the belt with items, or the ChArUco board held up for calibration stills
+    scene: Literal["belt", "charuco"] = "belt"
+    board_hold_s: Annotated[float, Field(gt=0, le=60)] = 0.5  # charuco: seconds the board holds each pose
     items: Annotated[int, Field(ge=1)] | None = None  # None: an endless belt
     seed: int = 1
     damage_rate: Annotated[float, Field(ge=0, le=1)] = 0.2
@@ -201,6 +254,9 @@ class SimConfig(_Strict):
     # the wall clock item ids are drawn from, shifted (s): rehearses a restart after the clock
     # jumped (65,536 s was the old u32 id's wrap) against a long-lived controller
     id_clock_offset_s: Annotated[float, Field(ge=-1e9, le=1e9)] = 0.0
+    # render the simulated cameras in a driver process of their own, frames through shared memory
+    # (`rig bench`: the stand-ins' CPU apart from the rig's); camera_faults need it off
+    separate_process: bool = False
 
 
 class RigConfig(_Strict):
@@ -219,6 +275,7 @@ class RigConfig(_Strict):
     metrics: MetricsConfig | None = None
     mqtt: MqttConfig | None = None
     scan: ScanConfig | None = None
+    gallery: GalleryConfig | None = None
     sim: SimConfig = SimConfig()
 
     # resolved at load time; not part of the file
@@ -248,6 +305,10 @@ class RigConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"camera names must be unique; repeated: {dupes}")
+        masters = [c.name for c in self.cameras if c.settings.sync_mode == "master"]
+        if len(masters) > 1:
+            raise ValueError(f"settings.sync_mode 'master' on more than one camera ({masters}): one camera "
+                             "drives the sync line, the others are 'slave'")
         if self.trigger.camera is not None and self.trigger.camera not in names:
             raise ValueError(f"trigger.camera {self.trigger.camera!r} is not one of the cameras {names}")
         if self.scan is not None and self.scan.url == "mqtt" and self.mqtt is None:

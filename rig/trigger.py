@@ -8,8 +8,16 @@ factor precomputed. Pixels higher than ``min_height_mm``, or whose 5x5 average
 is higher than ``thin_height_mm`` (items from 2 mm), form blobs; each blob
 becomes a belt-frame box (extent along x and y, height). Blobs are tracked from
 frame to frame by their predicted position (belt speed x elapsed time). A track
-is *captured* once, at its best frame: the frame where its centre was nearest
-the tunnel centre (x = 0), reported when the item has passed it or left view.
+is *captured* once, at its best frame: the frame where its centre is nearest
+the tunnel centre (x = 0). Release is predictive: a frame is known to be the
+best as soon as the next one, predicted from the track's motion and the frame
+interval, would be farther from the centre — the item goes on at once instead
+of one frame later. A track whose prediction was wrong (or that has no motion
+yet) is still released once a frame shows it past the centre, or when it
+leaves view.
+
+With ``height_backend`` "cuda" (the rig's preprocessing on the GPU) the height
+map is kernels/height.cu on the GPU; the numpy path computes the same formula.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import cv2
 import numpy as np
 
 from ..calibration.model import CameraModel
+from ..kernels.height import height_map
 
 SUBSAMPLE = 2  # the trigger works on every 2nd pixel: items are large, this is 4x cheaper
 MIN_FRAMES = 3  # a track seen in fewer frames is a fragment, not an item
@@ -76,7 +85,8 @@ class _Track:
 class HeightMapper:
     """Depth (uint16, the camera's units) -> height above the belt and belt-frame x, y (metres)."""
 
-    def __init__(self, depth_cam: CameraModel, depth_units_mm: float, subsample: int = SUBSAMPLE):
+    def __init__(self, depth_cam: CameraModel, depth_units_mm: float, subsample: int = SUBSAMPLE,
+                 backend: str | None = None):
         w, h = depth_cam.size
         us, vs = np.meshgrid(np.arange(0, w, subsample, dtype=np.float64),
                              np.arange(0, h, subsample, dtype=np.float64))
@@ -88,11 +98,24 @@ class HeightMapper:
         self.ax, self.ay, self.az = (a.astype(np.float32) for a in (self.ax, self.ay, self.az))
         self.t = t.astype(np.float32)
         self.step = subsample
+        # kernels/height.cu: the belt plane in the depth camera's frame is R[2] . X + t_z = 0, and a
+        # subsampled pixel u' is pixel step * u', i.e. the intrinsics divided by step
+        self.backend = backend
+        self._units_m = scale
+        self._K_sub = K.astype(np.float64).copy()
+        self._K_sub[:2] /= subsample
+        self._plane = (R[2].astype(np.float64), float(t[2]))
 
     def __call__(self, depth: np.ndarray):
-        d = depth[:: self.step, :: self.step].astype(np.float32)
+        sub = depth[:: self.step, :: self.step]
+        d = sub.astype(np.float32)
         valid = d > 0
-        height = np.where(valid, d * self.az + self.t[2], 0.0)
+        if self.backend is None:
+            height = np.where(valid, d * self.az + self.t[2], 0.0)
+        else:
+            mm = height_map(np.ascontiguousarray(sub), self._units_m, self._K_sub, *self._plane,
+                            backend=self.backend)
+            height = np.where(valid, mm * np.float32(0.001), np.float32(0.0))
         return height, valid, d
 
     def xy(self, d: np.ndarray, rows: np.ndarray, cols: np.ndarray):
@@ -104,8 +127,10 @@ class Trigger:
     def __init__(self, depth_cam: CameraModel, depth_units_mm: float, speed_mps: float,
                  min_height_mm: float = 5.0, min_area_px: int = 400, match_m: float = 0.12,
                  merge_gap_m: float = 0.04, item_numbers=None, n_cameras: int = 1,
-                 thin_height_mm: float = THIN_HEIGHT_MM):
-        self.mapper = HeightMapper(depth_cam, depth_units_mm)
+                 thin_height_mm: float = THIN_HEIGHT_MM, height_backend: str | None = None):
+        self.mapper = HeightMapper(depth_cam, depth_units_mm, backend=height_backend)
+        self._last_t: float | None = None  # the previous frame set's time: the frame interval
+        self.predicted = 0  # captures released by prediction (the rest: past the centre, or lost)
         self.speed = speed_mps
         self.min_height = min_height_mm / 1000.0
         self.thin_height = thin_height_mm / 1000.0
@@ -163,6 +188,8 @@ class Trigger:
         stays until its item leaves view, so its blob is never taken for a new item.
         """
         blobs = self.blobs(depth)
+        frame_dt = None if self._last_t is None else host_time - self._last_t
+        self._last_t = host_time
         done: list[Capture] = []
         unmatched = list(range(len(blobs)))
         for tr in list(self.tracks):
@@ -186,11 +213,15 @@ class Trigger:
                 continue
             unmatched.remove(best_k)
             b = blobs[best_k]
+            velocity = self._velocity(tr, b, host_time)
             tr.blob, tr.t, tr.seen = b, host_time, tr.seen + 1
             if tr.captured:
                 continue
             if not b.touches_edge and (tr.best is None or self._rank(frames, b) > self._rank(tr.best_frames, tr.best)):
                 self._set_best(tr, b, frames, host_time, timestamp_ms)
+                if self._next_is_farther(b, frames, velocity, frame_dt):
+                    self.predicted += 1
+                    done.append(self._capture(tr))  # predicted: no later frame will be nearer
             elif tr.best is not None and b.x > 0 and abs(b.x) > abs(tr.best.x):
                 done.append(self._capture(tr))  # past the centre: its best frame is final
         for k in unmatched:
@@ -202,6 +233,22 @@ class Trigger:
                 self._set_best(tr, b, frames, host_time, timestamp_ms)
             self.tracks.append(tr)
         return done
+
+    def _velocity(self, tr: _Track, b: Blob, t: float) -> float:
+        """The track's speed along the belt (m/s) from its last two positions; the belt's speed when
+        there is no usable measurement (first match, or a blob whose centre jumped)."""
+        dt = t - tr.t
+        if tr.seen < 2 or dt <= 0:
+            return self.speed
+        v = (b.x - tr.blob.x) / dt
+        return v if 0.5 * self.speed <= v <= 2.0 * self.speed else self.speed
+
+    def _next_is_farther(self, b: Blob, frames, velocity: float, frame_dt: float | None) -> bool:
+        """This frame is the best one when the next frame, one interval on, shows the item farther
+        from the centre (and this frame set is complete: a complete later one would outrank it)."""
+        if frame_dt is None or frame_dt <= 0 or len(frames or ()) < self.n_cameras:
+            return False
+        return abs(b.x + velocity * frame_dt) > abs(b.x)
 
     def _rank(self, frames, b: Blob) -> tuple:
         """Complete frame sets first, then nearness to the tunnel centre."""

@@ -76,6 +76,10 @@ fi
 # 4. the units: the rig, its review station, and the network the config needs beyond loopback
 install -m 0644 "$SRC/systemd/damage-rig.service" "$UNIT_DIR/damage-rig.service"
 install -m 0644 "$SRC/systemd/damage-rig-review.service" "$UNIT_DIR/damage-rig-review.service"
+# the network variant for a station on another machine (not enabled here; needs $CONF_DIR/review.token):
+#   openssl rand -hex 16 > /etc/damage-rig/review.token && chmod 0600 /etc/damage-rig/review.token
+#   systemctl disable --now damage-rig-review.service && systemctl enable --now damage-rig-review-station.service
+install -m 0644 "$SRC/systemd/damage-rig-review-station.service" "$UNIT_DIR/damage-rig-review-station.service"
 "$PREFIX/venv/bin/python" - "$CONF_DIR/rig.yaml" "$UNIT_DIR/damage-rig.service.d" <<'PY'
 import socket, sys
 from pathlib import Path

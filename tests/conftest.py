@@ -44,3 +44,25 @@ def model_dir() -> Path:
 def make_config(tmp_path, model_dir):
     """make_config(**overrides): the demo config on the test model, state under tmp_path."""
     return lambda **overrides: demo_config(tmp_path, model_dir, **overrides)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session's reference-store tests (tests/helpers/postgres.py)."""
+    from tests.helpers.postgres import Postgres, postgres_skip_reason
+
+    reason = postgres_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    pg = Postgres().init().start()
+    yield pg
+    pg.cleanup()
+
+
+@pytest.fixture
+def pg_url(postgres_server, request):
+    """A fresh database on the session's server, named after the test."""
+    import re
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+    return postgres_server.new_database(f"t_{name}_{os.getpid()}")

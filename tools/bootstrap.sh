@@ -15,7 +15,7 @@ have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
 
 system_packages() {
   # pyrealsense2 needs Debian's libusb-1.0-0 to import; chromium drives the review page test;
-  # the MQTT tests start Debian's mosquitto broker themselves.
+  # the MQTT tests start Debian's mosquitto broker themselves; the reference-store tests PostgreSQL.
   local want=()
   have_lib libusb-1.0.so.0 || want+=(libusb-1.0-0)
   if [ "$action" = test ]; then
@@ -23,6 +23,8 @@ system_packages() {
     command -v chromedriver >/dev/null 2>&1 || want+=(chromium-driver)
     command -v systemd-analyze >/dev/null 2>&1 || want+=(systemd)
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || want+=(mosquitto)
+    # the reference-store tests start their own PostgreSQL server (initdb as an unprivileged user)
+    command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want+=(postgresql)
   fi
   [ ${#want[@]} -eq 0 ] && return 0
   local sudo=""
@@ -71,12 +73,12 @@ case "$action" in
     venv; install "realsense"
     exec "$VENV/bin/rig" demo "$@" ;;
   test)
-    system_packages; venv; install "dev,realsense,train,modbus,browser"
+    system_packages; venv; install "dev,realsense,train,modbus,browser,catalogue"
     # the import layers first (pyproject.toml [tool.importlinter]): a broken contract fails the run
     "$VENV/bin/lint-imports"
     exec "$VENV/bin/python" -m pytest "$@" ;;
   shell)
-    system_packages; venv; install "dev,realsense,train,modbus,browser"
+    system_packages; venv; install "dev,realsense,train,modbus,browser,catalogue"
     echo "bootstrap: ready; run: source $VENV/bin/activate" ;;
   *)
     echo "usage: bash tools/bootstrap.sh {demo|test|shell} [args...]" >&2; exit 2 ;;

@@ -157,7 +157,8 @@ class CameraWorker:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
 
     def _open(self) -> bool:
         try:

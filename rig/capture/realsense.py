@@ -1,12 +1,15 @@
 """`realsense` capture: a live RealSense camera selected by serial number.
 
 Colour (RGB8) and depth (Z16) at the configured resolution and frame rate, with
-the camera's hardware (global time domain) timestamps. Errors raise DeviceError;
+the camera's hardware (global time domain) timestamps. The config's
+``settings`` (preset, exposure, gain, laser, sync mode) are written once the
+stream runs (realsense_settings.py) and read back into ``applied``. Errors raise DeviceError;
 the CameraWorker then closes the pipeline and reconnects.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -14,13 +17,15 @@ import numpy as np
 from ..foundation.errors import DeviceError
 from . import CAPTURE
 from .base import Grab
+from .realsense_settings import apply_settings
 from .sources import SourceGroup
 
+log = logging.getLogger(__name__)
 
 class RealSenseCamera:
     name = "realsense"
 
-    def __init__(self, camera: str, serial: str, resolution: tuple[int, int], fps: int):
+    def __init__(self, camera: str, serial: str, resolution: tuple[int, int], fps: int, settings=None):
         try:
             import pyrealsense2 as rs
         except ImportError as exc:
@@ -32,6 +37,8 @@ class RealSenseCamera:
         self.color_size = tuple(resolution)
         self.depth_size = tuple(resolution)
         self.fps = fps
+        self.settings = settings
+        self.applied: dict[str, float] = {}  # settings as read back from the camera
         self._pipe = None
 
     def open(self) -> None:
@@ -43,10 +50,17 @@ class RealSenseCamera:
         cfg.enable_stream(rs.stream.depth, w, h, rs.format.z16, self.fps)
         pipe = rs.pipeline()
         try:
-            pipe.start(cfg)
+            profile = pipe.start(cfg)
         except RuntimeError as exc:
             raise DeviceError(f"camera {self.camera} (serial {self.serial}): cannot start: {exc}") from None
         self._pipe = pipe
+        if self.settings is not None:
+            try:
+                self.applied = apply_settings(profile.get_device(), self.settings, self.camera)
+            except DeviceError:
+                self.close()
+                raise
+            log.info("camera %s: settings %s", self.camera, self.applied)
 
     @property
     def finished(self) -> bool:
@@ -81,4 +95,5 @@ class RealSenseCamera:
 @CAPTURE.register("realsense")
 def open_realsense(cfg, calib, cams):
     """``source: realsense`` cameras, each selected by its serial number."""
-    return SourceGroup({c.name: RealSenseCamera(c.name, c.serial, c.resolution, c.fps) for _, c in cams})
+    return SourceGroup({c.name: RealSenseCamera(c.name, c.serial, c.resolution, c.fps, c.settings)
+                        for _, c in cams})

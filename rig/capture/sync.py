@@ -14,10 +14,15 @@ class FrameSync:
     waiting, the heads are compared: within tolerance -> a set is emitted;
     otherwise the oldest head can never be matched and is dropped (counted).
 
-    With a ``primary`` camera and ``stale_ms``: when the primary's oldest frame is
-    ``stale_ms`` older than its newest, the partners it waits for are not coming
-    (a camera stopped), and it is emitted in a partial set with whatever partners
-    match it — so the trigger camera keeps working when another camera is down.
+    With a ``primary`` camera (the trigger's) its frames are never dropped for want
+    of a partner: a partner's frame that arrives late (after the primary's next
+    frame) is still matched while it is within tolerance, and when a partner's
+    frame for it can no longer come (that camera's next frame is already newer),
+    the primary's frame goes on in a partial set with whatever partners match it,
+    so the trigger sees every frame of its camera. With ``stale_ms`` as well: when
+    the primary's oldest frame is ``stale_ms`` older than its newest, the partners
+    it waits for are not coming (a camera stopped), and it is emitted partial too
+    — so the trigger camera keeps working when another camera is down.
     """
 
     def __init__(self, cameras: list[str], tolerance_ms: float, max_pending: int = 4,
@@ -52,6 +57,9 @@ class FrameSync:
                 self.sets += 1
             else:
                 oldest = min(heads.values(), key=lambda h: h.timestamp_ms)
+                if oldest.camera == self.primary:  # its partner is lost: the trigger still gets the frame
+                    out.append(self._partial(self.pending[oldest.camera].popleft()))
+                    continue
                 self.pending[oldest.camera].popleft().release()
                 self.dropped += 1
         return out

@@ -7,6 +7,7 @@ synthetic captures with known truth, and the belt-plane check.
                   [--calib CALIB.yaml] [--out CALIB.yaml] [--json FILE]
     rig calibrate --synthesize DIR [--rig jetson_3cam|demo] [--shared N] [--per-camera N] [--seed S]
     rig calibrate --belt-check --recording NAME=FILE.db3 --calib CALIB.yaml [--json FILE]
+    rig calibrate board [--board BOARD.yaml] --out BOARD.pdf|BOARD.png [--dpi DPI]
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ HELP = "calibrate the cameras from ChArUco captures (or read factory calibration
 
 
 def add_arguments(p):
+    p.add_argument("action", nargs="?", choices=["board"],
+                   help="board: render the board (--board, default the documented 10x7 40 mm board) to "
+                        "--out FILE.pdf|png at true scale with a ruler, to print")
+    p.add_argument("--dpi", type=float, default=300.0, help="board: page resolution (default 300)")
     mode = p.add_argument_group("mode (one of)")
     mode.add_argument("--captures", metavar="DIR",
                       help="DIR/CAMERA_NAME/*.png; the same file name across folders = the same moment")
@@ -77,6 +82,8 @@ def _pairs(values, what):
 def run(args) -> int:
     from ..foundation.errors import CalibrationError
 
+    if args.action == "board":
+        return _board_page(args)
     modes = [m for m, on in (("--captures", args.captures), ("--from-device", args.from_device),
                              ("--synthesize", args.synthesize), ("--belt-check", args.belt_check)) if on]
     if len(modes) != 1:
@@ -139,6 +146,25 @@ def _captures(args) -> int:
               "relative rotation {relative_rotation_deg:.4f} deg".format(**w))
         print("  targets met: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in truth["met"].items()))
     return 1 if args.strict and f["verdict"] == "fail" else 0
+
+
+def _board_page(args) -> int:
+    from ...calibration.board import DEFAULT_BOARD, load_board
+    from ...calibration.printout import write_board_page
+    from ..foundation.errors import CalibrationError
+
+    if not args.out:
+        raise CalibrationError("rig calibrate board needs --out BOARD.pdf or BOARD.png")
+    spec = load_board(args.board) if args.board else DEFAULT_BOARD
+    r = write_board_page(spec, args.out, args.dpi)
+    print(f"wrote {r['path']}: {spec.describe()}; page {r['page_mm'][0]:.0f} x {r['page_mm'][1]:.0f} mm at "
+          f"{r['dpi']:g} dpi. Print at 100 % (actual size), then measure the {r['ruler_mm']:.0f} mm ruler and "
+          f"a square ({spec.square_mm:g} mm) with a calliper; write the measured square_mm into the board YAML")
+    if not args.board:
+        print("board YAML for this print (save as board.yaml):")
+        for k, v in spec.to_dict().items():
+            print(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}")
+    return 0
 
 
 def _synthesize(args) -> int:

@@ -11,11 +11,9 @@ def add_arguments(p):
     where.add_argument("--state", metavar="DIR", help="the rig's state directory")
     where.add_argument("--config", metavar="FILE", help="rig configuration (state dir and model from it); "
                        "default: the demo config")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only; "
-                   "::1 for IPv6). Beyond loopback an access token is required: RIG_REVIEW_TOKEN or --token-file")
-    p.add_argument("--token-file", metavar="FILE", help="file holding the access token (instead of the "
-                   "RIG_REVIEW_TOKEN environment variable); required when --host is not loopback")
+    add_bind_arguments(p, 8080)
+    p.add_argument("--references", metavar="DIR", help="reference images shown beside each crop: DIR/SKU/*.png "
+                   "(a dataset's references folder; default: the gallery's sources, then crops reviewed as fine)")
     p.add_argument("--model", metavar="MODEL_DIR", help="model directory whose gallery enroll/rollback change "
                    "(default: the config's model)")
     act = p.add_mutually_exclusive_group()
@@ -24,6 +22,15 @@ def add_arguments(p):
     act.add_argument("--rollback", nargs="?", const="", metavar="VERSION",
                      help="make gallery VERSION current (no VERSION: undo the last change), then exit")
     act.add_argument("--versions", action="store_true", help="list the gallery versions, then exit")
+
+
+def add_bind_arguments(p, port: int) -> None:
+    """--port, --host (loopback by default) and --token-file: shared by `rig review` and `rig view`."""
+    p.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only; "
+                   "::1 for IPv6). Beyond loopback an access token is required: RIG_REVIEW_TOKEN or --token-file")
+    p.add_argument("--token-file", metavar="FILE", help="file holding the access token (instead of the "
+                   "RIG_REVIEW_TOKEN environment variable); required when --host is not loopback")
 
 
 def _model_dir(args):
@@ -36,6 +43,16 @@ def _model_dir(args):
     if args.state and not args.config:
         return None
     return load_config(args.config or DEMO_CONFIG).model_dir
+
+
+def _catalogue(args) -> str | None:
+    """The reference store of the rig's config (gallery.store), where enrollments also go."""
+    if not args.config:
+        return None
+    from ..config import load_config
+
+    g = load_config(args.config).gallery
+    return g.store if g is not None else None
 
 
 def _token(args) -> str | None:
@@ -60,7 +77,9 @@ def _token(args) -> str | None:
 
 
 def run(args) -> int:
-    from ..foundation.errors import ModelError
+    from pathlib import Path
+
+    from ..foundation.errors import ConfigError, ModelError
     from ..review import enroll
     from ..review.server import ReviewServer
     from ..review.store import ReviewStore
@@ -83,7 +102,7 @@ def run(args) -> int:
         store = ReviewStore(state)
         try:
             if args.enroll:
-                r = enroll.enroll_reviewed(store, model_dir, args.enroll)
+                r = enroll.enroll_reviewed(store, model_dir, args.enroll, _catalogue(args))
                 print(f"enrolled {r['enrolled']} image(s) of {len(r['items'])} item(s) for {r['sku']}: "
                       f"gallery {r['version']}")
             else:
@@ -92,7 +111,10 @@ def run(args) -> int:
         finally:
             store.close()
         return 0
-    server = ReviewServer(state, port=args.port, host=args.host, model_dir=model_dir, token=_token(args))
+    if args.references and not Path(args.references).is_dir():
+        raise ConfigError(f"--references {args.references}: no such folder (expected DIR/SKU/*.png)")
+    server = ReviewServer(state, port=args.port, host=args.host, model_dir=model_dir, token=_token(args),
+                          references=args.references, catalogue=_catalogue(args))
     if server.guard.token:
         print(f"listening on {args.host} beyond loopback: open {server.url}?token=TOKEN once per browser")
     print(f"review terminal for {state}: {server.url}  (Ctrl-C stops)", flush=True)

@@ -54,7 +54,7 @@ def run(args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    watchdog = ProgressWatchdog(notifier, stages=("trigger", "prepare", "infer", "deadline"))
+    watchdog = ProgressWatchdog(notifier, stages=("trigger", "prepare", "infer", "score", "deadline"))
     state_dir = cfg.state_dir
     notifier.status("starting: opening cameras, model and divert link")
     sim = {}

@@ -9,7 +9,9 @@ HELP = "train a damage model on DATASET (split=train), set its threshold on spli
 
 
 def add_arguments(p):
-    p.add_argument("--data", required=True, help="dataset folder (see rig/dataset.py for the format)")
+    p.add_argument("--data", required=True, help="dataset folder (see rig/dataset.py for the format), or a "
+                   "manifest YAML listing the datasets many rigs exported (models/fleet.py); under "
+                   "torchrun the processes train data-parallel (models/distributed.py)")
     p.add_argument("--out", required=True, help="model folder to write (ONNX, gallery, model card)")
     p.add_argument("--fpr", type=float, default=0.001,
                    help="false-positive budget on val's ok items that sets the threshold (default 0.001)")
@@ -45,10 +47,12 @@ def run(args) -> int:
                f"--input-size {args.input_size} --batch-size {args.batch_size} --bank-size {args.bank_size} "
                f"--seed {args.seed} --known-good {args.known_good}")
 
+    import os
     import shutil
     from pathlib import Path
 
-    created = not Path(args.out).exists()
+    # under torchrun only rank 0 writes the model folder (and removes a half-made one)
+    created = not Path(args.out).exists() and os.environ.get("RANK", "0") == "0"
     try:
         card = train(args.data, args.out, fpr=args.fpr, epochs=args.epochs, input_size=args.input_size,
                      batch_size=args.batch_size, seed=args.seed, bank_size=args.bank_size,
@@ -58,6 +62,8 @@ def run(args) -> int:
         if created:  # a failed run leaves no half-made model folder behind (one that existed is kept)
             shutil.rmtree(args.out, ignore_errors=True)
         raise
+    if not card:  # a torchrun rank other than 0: rank 0 writes the model and reports
+        return 0
     m = card["val_metrics"]
     print(f"model written to {args.out}: threshold {card['threshold']:.4f} for FPR budget {args.fpr:g}; "
           f"val AUROC {m['auroc']:.4f}, val FPR at threshold {m['fpr_at_threshold']:.4%}, "

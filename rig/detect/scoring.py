@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +103,9 @@ class ItemScore:
     expected_sku: str = ""
     image_sku: str = ""
     image_conf: float = 0.0
+    # the product's references were not on the rig yet (reference store, fetched in the background):
+    # scored without the anomaly and registered channels, which read "as a pristine view"
+    refs_missing: bool = False
 
 
 class Scorer:
@@ -136,6 +140,7 @@ class Scorer:
         self._ok_scores = None
         self.gallery = None
         self.geo_scales: dict[str, float] = {}  # working scale per view name (set_gallery)
+        self._compare_pool = None  # threads comparing an item's views side by side (set_view_threads)
         if gallery is not None:
             self.set_gallery(gallery)
 
@@ -154,11 +159,22 @@ class Scorer:
             backend = make_backend("onnxruntime", onnx_path, max_batch=max_batch, threads=threads)
         return cls(card, gallery, backend, model_dir)
 
+    def set_view_threads(self, n: int) -> None:
+        """Compare the views of an item with their references on ``n`` threads at once (1: one
+        after the other). The comparison is most of an item's CPU and OpenCV's ECC releases the
+        GIL, so on a many-core rig this divides an item's scoring latency by up to its views."""
+        if n < 1:
+            raise ModelError(f"view threads must be at least 1, got {n}")
+        if self._compare_pool is not None:
+            self._compare_pool.shutdown(wait=False)
+        self._compare_pool = None if n == 1 else ThreadPoolExecutor(n, thread_name_prefix="compare")
+
     # ---- gallery -------------------------------------------------------
     def set_gallery(self, gallery: Gallery) -> None:
         """Swap in a gallery (for example after `rig enroll` wrote a new version)."""
         self.gallery = gallery
-        self.index = GalleryIndex(gallery)
+        # a store-backed gallery (catalogue.py) brings its ANN index; a local one is searched exactly
+        self.index = gallery.make_index() if hasattr(gallery, "make_index") else GalleryIndex(gallery)
         self.skus = self.index.skus
         self.geo_scales = gallery.geo_scales()
 
@@ -256,15 +272,15 @@ class Scorer:
                                  f"{self.gallery.version}; enroll it with 'rig enroll'")
             sku_pred = sku
         t_anom = time.perf_counter()
-        views, logits, p_anoms, g_anoms, types = self._views_against(sku_pred, view_outputs, canons)
-        if sku is None and canons and len(ranked) > 1 and margin < ID_RECHECK_MARGIN:
+        views, logits, p_anoms, g_anoms, types, entry = self._views_against(sku_pred, view_outputs, canons)
+        if sku is None and canons and entry is not None and len(ranked) > 1 and margin < ID_RECHECK_MARGIN:
             # a close call between two products: the one whose registered references the views fit
             # clearly better is the product (shape and artwork settle what the embedding could not)
             alt = self._views_against(ranked[1][0], view_outputs, canons)
-            if _misfit(alt[0]) < _misfit(views) - np.log(ID_SWITCH_RATIO):
+            if alt[-1] is not None and _misfit(alt[0]) < _misfit(views) - np.log(ID_SWITCH_RATIO):
                 sku_pred = ranked[1][0]
                 sku_conf *= float(np.exp(-margin / ID_TEMPERATURE))  # the runner-up's softmax share
-                views, logits, p_anoms, g_anoms, types = alt
+                views, logits, p_anoms, g_anoms, types, entry = alt
         t_fuse = time.perf_counter()
         hres = [vs.height_residual for vs in views.values() if np.isfinite(vs.height_residual)]
         cres = [vs.color_residual for vs in views.values() if np.isfinite(vs.color_residual)]
@@ -288,21 +304,28 @@ class Scorer:
         timing = {"identify": (t_anom - t_id) * 1000.0, "anomaly": (t_fuse - t_anom) * 1000.0,
                   "fuse": (t_end - t_fuse) * 1000.0}
         return ItemScore(score, damaged, dtype, sku_pred, sku_conf,
-                         max(v.anomaly for v in views.values()), views, type_probs, feats, thr, timing)
+                         max(v.anomaly for v in views.values()), views, type_probs, feats, thr, timing,
+                         refs_missing=entry is None)
 
     def _views_against(self, sku: str, view_outputs: dict, canons: dict | None):
         """Every view scored against one product's references: (views, damage logits, patch and
-        global anomalies, type probabilities), the lists in view order."""
-        entry = self.gallery.skus[sku]
+        global anomalies, type probabilities, the product's entry), the lists in view order.
+        A store-backed gallery answers None while the product's references are being fetched:
+        the views are then scored without the reference channels (1.0 = as a pristine view)."""
+        entry = self.gallery.entry(sku) if hasattr(self.gallery, "entry") else self.gallery.skus[sku]
         p_scale, g_scale = self.gallery.scales(sku)
-        bank = entry.bank.astype(np.float32)
+        bank = entry.bank.astype(np.float32) if entry is not None else None
         shift = self.gallery.disc_shift(sku)  # judged against the product's own references
-        views, logits, p_anoms, g_anoms, types = {}, [], [], [], []
+        views, logits, p_anoms, g_anoms, types, compares = {}, [], [], [], [], []
         for v, out in view_outputs.items():
             logit = float(np.ravel(out["damage_logit"])[0]) - shift
-            amap = patch_map(np.asarray(out["patch_features"], np.float32), bank) / p_scale
-            pa = map_score(amap)
-            ga = global_anomaly(np.ravel(out["global_desc"]), entry.descs) / g_scale
+            if entry is None:
+                amap = np.ones(np.asarray(out["patch_features"]).shape[-2:], np.float32)
+                pa = ga = 1.0
+            else:
+                amap = patch_map(np.asarray(out["patch_features"], np.float32), bank) / p_scale
+                pa = map_score(amap)
+                ga = global_anomaly(np.ravel(out["global_desc"]), entry.descs) / g_scale
             views[v] = ViewScore(float(1 / (1 + np.exp(-logit))), float(max(pa, ga)),
                                  amap.astype(np.float32), pa, ga,
                                  damage_map=np.squeeze(np.asarray(out["damage_map"], np.float32))
@@ -310,13 +333,19 @@ class Scorer:
             canon = (canons or {}).get(v)
             if canon is not None:
                 views[v].belt_residual = belt_residual(canon)
-            if canon is not None and v in entry.geo:
-                self._compare_view(views[v], canon, entry.geo[v])
+            if canon is not None and entry is not None and v in entry.geo:
+                compares.append((views[v], canon, entry.geo[v]))
             logits.append(logit)
             p_anoms.append(pa)
             g_anoms.append(ga)
             types.append(1 / (1 + np.exp(-np.ravel(out["type_logits"]).astype(np.float64))))
-        return views, logits, p_anoms, g_anoms, types
+        if self._compare_pool is not None and len(compares) > 1:
+            for f in [self._compare_pool.submit(self._compare_view, *job) for job in compares]:
+                f.result()  # each fills its own view's residuals
+        else:
+            for job in compares:
+                self._compare_view(*job)
+        return views, logits, p_anoms, g_anoms, types, entry
 
     @staticmethod
     def _compare_view(vs: ViewScore, canon: Canon, refs) -> None:

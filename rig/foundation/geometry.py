@@ -32,6 +32,21 @@ def roi_from_corners(camera, corners_m: np.ndarray, pad: float = ROI_PAD
     return x0, y0, x1, y1
 
 
+def align_window(window, color_size) -> tuple[int, int, int, int]:
+    """``window`` (x0, y0, x1, y1, exclusive ends; None = the whole image) checked against the
+    colour image's (width, height); returns it as ints. ValueError names what is wrong."""
+    cw, ch = (int(v) for v in color_size)
+    if window is None:
+        return 0, 0, cw, ch
+    try:
+        x0, y0, x1, y1 = (int(v) for v in window)
+    except (TypeError, ValueError):
+        raise ValueError(f"window must be (x0, y0, x1, y1), got {window!r}") from None
+    if not (0 <= x0 < x1 <= cw and 0 <= y0 < y1 <= ch):
+        raise ValueError(f"window {(x0, y0, x1, y1)} is not a non-empty box inside the {cw}x{ch} colour image")
+    return x0, y0, x1, y1
+
+
 def _fov_deg(K: np.ndarray, w: int, h: int) -> tuple[float, float]:
     """librealsense's rs2_fov, in float32 like the C code."""
     fx, fy, ppx, ppy = F32(K[0, 0]), F32(K[1, 1]), F32(K[0, 2]), F32(K[1, 2])

@@ -22,6 +22,10 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # one owner per core: the pool's threads sleep between runs instead of spinning on the
+        # cores the rig's stages need (rig/foundation/threads.py)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
@@ -43,7 +47,7 @@ class OnnxRuntimeBackend:
         return dict(zip(self.output_names, outs))
 
     def describe(self) -> str:
-        return f"CPU, {self.threads} thread(s), fp32, {self.onnx_path.name}"
+        return f"CPU, {self.threads} thread(s), spinning off, fp32, {self.onnx_path.name}"
 
 
 @INFERENCE.register("onnxruntime")

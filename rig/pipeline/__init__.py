@@ -3,7 +3,7 @@
 One module per stage, typed messages between them (items.py), and ``Rig``
 (rig.py) that only wires them::
 
-    capture-<cam> ──frames_q──> sync_trigger ──capture_q──> prepare ──views_q──> batch_infer ──> score
+    capture-<cam> ──frames_q──> sync_trigger ──capture_q──> prepare ──views_q──> batch_infer ──score_q──> score
         ──> decide ──> dispatch (divert link, first) ──results──> record
                    └──> record ──bounded queue──> recorder thread ──> event log (recorder.py)
                  ^

@@ -2,6 +2,9 @@
 
 Every stage of an item's journey records how long it took (monotonic clock,
 milliseconds) and, for the trace export, when it started and on which thread.
+Work stages also record the CPU time their thread spent on it
+(``time.thread_time``, not wall time): what the stage costs the machine, apart
+from the time it waited for a core.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Span:
     end: float
     thread: str
     item: int | None = None
+    cpu_s: float | None = None  # the thread's CPU time spent in the span (work stages only)
 
 
 def percentiles(values) -> dict:
@@ -45,20 +49,31 @@ class StageClock:
         self._lock = threading.Lock()
         self.window = window
         self.durations: dict[str, list[float] | collections.deque] = {}
+        self.cpu_ms: dict[str, list[float] | collections.deque] = {}  # stage -> thread CPU ms per record
+        self.counts: dict[str, int] = {}  # stage -> records since the start (not windowed)
+        self.cpu_total_ms: dict[str, float] = {}  # stage -> thread CPU ms since the start (not windowed)
         self.spans: list[Span] = []
         self.keep_spans = keep_spans
         self.max_spans = max_spans
         # called with (stage, seconds) for every duration (the service's latency histograms); must be cheap
         self.observers: list = []
 
-    def add(self, stage: str, start: float, end: float, item: int | None = None) -> None:
+    def _series(self, table: dict, stage: str):
+        d = table.get(stage)
+        if d is None:
+            d = table[stage] = [] if self.window is None else collections.deque(maxlen=self.window)
+        return d
+
+    def add(self, stage: str, start: float, end: float, item: int | None = None,
+            cpu_s: float | None = None) -> None:
         with self._lock:
-            d = self.durations.get(stage)
-            if d is None:
-                d = self.durations[stage] = [] if self.window is None else collections.deque(maxlen=self.window)
-            d.append((end - start) * 1000.0)
+            self._series(self.durations, stage).append((end - start) * 1000.0)
+            self.counts[stage] = self.counts.get(stage, 0) + 1
+            if cpu_s is not None:
+                self._series(self.cpu_ms, stage).append(cpu_s * 1000.0)
+                self.cpu_total_ms[stage] = self.cpu_total_ms.get(stage, 0.0) + cpu_s * 1000.0
             if self.keep_spans and len(self.spans) < self.max_spans:
-                self.spans.append(Span(stage, start, end, threading.current_thread().name, item))
+                self.spans.append(Span(stage, start, end, threading.current_thread().name, item, cpu_s))
         for fn in self.observers:
             fn(stage, end - start)
 
@@ -75,8 +90,8 @@ class _Timer:
         self.clock, self.stage, self.item = clock, stage, item
 
     def __enter__(self):
-        self.t0 = time.monotonic()
+        self.t0, self.c0 = time.monotonic(), time.thread_time()
         return self
 
     def __exit__(self, *exc):
-        self.clock.add(self.stage, self.t0, time.monotonic(), self.item)
+        self.clock.add(self.stage, self.t0, time.monotonic(), self.item, cpu_s=time.thread_time() - self.c0)

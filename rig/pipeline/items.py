@@ -1,7 +1,7 @@
 """What flows between the stages, what they need of their collaborators, and the shared ledger.
 
 ``ItemState`` is one triggered item from capture to its divert result;
-``ViewJob`` one prepared view on its way to the network. The Protocols say what
+``ViewJob`` an item's prepared views on their way to the network. The Protocols say what
 the stages use of the scorer and the preprocessor (the divert link's is
 :class:`damage_rig.rig.divert.base.DivertLink`). :class:`Ledger` holds every item
 in flight, the deadline heap and the counters, behind one lock.
@@ -28,7 +28,9 @@ COUNTERS = ("items", "decisions", "diverted", "divert_acked", "late", "faults", 
             "stage_errors", "ignored_late_scores", "event_write_failures")
 
 #: reasons of decisions taken on the item's score (rig/scan/decide.py adds the scan's); any other is the fail-safe's
-SCORED_REASONS = frozenset({"score", "wrong_item", "no_scan", "unreadable_scan", "unknown_sku"})
+# "no_references": the product's references were still being fetched from the reference store
+SCORED_REASONS = frozenset({"score", "wrong_item", "no_scan", "unreadable_scan", "unknown_sku",
+                            "no_references"})
 
 
 class Score(Protocol):
@@ -87,8 +89,11 @@ class ItemState:
 
 @dataclass
 class ViewJob:
+    """Every prepared view of one item: ``tensor`` is (len(views), C, S, S), written in one
+    fused preprocessing call; when the item makes a batch alone it is the batch itself."""
+
     item: ItemState
-    view: str
+    views: list[str]
     tensor: np.ndarray
     queued_at: float
 
@@ -157,6 +162,11 @@ class Ledger:
                 if it is not None and not it.decided:
                     due.append(it)
         return due
+
+    def in_flight(self) -> int:
+        """Items admitted and not yet decided."""
+        with self.lock:
+            return self.counters["items"] - self.counters["decisions"]
 
     def pending(self) -> bool:
         with self.lock:

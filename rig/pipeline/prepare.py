@@ -1,7 +1,11 @@
-"""Stage: crop each view of an item, align its depth, preprocess it into the network's input.
+"""Stage: crop each view of an item, align its depth inside the crop, preprocess every view at once.
 
-One :class:`ViewJob` per camera that sees the item goes to the batcher. A bad
-frame must not stop the rig: the item fails safe and the stage goes on.
+Per item: the ROI of each camera that sees it; depth aligned to colour only
+inside that ROI (bit-identical to aligning the whole frame, tests/kernels); then
+ONE fused preprocessing call for all views, writing straight into the item's
+block of the network's input — the block the batcher runs as the batch when the
+item is alone. The item goes on as one :class:`ViewJob`. A bad frame must not
+stop the rig: the item fails safe and the stage goes on.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class Prepare:
         self.clock = clock
         self.beat = beat
         self.failsafe = failsafe
-        self.busy = False  # working on an item (its views are on the way): the batcher waits for them
+        self.busy = False  # working on an item (its views are on the way): the batcher may wait for them
 
     def loop(self, stop: threading.Event) -> None:
         for item in each(self.capture_q, stop, self.beat, "prepare"):
@@ -51,9 +55,9 @@ class Prepare:
                 self.busy = False
 
     def prepare_item(self, item: ItemState) -> None:
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.thread_time()
         try:
-            jobs = self.views(item)
+            job = self.views(item)
         except Exception:  # a bad frame must not stop the rig: this item fails safe
             log.exception("item %s: preprocessing failed", item.item_id)
             self.ledger.count("stage_errors")
@@ -61,46 +65,50 @@ class Prepare:
             return
         finally:
             release(item)
-        self.clock.add("preprocess", t0, time.monotonic(), item.no)
-        item.expected = len(jobs)
-        if not jobs:
+        self.clock.add("preprocess", t0, time.monotonic(), item.no, cpu_s=time.thread_time() - c0)
+        item.expected = len(job.views) if job else 0
+        if job is None:
             self.failsafe(item, "no_view")
             return
-        for job in jobs:
-            try:
-                self.views_q.put(job, timeout=max(0.0, item.decide_by - time.monotonic()))
-            except queue.Full:
-                self.ledger.count("overload")
-                self.failsafe(item, "overload")
-                return
+        try:
+            self.views_q.put(job, timeout=max(0.0, item.decide_by - time.monotonic()))
+        except queue.Full:
+            self.ledger.count("overload")
+            self.failsafe(item, "overload")
 
-    def views(self, item: ItemState) -> list[ViewJob]:
+    def views(self, item: ItemState) -> ViewJob | None:
         cap = item.capture
         corners = cap.blob.corners()
-        jobs = []
+        names, images, rois, depths = [], [], [], []
         for name, ref in cap.frames.items():
             cam = self.calib.camera(name)
             roi = roi_from_corners(cam, corners)
             if roi is None:
                 continue
             x0, y0, x1, y1 = roi
-            rgb = ref.color[y0:y1, x0:x1].copy()
+            rgb = ref.color[y0:y1, x0:x1]
+            if rgb.size == 0:
+                raise RigError(f"camera {name}: empty crop {roi}")
             depth_crop = None
-            if cam.depth is not None:
+            if cam.depth is not None:  # aligned inside the ROI only: identical to the full frame's there
                 aligned = self.pre.align(ref.depth, cam.depth.K, cam.K, cam.size, cam.depth.T_color_depth,
-                                         cam.depth.depth_units_mm / 1000.0)
-                depth_crop = aligned[y0:y1, x0:x1].astype(np.float32) * np.float32(cam.depth.depth_units_mm)
-            if not np.isfinite(rgb).all() or rgb.size == 0:
-                raise RigError(f"camera {name}: empty or invalid crop {roi}")
-            s = self.scorer
-            tensor = np.empty((1, s.channels, s.input_size, s.input_size), np.float32)
-            self.pre.run([ref.color], [roi], tensor, 0)
+                                         cam.depth.depth_units_mm / 1000.0, window=roi)
+                depth_crop = aligned.astype(np.float32) * np.float32(cam.depth.depth_units_mm)
+            names.append(name)
+            images.append(ref.color)
+            rois.append(roi)
+            depths.append(depth_crop)
+            item.crops[name] = rgb.copy()
+        if not names:
+            return None
+        s = self.scorer
+        block = np.empty((len(names), s.channels, s.input_size, s.input_size), np.float32)
+        self.pre.run(images, rois, block, 0)  # every view in one fused call, straight into the block
+        for k, (name, depth_crop) in enumerate(zip(names, depths)):
             if s.channels > 3:
-                tensor[0, 3:] = s.depth_channel(depth_crop)
-            item.crops[name] = rgb
-            item.canons[name] = s.canon_view(name, rgb, depth_crop)
-            jobs.append(ViewJob(item, name, tensor[0], time.monotonic()))
-        return jobs
+                block[k, 3:] = s.depth_channel(depth_crop)
+            item.canons[name] = s.canon_view(name, item.crops[name], depth_crop)
+        return ViewJob(item, names, block, time.monotonic())
 
 
 def release(item: ItemState) -> None:

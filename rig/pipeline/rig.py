@@ -68,7 +68,9 @@ class Rig:
                               max_pending=int(stale_ms * fps / 1000.0) + 3, primary=trig_name, stale_ms=stale_ms)
         trigger = Trigger(trig_cam.depth_imager(), trig_cam.depth.depth_units_mm if trig_cam.depth else 1.0,
                           speed, cfg.trigger.min_height_mm, cfg.trigger.min_area_px, n_cameras=len(cameras),
-                          thin_height_mm=cfg.trigger.thin_height_mm)
+                          thin_height_mm=cfg.trigger.thin_height_mm,
+                          # the GPU's height map (kernels/height.cu) when preprocessing runs there too
+                          height_backend="cuda" if cfg.preprocess.backend == "cuda" else None)
         # the stages, downstream first (each is handed what it calls next)
         self.record = Record(events, cfg.storage.save_crops, str(getattr(scorer, "version", "")), self.ledger)
         # decision observers (metrics, MQTT, health): rig/service/site.py appends them
@@ -82,7 +84,8 @@ class Rig:
                                self.clock, self._beat, failsafe)
         self.batch_infer = BatchInfer(scorer, self.views_q, cfg.inference.max_batch,
                                       cfg.inference.max_wait_ms / 1000.0, self._more_views_coming, self.ledger,
-                                      self.clock, self._beat, failsafe, self.score)
+                                      self.clock, self._beat, failsafe, self.score.submit)
+        self.score.beat = self._beat
         self.sync_trigger = SyncTrigger(self.frames_q, self.sync, trigger, trig_name, self.clock, self._beat)
         self.admission = Admission(cfg, self.ledger, self.capture_q, self.cam_names, speed, failsafe, truth_fn,
                                    item_ids or ItemIds())
@@ -128,11 +131,14 @@ class Rig:
             self.watchdog.beat(stage)
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        for w in self.workers:
+    def start(self, capture: bool = True) -> None:
+        """Start the stage threads and (``capture``) the camera workers; without them the caller
+        delivers frame sets itself (the bench's capacity mode: ``admission`` with captures)."""
+        for w in self.workers if capture else ():
             w.start()
+        scorers = [(f"score-{k + 1}" if k else "score", self.score) for k in range(self.cfg.inference.score_threads)]
         for name, stage in (("trigger", self.sync_trigger), ("prepare", self.prepare),
-                            ("infer", self.batch_infer), ("deadline", self.deadlines)):
+                            ("infer", self.batch_infer), *scorers, ("deadline", self.deadlines)):
             t = threading.Thread(target=self._guard(stage.loop, name), name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -154,7 +160,7 @@ class Rig:
 
     def idle(self) -> bool:
         return (not self.ledger.pending() and self.capture_q.empty() and self.views_q.empty()
-                and self.frames_q.empty())
+                and self.score.queue.empty() and not self.score.busy and self.frames_q.empty())
 
     def last_gate_time(self) -> float:
         """When the last diverted item reaches the gate (monotonic; 0 when none)."""

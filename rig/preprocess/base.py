@@ -21,7 +21,8 @@ class Preprocessor(Protocol):
     ``out`` is a C-contiguous float32 or float16 (N, C, size, size) array; nothing
     outside the written slots is touched. ``align`` registers a depth frame to the
     colour camera on the same device as the preprocessing (kernel or CPU reference;
-    identical results, tests/kernels).
+    identical results, tests/kernels); with ``window`` (x0, y0, x1, y1) only that
+    part of the colour grid, identical to the full frame's result there.
     """
 
     name: str
@@ -37,7 +38,7 @@ class Preprocessor(Protocol):
                   offset: float = 0.0) -> None: ...
 
     def align(self, depth: np.ndarray, depth_K, color_K, color_size, T_color_depth,
-              depth_units_m: float) -> np.ndarray: ...
+              depth_units_m: float, window=None) -> np.ndarray: ...
 
 
 def check_normalisation(size: int, mean, std) -> tuple[int, tuple, tuple]:

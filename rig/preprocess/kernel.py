@@ -42,10 +42,10 @@ class KernelPreprocessor:
         self._gpu = _GpuBuffers() if backend == "cuda" else None
         self._taps = np.empty(0, np.uint8)  # the twin's tap table, grown on demand
 
-    def align(self, depth, depth_K, color_K, color_size, T_color_depth, depth_units_m):
+    def align(self, depth, depth_K, color_K, color_size, T_color_depth, depth_units_m, window=None):
         """Depth registered to the colour camera by kernels/align.cu on this backend (twin or GPU)."""
         return kernel_align(depth, depth_K, color_K, color_size, T_color_depth, depth_units_m,
-                            backend=self.name)
+                            backend=self.name, window=window)
 
     @property
     def threads(self) -> int:

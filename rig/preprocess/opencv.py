@@ -35,9 +35,10 @@ class OpenCVPreprocessor:
             r += self._bias
             out[start + i, :3] = r.transpose(2, 0, 1)
 
-    def align(self, depth, depth_K, color_K, color_size, T_color_depth, depth_units_m):
+    def align(self, depth, depth_K, color_K, color_size, T_color_depth, depth_units_m, window=None):
         """Depth registered to the colour camera: the CPU reference (calibration/align.py)."""
-        return align_depth_to_color(depth, depth_K, color_K, color_size, T_color_depth, depth_units_m)
+        return align_depth_to_color(depth, depth_K, color_K, color_size, T_color_depth, depth_units_m,
+                                    window=window)
 
     def run_float(self, planes, rois, out, start: int, channel: int, scale: float = 1.0,
                   offset: float = 0.0) -> None:

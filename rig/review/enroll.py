@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..detect import enroll as detect_enroll
 from ..detect import gallery
-from ..foundation.errors import ModelError
+from ..detect.store import write_enrollment
+from ..foundation.errors import ModelError, RigError
 from .store import BadLabelError, ReviewStore
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def enrollable_images(store: ReviewStore, sku: str) -> tuple[list[str], list[Pat
     return ids, paths
 
 
-def enroll_reviewed(store: ReviewStore, model_dir: Path, sku: str) -> dict:
+def enroll_reviewed(store: ReviewStore, model_dir: Path, sku: str, catalogue: str | None = None) -> dict:
     """Add the SKU's reviewed crops to its references; every existing reference is kept.
 
     Idempotent per reviewed item: an item is enrolled once. A repeated request (a double
@@ -77,7 +78,15 @@ def enroll_reviewed(store: ReviewStore, model_dir: Path, sku: str) -> dict:
         store.record_gallery_event(sku, "enroll", str(version), ids)
     log.info("enrolled %d image(s) of %d item(s) for SKU %s as gallery version %s",
              len(paths), len(ids), sku, version)
-    return {"sku": sku, "version": str(version), "enrolled": len(paths), "items": ids}
+    out = {"sku": sku, "version": str(version), "enrolled": len(paths), "items": ids}
+    if catalogue:  # the site's reference store (config gallery.store): the other rigs get it too
+        try:
+            out["store_version"] = write_enrollment(catalogue, model_dir, [sku], {sku: paths},
+                                                    f"review: {len(ids)} reviewed item(s) of {sku}")[0]
+        except RigError as exc:
+            log.error("SKU %s enrolled on this rig, but the reference store refused it: %s", sku, exc)
+            out["store_error"] = str(exc)
+    return out
 
 
 def versions(model_dir: Path) -> list[dict]:

@@ -13,7 +13,8 @@ requests to ``http://127.0.0.1:8080``. So every request is checked:
   negative, no chunked, at most ``MAX_BODY`` bytes) -> 400/411/413;
 * bound beyond loopback, every request needs the access token
   (``Authorization: Bearer TOKEN``, or the cookie set by opening
-  ``/?token=TOKEN`` once) -> 401.
+  ``/?token=TOKEN`` once, which answers 303 to ``/`` so the token leaves the
+  address bar) -> 401.
 """
 
 from __future__ import annotations

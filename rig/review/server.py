@@ -7,9 +7,14 @@ API (all JSON; errors are ``{"error": message}`` with the status below)::
     GET  /api/items/ID                  one item                              404 unknown id
     POST /api/items/ID/label            {"verdict": damaged|not_damaged|packaging_changed,
                                          "type": DAMAGE_TYPE (damaged only, optional),
-                                         "rev": label revision the page showed, "reviewer": name}
-                                        400 bad body, 404 unknown id, 409 never diverted / stale page
-    GET  /img/ID/VIEW.jpg               the view's crop; VIEW.overlay.jpg with the heatmap blended in
+                                         "rev": label revision the page showed, "reviewer": name (required)}
+                                        400 bad body / no reviewer, 404 unknown id, 409 never diverted / stale page
+    POST /api/items/ID/mask             {"view": V, "shapes": [...], "reviewer": name} where the damage is
+                                        (rig/review/masks.py); no shapes clears it
+    GET  /api/items/ID/mask/VIEW        {"shapes": [...], "reviewer": name} of the view's stored mask
+    GET  /img/ID/VIEW.jpg               the view's crop; VIEW.overlay.jpg with the heatmap blended in;
+                                        VIEW.mask.png the reviewer's damage mask
+    GET  /ref/SKU/VIEW.jpg              the product's reference image for that view (rig/review/references.py)
     GET  /api/drift                     SKUs flagged for packaging drift
     GET  /api/gallery/versions          gallery versions, oldest first
     POST /api/gallery/enroll            {"sku": S} enroll the SKU's reviewed images as references
@@ -30,7 +35,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import numpy as np
 
@@ -39,7 +44,9 @@ from ..events import EventLogError, UnknownItemError
 from ..foundation.errors import ModelError, RigError
 from . import enroll
 from . import guard as g
-from .store import BadLabelError, ReviewError, ReviewStore
+from .masks import MaskStore, parse_shapes
+from .references import References
+from .store import BadLabelError, NotDivertedError, ReviewError, ReviewStore
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +57,18 @@ MAX_LIMIT = 1000
 IDLE_TIMEOUT_S = 10.0
 
 
-def public_item(row: dict) -> dict:
+def public_item(row: dict, masks: MaskStore | None = None) -> dict:
     """What the page sees: no filesystem paths, image URLs instead."""
     views = {}
+    masked = set(masks.views(row["id"])) if masks is not None else set()
     for v in row["views"]:
         c = row["crops"].get(v, {})
         have = bool(c.get("rgb")) and not row["crops_deleted"]
         views[v] = {"image": f"/img/{row['id']}/{v}.jpg" if have else None,
-                    "overlay": f"/img/{row['id']}/{v}.overlay.jpg" if have and c.get("heatmap") else None}
+                    "overlay": f"/img/{row['id']}/{v}.overlay.jpg" if have and c.get("heatmap") else None,
+                    "mask": f"/img/{row['id']}/{v}.mask.png?n={_mask_stamp(masks, row['id'], v)}"
+                            if v in masked else None,
+                    "reference": f"/ref/{quote(row['sku_pred'])}/{quote(v)}.jpg"}
     keep = ("id", "captured_at", "sku_pred", "sku_conf", "score", "type", "decision", "reason", "acked",
             "model_version", "label", "label_type", "labelled_at", "reviewer", "label_rev", "latency_ms")
     return {**{k: row[k] for k in keep}, "views": views}
@@ -90,14 +101,14 @@ def overlay_jpeg(rgb_path: str, heat_path: str | None, heat_max: float | None = 
     return buf.tobytes()
 
 
-class ReviewServer:
-    def __init__(self, state_dir: str | Path, port: int = 8080, host: str = "127.0.0.1",
-                 model_dir: str | Path | None = None, token: str | None = None):
-        host = host.strip("[]")
-        g.Guard(host, 1, token)  # refuse a bind beyond loopback without a token before opening anything
-        self.store = ReviewStore(state_dir)
-        self.model_dir = Path(model_dir) if model_dir else None
-        self.httpd = _server_class(host)((host, port), self._handler())
+class LocalServer:
+    """A stdlib HTTP server on ``host:port`` with its request guard (guard.py), served from a
+    thread (:meth:`start`) or the foreground (:meth:`serve_forever`)."""
+
+    thread_name = "http"
+
+    def _bind(self, host: str, port: int, token: str | None, handler) -> None:
+        self.httpd = server_class(host)((host, port), handler)
         self.httpd.daemon_threads = True
         self.host, self.port = host, self.httpd.server_address[1]
         self.guard = g.Guard(host, self.port, token)
@@ -107,8 +118,8 @@ class ReviewServer:
     def url(self) -> str:
         return f"http://{g.host_port(self.host, self.port)}/"
 
-    def start(self) -> ReviewServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name="review",
+    def start(self):
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name=self.thread_name,
                                         daemon=True)
         self._thread.start()
         return self
@@ -116,11 +127,43 @@ class ReviewServer:
     def serve_forever(self) -> None:
         self.httpd.serve_forever()
 
+    def token_redirect(self, h, query: dict) -> bool:
+        """``/?token=TOKEN`` (the guard has checked it): set the cookie and send the browser on to ``/``,
+        so the token leaves the station's address bar and history. False when there is nothing to do."""
+        if "token" not in query or not self.guard.token:
+            return False
+        h.send_response(303)
+        h.send_header("Location", "/")
+        h.send_header("Set-Cookie", self.guard.cookie_header())
+        h.send_header("Cache-Control", "no-store")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+        return True
+
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class ReviewServer(LocalServer):
+    thread_name = "review"
+
+    def __init__(self, state_dir: str | Path, port: int = 8080, host: str = "127.0.0.1",
+                 model_dir: str | Path | None = None, token: str | None = None,
+                 references: str | Path | None = None, catalogue: str | None = None):
+        host = host.strip("[]")
+        g.Guard(host, 1, token)  # refuse a bind beyond loopback without a token before opening anything
+        self.store = ReviewStore(state_dir)
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.catalogue = catalogue  # the site's reference store URL (config gallery.store): enrollments go there too
+        self.masks = MaskStore(self.store.state_dir)
+        self.references = References(self.store, self.model_dir, Path(references) if references else None)
+        self._bind(host, port, token, self._handler())
+
+    def stop(self) -> None:
+        super().stop()
         self.store.close()
 
     # -- request handling ---------------------------------------------------------------------
@@ -149,10 +192,14 @@ class ReviewServer:
         try:
             self.guard.check(method, h.headers, query)
             if method == "GET" and not parts:
+                if self.token_redirect(h, query):
+                    return None
                 page = self.guard.page((STATIC / "index.html").read_bytes())
                 return self._send(h, 200, page, "text/html; charset=utf-8", cookie=self.guard.cookie_header())
             if method == "GET" and len(parts) == 3 and parts[0] == "img":
                 return self._image(h, parts[1], parts[2])
+            if method == "GET" and len(parts) == 3 and parts[0] == "ref":
+                return self._reference(h, parts[1], parts[2])
             if parts[:1] != ["api"]:
                 raise _NotFound(f"no page {url.path!r}")
             body = g.read_json_body(h.headers, h.rfile) if method == "POST" else {}
@@ -183,15 +230,21 @@ class ReviewServer:
         if method == "GET" and parts == ["items"]:
             limit = min(max(_int(query.get("limit", "200"), "limit"), 1), MAX_LIMIT)
             rows = st.diverted(limit, unreviewed_only=query.get("unreviewed") in ("1", "true"))
-            return {"items": [public_item(r) for r in rows], "damage_types": list(DAMAGE_TYPES),
+            return {"items": [public_item(r, self.masks) for r in rows], "damage_types": list(DAMAGE_TYPES),
                     "drift": st.drift()}
         if method == "GET" and len(parts) == 2 and parts[0] == "items":
-            return public_item(st.item(parts[1]))
+            return public_item(st.item(parts[1]), self.masks)
         if method == "POST" and len(parts) == 3 and parts[0] == "items" and parts[2] == "label":
             verdict = g.field(body, "verdict", str, required=True)
             rev = g.field(body, "rev", int)
-            row = st.label(parts[1], verdict, g.field(body, "type", str), rev, g.field(body, "reviewer", str))
-            return public_item(row)
+            row = st.label(parts[1], verdict, g.field(body, "type", str), rev, _reviewer(body))
+            return public_item(row, self.masks)
+        if method == "POST" and len(parts) == 3 and parts[0] == "items" and parts[2] == "mask":
+            return self._save_mask(parts[1], body)
+        if method == "GET" and len(parts) == 4 and parts[0] == "items" and parts[2] == "mask":
+            st.item(parts[1])  # 404 for an unknown item
+            info = self.masks.info(parts[1], parts[3]) or {}
+            return {"view": parts[3], "shapes": info.get("shapes", []), "reviewer": info.get("reviewer")}
         if method == "GET" and parts == ["drift"]:
             return {"drift": st.drift()}
         if parts[:1] == ["gallery"]:
@@ -199,11 +252,44 @@ class ReviewServer:
                 return {"versions": enroll.versions(self._model_dir())}
             if method == "POST" and parts == ["gallery", "enroll"]:
                 sku = g.field(body, "sku", str, required=True)
-                return enroll.enroll_reviewed(st, self._model_dir(), sku)
+                return enroll.enroll_reviewed(st, self._model_dir(), sku, self.catalogue)
             if method == "POST" and parts == ["gallery", "rollback"]:
                 version = g.field(body, "version", str)
                 return enroll.rollback(st, self._model_dir(), version)
         raise _NotFound(f"no API {method} /api/{'/'.join(parts)}")
+
+    def _save_mask(self, item_id: str, body: dict) -> dict:
+        reviewer = _reviewer(body)
+        view = g.field(body, "view", str, required=True, max_len=64)
+        shapes = parse_shapes(body.get("shapes"))
+        row = self.store.item(item_id)
+        if row["decision"] != "divert":
+            raise NotDivertedError(f"item {item_id!r} was never diverted: only diverted items are reviewed")
+        c = row["crops"].get(view)
+        if c is None or not c.get("rgb") or row["crops_deleted"]:
+            raise _NotFound(f"item {item_id!r} has no stored crop for view {view!r}")
+        import cv2
+
+        img = cv2.imread(c["rgb"], cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise _NotFound(f"crop of item {item_id!r} view {view!r} is gone from disk")
+        mask = self.masks.save(item_id, view, shapes, (img.shape[1], img.shape[0]), reviewer)
+        share = 0.0 if mask is None else float((mask > 0).mean())
+        log.info("mask of %s/%s by %s: %.1f %% of the crop", item_id, view, reviewer, 100 * share)
+        return {"item": public_item(self.store.item(item_id), self.masks), "view": view, "share": share}
+
+    def _reference(self, h, sku: str, name: str) -> None:
+        view = name.removesuffix(".jpg")
+        path = self.references.find(sku, view)
+        if path is None:
+            raise _NotFound(f"no reference image of SKU {sku!r} for view {view!r} (no --references folder "
+                            "entry, gallery source on disk, or crop reviewed as fine)")
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise _NotFound(f"reference image of {sku!r} is gone from disk") from None
+        ctype = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+        self._send(h, 200, data, ctype)
 
     def _model_dir(self) -> Path:
         if self.model_dir is None:
@@ -213,6 +299,11 @@ class ReviewServer:
 
     def _image(self, h, item_id: str, name: str) -> None:
         row = self.store.item(item_id)
+        if name.endswith(".mask.png"):
+            path = self.masks.path(item_id, name.removesuffix(".mask.png"))
+            if path is None:
+                raise _NotFound(f"item {item_id!r} has no mask for view {name.removesuffix('.mask.png')!r}")
+            return self._send(h, 200, path.read_bytes(), "image/png")
         overlay = name.endswith(".overlay.jpg")
         view = name[: -len(".overlay.jpg")] if overlay else name.removesuffix(".jpg")
         c = row["crops"].get(view)
@@ -249,7 +340,7 @@ class _NotFound(RigError):
     pass
 
 
-def _server_class(host: str):
+def server_class(host: str):
     """ThreadingHTTPServer for the address family of ``host`` (IPv6 loopback included)."""
     if ":" not in host:
         return ThreadingHTTPServer
@@ -258,6 +349,19 @@ def _server_class(host: str):
         address_family = socket.AF_INET6
 
     return V6
+
+
+def _reviewer(body: dict) -> str:
+    name = g.field(body, "reviewer", str, max_len=80)
+    if name is None or not name.strip():
+        raise BadLabelError("'reviewer' is required: every label carries the reviewer's name (the page asks "
+                            "for it once)")
+    return name.strip()
+
+
+def _mask_stamp(masks: MaskStore, item_id: str, view: str) -> int:
+    p = masks.path(item_id, view)
+    return int(p.stat().st_mtime_ns // 1_000_000) if p is not None else 0
 
 
 def _int(value: str, name: str) -> int:

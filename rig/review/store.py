@@ -75,6 +75,11 @@ class ReviewStore:
         return self._rows("SELECT * FROM items WHERE label IS NOT NULL AND captured_at > ? "
                           "ORDER BY captured_at, rowid", (since if since is not None else -1.0,))
 
+    def confirmed_good(self, sku: str, limit: int = 20) -> list[dict]:
+        """The SKU's items reviewed 'not damaged' or 'packaging changed', newest first (reference images)."""
+        return self._rows("SELECT * FROM items WHERE sku_pred = ? AND label IN ('not_damaged', 'packaging_changed') "
+                          "ORDER BY labelled_at DESC, rowid DESC LIMIT ?", (sku, int(limit)))
+
     def label(self, item_id: str, verdict: str, damage_type: str | None = None, rev: int | None = None,
               reviewer: str | None = None) -> dict:
         """Store a reviewer's verdict; ``rev`` is the label revision the reviewer saw (None: do not check)."""

@@ -49,6 +49,8 @@ class ExpectedProducts:
         self._lock = threading.Lock()
         self.counters = {"scans": 0, "unreadable": 0, "matched": 0, "unmatched": 0, "no_scan": 0}
         self.sources: list = []
+        # called with each scan as it arrives (the gallery cache prefetches the product); must not block
+        self.listeners: list = []
 
     # ---- input (scanner threads) -------------------------------------------
     def add_line(self, line: str, at: float | None = None, source: str = "") -> Scan:
@@ -65,6 +67,11 @@ class ExpectedProducts:
             self.counters["scans"] += 1
             if not scan.readable:
                 self.counters["unreadable"] += 1
+        for fn in self.listeners:
+            try:
+                fn(scan)
+            except Exception:  # a listener's failure must not lose the scan
+                log.exception("scan listener %r failed", fn)
         return scan
 
     # ---- join (the pipeline's trigger thread) -------------------------------

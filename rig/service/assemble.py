@@ -13,6 +13,7 @@ the one service loop (loop.py), so they run the same code.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..divert.base import DivertLink, open_link
 from ..divert.spawn import EmulatorProcess, spawn_emulator
 from ..foundation.errors import DeviceError, ModelError
 from ..foundation.item_ids import ItemIds
+from ..foundation.threads import one_owner_per_core
 from ..infer import make_backend
 from ..pipeline.clock import StageClock
 from ..pipeline.recorder import Recorder, open_event_log
@@ -55,6 +57,7 @@ class RigHandle:
     mqtt: MqttPublisher | None = None
     expected: ExpectedProducts | None = None
     sim_scanner: object = None  # the simulator's scanner (scan.url 'sim'): what it sent to each item
+    threads: dict = field(default_factory=dict)  # the thread settings in force (thread_settings)
 
     def close(self) -> None:
         for fn in reversed(self.closers):
@@ -86,7 +89,19 @@ def load_scorer(cfg: RigConfig) -> Scorer:
     backend = make_backend(cfg.inference.backend, onnx_path, max_batch=cfg.inference.max_batch,
                            threads=cfg.inference.threads, allow_fallback=cfg.inference.allow_fallback,
                            engine_dir=cfg.inference.engine_dir)
-    return Scorer.load(cfg.model_dir, backend=backend)
+    if cfg.gallery is None:
+        return Scorer.load(cfg.model_dir, backend=backend)
+    # references from the site's reference store, cached on the rig (rig/detect/catalogue.py)
+    from ..detect.catalogue import CatalogueGallery
+    from ..detect.store import model_key
+
+    g = cfg.gallery
+    cat = CatalogueGallery(g.store, model_key(card), cache_mb=g.cache_mb, disk_mb=g.disk_mb,
+                           state_dir=cfg.state_dir, site=g.site or cfg.name, warm_products=g.warm_products,
+                           connect_timeout_s=g.connect_timeout_s, nprobe=g.nprobe)
+    log.info("gallery from the reference store: model %s, version %s, %d products (%s), cache %.0f MB",
+             cat.key, cat.version, len(cat.index), cat.index.kind, g.cache_mb)
+    return Scorer(card, cat, backend, cfg.model_dir)
 
 
 def open_divert(cfg: RigConfig, state_dir: Path, closers: list) -> tuple[DivertLink, EmulatorProcess | None]:
@@ -110,6 +125,20 @@ def open_divert(cfg: RigConfig, state_dir: Path, closers: list) -> tuple[DivertL
     return link, emulator
 
 
+def thread_settings(threads: dict, scorer, pre, cfg: RigConfig) -> dict:
+    """Who owns the cores: what `rig bench` prints and writes next to its figures."""
+    backend = getattr(scorer, "backend", None)
+    return {**threads,
+            "inference": getattr(backend, "describe", lambda: "?")(),
+            "inference_intra_op_threads": getattr(backend, "threads", cfg.inference.threads),
+            "inference_spinning": "off" if getattr(backend, "name", "") == "onnxruntime" else "n/a",
+            "twin_threads": getattr(pre, "threads", None),
+            "stage_threads": ["trigger", "prepare", "infer", "score", "deadline"],
+            "score_threads": cfg.inference.score_threads,
+            "view_threads": cfg.inference.view_threads,
+            "cores": os.cpu_count()}
+
+
 def _id_clock(offset_s: float):
     """time.time, or (testing, ``sim.id_clock_offset_s``) a clock that far ahead or behind."""
     if not offset_s:
@@ -129,10 +158,17 @@ def open_rig(cfg: RigConfig, *, clock: StageClock | None = None, watchdog=None, 
         calib.camera(c.name)  # every camera must be calibrated
     closers: list = []
     try:
+        threads = one_owner_per_core()  # BLAS and OpenCV on their callers' threads
         if scorer is None:
             scorer = load_scorer(cfg)
+            if hasattr(scorer.gallery, "close"):  # the reference store's cache and threads
+                closers.append(scorer.gallery.close)
         check_model_input(scorer)
+        if hasattr(scorer, "set_view_threads"):
+            scorer.set_view_threads(cfg.inference.view_threads)
         pre = make_preprocessor(cfg.preprocess.backend, scorer.input_size, scorer.mean, scorer.std)
+        if hasattr(pre, "set_threads") and not os.environ.get("DAMAGE_RIG_TWIN_THREADS"):
+            pre.set_threads(1)  # the twin runs on the prepare thread (its helpers persist when > 1)
         sd = cfg.state_dir
         try:
             sd.mkdir(parents=True, exist_ok=True)
@@ -151,6 +187,7 @@ def open_rig(cfg: RigConfig, *, clock: StageClock | None = None, watchdog=None, 
                   clock=clock, watchdog=watchdog, counts_per_m=counts_per_m(cfg), keep_items=keep_items,
                   item_ids=ItemIds(sd, clock=_id_clock(cfg.sim.id_clock_offset_s)))
         handle = RigHandle(rig, cfg, link, emulator, events, sources, closers)
+        handle.threads = thread_settings(threads, scorer, pre, cfg)
         attach(handle)
         return handle
     except BaseException:

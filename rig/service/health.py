@@ -26,7 +26,7 @@ from .status import STALE_AFTER_S, degraded
 HEALTHY, DEGRADED, DOWN = "healthy", "degraded", "down"
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, DOWN: 2}
 WINDOW_S = 60.0
-SCORED = ("score", "wrong_item", "no_scan", "unreadable_scan", "unknown_sku")
+SCORED = ("score", "wrong_item", "no_scan", "unreadable_scan", "unknown_sku", "no_references")
 
 
 class DecisionStats:

@@ -25,6 +25,11 @@ Read from the running rig at each scrape (no bookkeeping on the decision path):
   ``damage_rig_mqtt_dropped_total{where}``.
 * Scans: ``damage_rig_scans_total{result}``, ``damage_rig_scans_unmatched_total``.
 * ``damage_rig_model_info{version,gallery,backend,preprocess}``.
+* Reference store (config ``gallery``): ``damage_rig_gallery_fetch_seconds{source}`` (histogram,
+  store or disk level), ``damage_rig_gallery_cache_hits_total``, ``..._misses_total`` (a decision
+  found the product's references absent), ``..._evictions_total``, ``..._fetch_errors_total``,
+  ``..._prefetches_total``; gauges ``damage_rig_gallery_cache_hit_ratio``, ``..._bytes``,
+  ``..._entries``, ``damage_rig_gallery_store_up``, ``damage_rig_gallery_products``.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ def is_loopback(host: str) -> bool:
 class RigMetrics:
     """The service's metrics: a decision sink, a stage-clock observer and a scrape-time collector."""
 
-    def __init__(self, rig, *, link=None, state_dir=None, mqtt=None, expected=None, events=None):
+    def __init__(self, rig, *, link=None, state_dir=None, mqtt=None, expected=None, events=None, gallery=None):
         self.rig, self.link, self.state_dir, self.mqtt, self.expected = rig, link, state_dir, mqtt, expected
         self.events = events  # the event log's recorder (rig/pipeline/recorder.py): backlog, retries, drops
         self.registry = CollectorRegistry()
@@ -85,6 +90,14 @@ class RigMetrics:
                                 registry=r)
         self.divert_results = Counter("damage_rig_divert_results", "Divert commands, by result (acked, late, "
                                       "fault)", ["result"], registry=r)
+        # the reference store's gallery (rig/detect/catalogue.py): its cache's figures
+        self.gallery = gallery if gallery is not None else getattr(getattr(rig, "scorer", None), "gallery", None)
+        self.cache = getattr(self.gallery, "cache", None)
+        if self.cache is not None:
+            self.fetch = Histogram("damage_rig_gallery_fetch_seconds", "Fetching one product's references "
+                                   "(the reference store or the cache's disk level)", ["source"],
+                                   buckets=STAGE_BUCKETS, registry=r)
+            self.cache.fetch_observers.append(self.observe_fetch)
         r.register(_Scrape(self))
         self.server = None
         self._thread = None
@@ -94,6 +107,9 @@ class RigMetrics:
     # ---- observers (decision path: a lock and an add each) ----------------------
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage).observe(seconds)
+
+    def observe_fetch(self, seconds: float, source: str) -> None:
+        self.fetch.labels(source).observe(seconds)
 
     def decision(self, item, latency_ms: float) -> None:
         self.latency.observe(latency_ms / 1000.0)
@@ -209,6 +225,8 @@ class _Scrape:
             d.add_metric(["queue"], s["queue_dropped"])
             d.add_metric(["outbox"], s["outbox_dropped"])
             yield d
+        if m.cache is not None:
+            yield from _gallery_metrics(m.gallery.stats())
         if m.expected is not None:
             e = dict(m.expected.counters)
             sc = CounterMetricFamily("damage_rig_scans", "Upstream scans received, by result", labels=["result"])
@@ -217,3 +235,22 @@ class _Scrape:
             yield sc
             yield CounterMetricFamily("damage_rig_scans_unmatched", "Scans that matched no item",
                                       value=e["unmatched"])
+
+
+def _gallery_metrics(st: dict):
+    """The reference-store cache's figures (rig/detect/cache.py stats)."""
+    for key, help_ in (("hits", "Decisions that found the product's references in memory"),
+                       ("misses", "Decisions that found them absent (scored without them, or diverted)"),
+                       ("evictions", "Products dropped from memory to hold cache_mb"),
+                       ("fetch_errors", "Fetches that failed (the store away) and were retried"),
+                       ("prefetches", "Fetches asked for by the upstream scan")):
+        yield CounterMetricFamily(f"damage_rig_gallery_cache_{key}", help_, value=st[key])
+    yield GaugeMetricFamily("damage_rig_gallery_cache_hit_ratio", "Hits / (hits + misses) since start",
+                            value=st["hit_rate"])
+    yield GaugeMetricFamily("damage_rig_gallery_cache_bytes", "Memory the cached references take (accounted)",
+                            value=st["bytes"])
+    yield GaugeMetricFamily("damage_rig_gallery_cache_entries", "Products in memory", value=st["entries"])
+    yield GaugeMetricFamily("damage_rig_gallery_store_up", "1 while the reference store answers",
+                            value=1.0 if st["store_up"] else 0.0)
+    yield GaugeMetricFamily("damage_rig_gallery_products", "Products the identification index holds",
+                            value=st["products"])

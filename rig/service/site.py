@@ -52,6 +52,12 @@ def attach(handle) -> None:
             open_scan_source(sc.url, handle.expected, baud=sc.baud)
         log.info("expected product from %s, %.2f m upstream; wrong items %s", sc.url, sc.distance_m,
                  sc.on_wrong_item)
+    gallery = getattr(rig.scorer, "gallery", None)
+    if cfg.gallery is not None:
+        rig.score.on_refs_missing = cfg.gallery.on_miss
+        if handle.expected is not None and hasattr(gallery, "prefetch"):
+            # the scan names the product seconds before the item reaches the cameras: fetch it now
+            handle.expected.listeners.append(lambda scan: gallery.prefetch(scan.sku))
     if cfg.mqtt is not None:
         on_expected = None
         if cfg.scan is not None and cfg.scan.url == "mqtt":

@@ -1088,7 +1088,7 @@ def case_forged_review(work: Path, model_dir) -> Row:
         wait_until(lambda: proc.poll() is not None or _port_open(port), 30, 0.1)
         page = ask("page", "GET", "/")
         token = re.search(rb'name="csrf-token" content="([^"]+)"', page).group(1).decode()
-        label = b'{"verdict": "damaged"}'
+        label = b'{"verdict": "damaged", "reviewer": "station"}'  # every label names its reviewer
         ask("text/plain from evil.example", "POST", "/api/items/it1/label", label,
             {"Content-Type": "text/plain", "Origin": "http://evil.example", "Content-Length": str(len(label))})
         ask("no CSRF token", "POST", "/api/items/it1/label", label, {"Content-Length": str(len(label))})

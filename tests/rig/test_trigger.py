@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from damage_rig.rig.trigger import Trigger
 from damage_rig.tools.sim.belt import BeltSim
 from damage_rig.tools.sim.generate import SimSettings
@@ -105,3 +106,60 @@ def test_a_2mm_item_is_found_and_cropped_whole(demo_calib):
     assert abs(b.y_min + 0.06) < 0.015 and abs(b.y_max - 0.06) < 0.015, (b.y_min, b.y_max)
     # without the thin level the 2 mm item is not seen at all (the old behaviour)
     assert Trigger(cam, units, 0.5, 8.0, 400, thin_height_mm=0).blobs(depth) == []
+
+
+def test_an_item_is_released_at_its_best_frame_not_one_frame_later(demo_calib):
+    """Predictive release: the frame nearest the centre goes out in the same update that shows it
+    (the next one, predicted from the track's motion, would be farther), not when a later frame
+    shows the item past the centre; the frame chosen is still the nearest one."""
+    n_items, speed, fps = 6, 0.5, 15
+    belt = BeltSim(demo_calib, ["top"], SimSettings(seed=4, damage_rate=0.4), speed, 0.5, n_items=n_items)
+    top = demo_calib.cameras["top"]
+    trig = Trigger(top.depth_imager(), top.depth.depth_units_mm, speed, 5.0, 400)
+    released_at = {}
+    t, k = 0.0, 0
+    end = belt.item(n_items - 1).t_center + 1.2
+    while t < end:
+        _, depth = belt.frame("top", t)
+        for cap in trig.update({"top": _Held()}, depth, t, t * 1000.0):
+            released_at[cap.item_no] = (k, cap)
+        k += 1
+        t = k / fps
+    assert len(released_at) == n_items
+    step = speed / fps
+    for frame_no, cap in released_at.values():
+        assert cap.host_time == frame_no / fps  # released by the frame it was captured in
+        true_x = belt.item(sorted(released_at).index(cap.item_no)).x_m(cap.host_time, speed)
+        assert abs(true_x) <= step / 2 + 0.01  # and that frame is the one nearest the centre
+    assert trig.predicted == n_items
+
+
+def test_release_waits_when_the_next_frame_will_be_nearer(demo_calib):
+    """The rule itself, on blobs: at x = -0.02 m with 0.033 m to the next frame the next one is
+    nearer (x = +0.013): hold; at -0.01 the next (+0.023) is farther: this frame is the best."""
+    from damage_rig.rig.trigger import Blob
+
+    top = demo_calib.cameras["top"]
+    trig = Trigger(top.depth_imager(), top.depth.depth_units_mm, 1.0, 5.0, 400)
+    blob = lambda x: Blob(x, 0.0, x - 0.05, x + 0.05, -0.05, 0.05, 0.05, 100, False)
+    assert not trig._next_is_farther(blob(-0.02), {"top": 1}, 1.0, 0.033)
+    assert trig._next_is_farther(blob(-0.01), {"top": 1}, 1.0, 0.033)
+    assert trig._next_is_farther(blob(0.002), {"top": 1}, 1.0, 0.033)
+    # no frame interval yet, or a partial frame set a complete later one would outrank: no prediction
+    assert not trig._next_is_farther(blob(-0.01), {"top": 1}, 1.0, None)
+    trig.n_cameras = 2
+    assert not trig._next_is_farther(blob(-0.01), {"top": 1}, 1.0, 0.033)
+
+
+def test_the_height_kernel_finds_the_same_item_as_numpy(demo_calib):
+    """height.cu (its CPU twin here; the GPU on a rig whose preprocessing is cuda) drives the
+    trigger to the same blob as the numpy height map."""
+    top = demo_calib.cameras["top"]
+    cam, units = top.depth_imager(), top.depth.depth_units_mm
+    depth = _flat_item_depth(cam, units, -0.10, 0.10, -0.06, 0.06, 0.03, 1.0, np.random.default_rng(2))
+    got = Trigger(cam, units, 0.5, 8.0, 400, height_backend="twin").blobs(depth)
+    want = Trigger(cam, units, 0.5, 8.0, 400).blobs(depth)
+    assert len(got) == len(want) == 1
+    g, w = got[0], want[0]
+    assert abs(g.area_px - w.area_px) <= 2
+    assert max(abs(g.x - w.x), abs(g.y - w.y), abs(g.height - w.height)) < 1e-3

@@ -30,6 +30,7 @@ from ...rig.foundation.errors import ConfigError, RigError
 from ...rig.pipeline.clock import STAGES, StageClock, percentiles
 from ...rig.service.assemble import load_scorer, open_rig
 from ...rig.service.loop import serve
+from .cpu import CpuMeter, load_state
 from .nvtx import NvtxBackend, NvtxPreprocessor, available, nvtx_range
 from .sweep import SweepPoint, find_max_rate
 
@@ -49,14 +50,15 @@ def four(p: dict) -> dict:
     return {k: p[k] for k in FOUR}
 
 
-def config_at_rate(cfg, rate: float, min_pitch_m: float = MIN_PITCH_M):
-    """A copy of ``cfg`` whose belt brings ``rate`` items per second (pitch kept >= min_pitch_m)."""
+def config_at_rate(cfg, rate: float, min_pitch_m: float = MIN_PITCH_M, pitch_m: float | None = None):
+    """A copy of ``cfg`` whose belt brings ``rate`` items per second (pitch kept >= min_pitch_m, or
+    exactly ``pitch_m`` when given)."""
     from pydantic import ValidationError
 
 
     if not rate > 0:
         raise RigError(f"item rate must be > 0 items/s, got {rate}")
-    pitch = max(cfg.belt.item_pitch_m, min_pitch_m)
+    pitch = pitch_m if pitch_m is not None else max(cfg.belt.item_pitch_m, min_pitch_m)
     speed = rate * pitch
     data = cfg.model_dump()
     data["belt"].update(speed_mps=speed, item_pitch_m=pitch)
@@ -67,6 +69,19 @@ def config_at_rate(cfg, rate: float, min_pitch_m: float = MIN_PITCH_M):
         raise RigError(f"{rate:g} items/s at a {pitch:g} m pitch needs a belt at {speed:.2f} m/s, which the "
                        f"config does not allow ({'.'.join(map(str, first['loc']))}: {first['msg']}); "
                        "choose a lower rate") from None
+    return out.model_copy(update={"source_path": cfg.source_path})
+
+
+def with_preprocess(cfg, backend: str):
+    """A copy of ``cfg`` whose preprocessing runs on ``backend``; RigError naming the choices otherwise."""
+    from pydantic import ValidationError
+
+    data = cfg.model_dump()
+    data["preprocess"]["backend"] = backend
+    try:
+        out = RigConfig.model_validate(data)
+    except ValidationError as exc:
+        raise RigError(f"--preprocess {backend}: {exc.errors()[0]['msg']}") from None
     return out.model_copy(update={"source_path": cfg.source_path})
 
 
@@ -93,6 +108,10 @@ class RunResult:
     seen: list[int] = field(default_factory=list)  # belt indexes of the items the trigger captured
     failsafe_reasons: dict[str, int] = field(default_factory=dict)  # reason -> items decided without a score
     startup: dict = field(default_factory=dict)  # the items of the first settle_s seconds, counted apart
+    cpu_ms: dict[str, list[float]] = field(default_factory=dict)  # stage -> thread CPU ms per record (steady)
+    cpu: dict = field(default_factory=dict)  # CpuMeter.delta over the run: by thread, stand-ins
+    threads: dict = field(default_factory=dict)  # the thread settings in force
+    load: dict = field(default_factory=dict)  # load average before and during
 
     @property
     def missed_at_start(self) -> int:
@@ -122,10 +141,14 @@ class RunResult:
                            "dropped_frames": self.summary["dropped_frames"]})
 
 
-def _batch_sizes(spans) -> list[int]:
-    """Batch sizes the infer thread ran: one batch_wait span per view, all ending when the batch starts."""
-    ends = Counter((s.thread, s.end) for s in spans if s.stage == "batch_wait")
-    return list(ends.values())
+def batch_views(spans, views_of: dict[int, int]) -> list[int]:
+    """Views per batch the infer thread ran: one batch_wait span per item, all of a batch ending when it
+    starts; ``views_of`` maps item numbers to their views."""
+    per: Counter = Counter()
+    for s in spans:
+        if s.stage == "batch_wait":
+            per[(s.thread, s.end)] += views_of.get(s.item, 1)
+    return list(per.values())
 
 
 def _derived_waits(items, spans) -> dict[str, list[float]]:
@@ -145,10 +168,13 @@ def warm_up(backend, max_batch: int, channels: int, size: int) -> None:
 
 def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, damage_rate: float = 0.2,
                 state_dir: Path | None = None, keep_spans: bool = True, extra_s: float = 30.0,
-                settle_s: float = SETTLE_S) -> RunResult:
+                settle_s: float = SETTLE_S, separate_process: bool = True,
+                pitch_m: float | None = None) -> RunResult:
     """Run the rig from ``cfg`` on a simulated belt of ``items`` items arriving at ``rate`` per second.
 
-    Figures describe the steady state: items exposed in the first ``settle_s``
+    The simulated cameras render in a driver process of their own and deliver
+    through shared memory (``separate_process``; tools/sim/remote.py), so the
+    rig's figures and CPU are its own. Figures describe the steady state: items exposed in the first ``settle_s``
     seconds of the belt, and stage records that start then, are counted apart
     (``startup``) — a freshly started rig misses or fails safe on its first items
     while cameras and threads come up, which is start-up, not load.
@@ -158,19 +184,32 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     if not any(c.source == "sim" for c in cfg.cameras):
         raise ConfigError("rig bench drives the simulated belt: the config needs cameras with source 'sim'",
                           [f"{cfg.source_path}: cameras: no camera has source: sim"])
-    rcfg = config_at_rate(cfg, rate)
+    rcfg = config_at_rate(cfg, rate, pitch_m=pitch_m)
     clock = StageClock(keep_spans=True)  # the spans give the steady-state durations
     state = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="damage-rig-bench-"))
-    rcfg = rcfg.with_state_dir(state).with_sim(items=items, seed=seed, damage_rate=damage_rate)
+    rcfg = rcfg.with_state_dir(state).with_sim(items=items, seed=seed, damage_rate=damage_rate,
+                                               separate_process=separate_process)
     handle = open_rig(rcfg, clock=clock, with_events=False, scorer=scorer, keep_items=True)
+    stand_ins = {"controller_emulator": handle.emulator.pid} if handle.emulator is not None else {}
+    if getattr(handle.sources.groups["sim"].state, "pid", None):
+        stand_ins["sim_cameras"] = handle.sources.groups["sim"].state.pid
+    meter = CpuMeter(stand_ins)
+    load_before = load_state()
     try:
         belt = handle.sources.groups["sim"].state
         if handle.rig.pre.name == "cuda" and available():
             handle.rig.pre = NvtxPreprocessor(handle.rig.pre)
         belt_s = (belt.end_time or 0.0) + 2.0
-        serve(handle, max_s=belt_s + extra_s)
+        a = meter.snapshot()
+        cpu_run: dict = {}  # taken as the loop ends, while the stage threads still run
+
+        def take_cpu() -> None:
+            cpu_run.update(CpuMeter.delta(a, meter.snapshot()))
+
+        serve(handle, max_s=belt_s + extra_s, on_stopping=take_cpu)
         rig = handle.rig
         summary = rig.summary()
+        load_during = load_state()
         t_settle = belt.start + settle_s
         its = rig.items_snapshot()
     finally:
@@ -194,6 +233,10 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
     for sp in spans:
         durations.setdefault(sp.stage, []).append((sp.end - sp.start) * 1000.0)
     durations.update(_derived_waits(steady, spans))
+    cpu_ms: dict[str, list[float]] = {}
+    for sp in spans:
+        if sp.cpu_s is not None:
+            cpu_ms.setdefault(sp.stage, []).append(sp.cpu_s * 1000.0)
     return RunResult(
         rate=rate, speed_mps=rcfg.belt.speed_mps, pitch_m=rcfg.belt.item_pitch_m, n_items=items, summary=summary,
         counts=counts, durations=durations,
@@ -201,7 +244,9 @@ def run_at_rate(cfg, rate: float, items: int, *, scorer=None, seed: int = 1, dam
         slack_ms=[(it.deadline - it.decided_at) * 1000.0 for it in decided],
         scored=len(scored),
         views_per_item=statistics.fmean([it.expected for it in scored]) if scored else float(len(cfg.cameras)),
-        batch_sizes=_batch_sizes(spans), throughput=throughput, spans=spans if keep_spans else [],
+        batch_sizes=batch_views(spans, {it.no: it.expected for it in its}), throughput=throughput,
+        spans=spans if keep_spans else [], cpu_ms=cpu_ms, cpu=cpu_run, threads=dict(handle.threads),
+        load={"before": load_before, "during": load_during},
         item_intervals=[(it.no, it.capture.host_time, it.decided_at, f"{it.decision} ({it.reason})")
                         for it in decided] if keep_spans else [],
         gate_time_ms=1000.0 * rcfg.belt.gate_distance_m / rcfg.belt.speed_mps,
@@ -252,6 +297,10 @@ def run_report(r: RunResult) -> dict:
         "late": c["late"], "dropped_frames": s["dropped_frames"], "failsafe": c["failsafe"],
         "overload": c["overload"], "stage_errors": s["stage_errors"], "failsafe_reasons": r.failsafe_reasons,
         "views_per_item": round(r.views_per_item, 3),
+        "stage_cpu_ms": {st: {"mean": round(statistics.fmean(v), 3), "per_item": round(sum(v) / max(r.scored, 1), 3)}
+                         for st, v in r.cpu_ms.items() if v},
+        "cpu_s": r.cpu, "threads": r.threads, "load": r.load,
+        "overloaded": bool(r.load) and (r.load["before"]["overloaded"] or r.load["during"]["overloaded"]),
         "batch_size": {"median": statistics.median(r.batch_sizes) if r.batch_sizes else 0,
                        "max": max(r.batch_sizes, default=0), "batches": len(r.batch_sizes)},
     }
@@ -260,7 +309,7 @@ def run_report(r: RunResult) -> dict:
 def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = False, sweep_low: float = 0.5,
           sweep_high: float | None = None, sweep_steps: int = 4, sweep_items: int = 15, seed: int = 1,
           model_seconds: float = 3.0, warmup_items: int = 3, settle_s: float = SETTLE_S, scorer=None,
-          progress=None) -> tuple[dict, RunResult, list[SweepPoint]]:
+          progress=None, pitch_m: float | None = None) -> tuple[dict, RunResult, list[SweepPoint]]:
     """The whole `rig bench`: (report dict, the reported run, the sweep points).
 
     Without ``sweep`` the pipeline runs once at ``rate`` (default: the
@@ -279,12 +328,12 @@ def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = Fals
         # first calls, caches) that are start-up, not the steady state the percentiles describe
         say(f"warm-up run ({warmup_items} items, discarded) ...")
         run_at_rate(cfg, sweep_low if sweep else (rate or 1.0), warmup_items, scorer=scorer, seed=seed + 1000,
-                    keep_spans=False)
+                    keep_spans=False, pitch_m=pitch_m)
     runs: list[RunResult] = []
 
     def measure(r: float, n: int = sweep_items if sweep else items) -> SweepPoint:
         say(f"pipeline at {r:.2f} items/s ({n} items) ...")
-        res = run_at_rate(cfg, r, n, scorer=scorer, seed=seed, settle_s=settle_s)
+        res = run_at_rate(cfg, r, n, scorer=scorer, seed=seed, settle_s=settle_s, pitch_m=pitch_m)
         runs.append(res)
         pt = res.point()
         say(f"  {'ok' if pt.ok else 'NOT sustained'}: p50 {pt.p50_ms:.1f} ms, p99 {pt.p99_ms:.1f} ms, "
@@ -334,9 +383,10 @@ def bench(cfg, *, items: int = 30, rate: float | None = None, sweep: bool = Fals
     report["cameras"] = [c.name for c in cfg.cameras]
     p = report["end_to_end_ms"]
     report["targets"] = {
-        "throughput_ratio_ge_0.9": report["pipeline_to_model_ratio"] >= 0.9,
         "p99_le_2x_p50": (p["p99_ms"] <= 2 * p["p50_ms"]) if p["p50_ms"] else False,
+        "p99_le_100ms": 0 < p["p99_ms"] <= 100.0,
         "p99_at": "80 % of the max rate" if sweep else f"{final.rate:g} items/s (no sweep)",
+        "all_decided_none_late_none_failsafe": (final.ok and report["late"] == 0 and report["failsafe"] == 0),
     }
     return report, final, points
 

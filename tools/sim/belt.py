@@ -181,6 +181,15 @@ class BeltSim:
         d16 = np.clip(np.round(depth / units), 0, 65535).astype(np.uint16)
         return np.clip(img, 0, 255).astype(np.uint8), d16
 
+    def truth_near(self, t: float, x_m: float, y_m: float, within_m: float = 0.15) -> dict | None:
+        """Ground truth of the item nearest (x, y) on the belt at time t, None when none is that near."""
+        best, best_d = None, within_m
+        for it in self.items_at(t):
+            d = abs(it.x_m(t, self.speed) - x_m) + abs(it.spec.y_mm / 1000 - y_m)
+            if d < best_d:
+                best, best_d = it, d
+        return None if best is None else self.truth(best.index)
+
     def truth(self, k: int) -> dict:
         it = self.item(k)
         return {"item_id": it.item_id, "index": k, "sku": it.spec.sku.name, "damage": list(it.spec.damage),

@@ -108,12 +108,7 @@ class SimBelt:
 
     def truth_near(self, t: float, x_m: float, y_m: float) -> dict | None:
         """Ground truth of the item nearest (x, y) at time t (for demo summaries only)."""
-        best, best_d = None, 0.15
-        for it in self.sim.items_at(t):
-            d = abs(it.x_m(t, self.sim.speed) - x_m) + abs(it.spec.y_mm / 1000 - y_m)
-            if d < best_d:
-                best, best_d = it, d
-        return None if best is None else self.sim.truth(best.index)
+        return self.sim.truth_near(t, x_m, y_m)
 
     def scanner(self, distance_m: float, log_path=None, **rates):
         """The upstream barcode scanner of this belt, on a pty (tools/sim/scanner.py); ``.port`` to open."""
@@ -192,13 +187,39 @@ class SimCamera:
 
 @CAPTURE.register("sim")
 def open_sim_cameras(cfg, calib: Calibration, cams) -> SourceGroup:
-    """``source: sim`` cameras: one simulated belt (the config's ``sim`` section) seen by each of them."""
+    """``source: sim`` cameras: one simulated belt (the config's ``sim`` section) seen by each of them
+    (with ``sim.scene: charuco``, the ChArUco board held in front of them instead: board_scene.py);
+    with ``sim.separate_process`` rendered in a driver process of its own (remote.py)."""
     sim = cfg.sim
+    if sim.scene == "charuco":
+        from .board_scene import open_board_scene
+
+        return open_board_scene(cfg, calib, cams)
+    if sim.separate_process:
+        return _open_remote(cfg, calib, cams)
     belt = SimBelt(calib, [c.name for _, c in cams], cfg.belt.speed_mps or 0.5, cfg.belt.item_pitch_m,
                    seed=sim.seed, damage_rate=sim.damage_rate, n_items=sim.items)
     faults = {name: [f.model_dump() for f in fs] for name, fs in sim.camera_faults.items()}
     cameras = {c.name: SimCamera(belt, c.name, c.fps, offset_ms=0.7 * i, faults=faults.get(c.name, ()))
                for i, c in cams}
+
+    def truth(cap, belt=belt):
+        return belt.truth_near(cap.host_time - belt.start, cap.blob.x, cap.blob.y)
+
+    return SourceGroup(cameras, begin=belt.begin, close=belt.close, truth=truth,
+                       end_time=lambda: belt.end_time, state=belt)
+
+
+def _open_remote(cfg, calib: Calibration, cams) -> SourceGroup:
+    from .remote import RemoteBelt
+
+    sim = cfg.sim
+    if sim.camera_faults:
+        raise ConfigError("sim.camera_faults need the in-process simulator: drop sim.separate_process")
+    belt = RemoteBelt(calib, cfg.calibration_path, [(c.name, c.fps, 0.7 * i) for i, c in cams],
+                      cfg.belt.speed_mps or 0.5, cfg.belt.item_pitch_m, seed=sim.seed,
+                      damage_rate=sim.damage_rate, n_items=sim.items)
+    cameras = {c.name: belt.camera(c.name) for _, c in cams}
 
     def truth(cap, belt=belt):
         return belt.truth_near(cap.host_time - belt.start, cap.blob.x, cap.blob.y)

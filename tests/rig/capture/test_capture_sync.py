@@ -137,3 +137,36 @@ def test_primary_camera_goes_on_alone_when_a_partner_stops():
             f.release()
     s.flush()
     assert ring.in_use == 0
+
+
+def test_sync_matches_a_partner_frame_that_arrives_after_the_primarys_next_one():
+    """The side camera's frame for t=0 arrives late (after top's t=33 frame): it is still matched
+    to top's t=0 frame, and the next pair after it; nothing is dropped."""
+    ring = FrameRing(8, (4, 4), (4, 4))
+    s = FrameSync(["top", "side"], tolerance_ms=5, primary="top", stale_ms=200)
+    assert s.push(_ref(ring, "top", 0.0)) == []
+    assert s.push(_ref(ring, "top", 33.3)) == []  # its partner is late, not lost: wait
+    sets = s.push(_ref(ring, "side", 0.7))
+    assert [{c: f.timestamp_ms for c, f in fs.items()} for fs in sets] == [{"top": 0.0, "side": 0.7}]
+    sets = s.push(_ref(ring, "side", 34.0))
+    assert [{c: f.timestamp_ms for c, f in fs.items()} for fs in sets] == [{"top": 33.3, "side": 34.0}]
+    assert s.dropped == 0 and s.partial == 0
+
+
+def test_sync_keeps_the_trigger_cameras_frame_when_its_partner_is_lost():
+    """The side camera never delivers its t=0 frame (its next one is t=33.7): top's t=0 frame still
+    goes on, alone, instead of being dropped as the older unmatched head; then pairs resume."""
+    ring = FrameRing(8, (4, 4), (4, 4))
+    s = FrameSync(["top", "side"], tolerance_ms=5, primary="top", stale_ms=200)
+    assert s.push(_ref(ring, "top", 0.0)) == []
+    sets = s.push(_ref(ring, "side", 33.7))
+    assert [sorted(fs) for fs in sets] == [["top"]] and sets[0]["top"].timestamp_ms == 0.0
+    sets = s.push(_ref(ring, "top", 33.3))
+    assert [{c: f.timestamp_ms for c, f in fs.items()} for fs in sets] == [{"top": 33.3, "side": 33.7}]
+    assert s.partial == 1 and s.dropped == 0
+    # a partner's frame that lost its primary is still dropped (only the trigger camera is kept)
+    sets = s.push(_ref(ring, "side", 66.7))
+    sets += s.push(_ref(ring, "side", 100.0))
+    sets += s.push(_ref(ring, "top", 100.1))
+    assert [{c: f.timestamp_ms for c, f in fs.items()} for fs in sets] == [{"top": 100.1, "side": 100.0}]
+    assert s.dropped == 1

@@ -46,7 +46,8 @@ def test_lists_diverted_items_newest_first(server):
     assert [it["id"] for it in data["items"]] == ["it000006", "it000004", "it000002", "it000000"]
     first = data["items"][0]
     assert first["score"] == pytest.approx(0.86) and first["sku_pred"] == "sku-a" and first["reason"] == "score"
-    assert first["views"]["top"] == {"image": "/img/it000006/top.jpg", "overlay": "/img/it000006/top.overlay.jpg"}
+    assert first["views"]["top"] == {"image": "/img/it000006/top.jpg", "overlay": "/img/it000006/top.overlay.jpg",
+                                     "mask": None, "reference": "/ref/sku-a/top.jpg"}
     assert "crush" in data["damage_types"] and data["drift"] == []
     assert str(server.store.state_dir) not in json.dumps(data)  # no filesystem paths leak
 
@@ -55,7 +56,8 @@ def test_label_roundtrip_and_unreviewed_filter(server, tmp_path):
     status, item = jcall(server, "POST", "/api/items/it000004/label", {"verdict": "damaged", "type": "tear",
                                                                        "rev": 0, "reviewer": "ana"})
     assert status == 200 and item["label"] == "damaged" and item["label_type"] == "tear" and item["label_rev"] == 1
-    status, item = jcall(server, "POST", "/api/items/it000002/label", {"verdict": "damaged", "rev": 0})
+    status, item = jcall(server, "POST", "/api/items/it000002/label", {"verdict": "damaged", "rev": 0,
+                                                                       "reviewer": "ana"})
     assert item["label_type"] == "crush"  # the predicted type, when the reviewer did not pick one
     status, data = jcall(server, "GET", "/api/items?unreviewed=1")
     assert [it["id"] for it in data["items"]] == ["it000006", "it000000"]
@@ -74,8 +76,12 @@ def test_clear_errors(server):
         ("/api/items/it000000/label", {"verdict": "damaged", "rev": "x"}, 400, "'rev' must be an integer"),
     ]
     for path, body, code, text in cases:
-        status, data = jcall(server, "POST", path, body)
+        status, data = jcall(server, "POST", path, {**body, "reviewer": "ana"})
         assert (status, text in data["error"]) == (code, True), (path, body, data)
+    for who in (None, "", "   ", 7):  # every label names its reviewer
+        body = {"verdict": "not_damaged"} if who is None else {"verdict": "not_damaged", "reviewer": who}
+        status, data = jcall(server, "POST", "/api/items/it000000/label", body)
+        assert status == 400 and "reviewer" in data["error"], (who, data)
     status, data = jcall(server, "POST", "/api/items/it000000/label", raw=b"{not json")
     assert status == 400 and "not JSON" in data["error"]
     status, data = jcall(server, "GET", "/api/items/nope")
@@ -88,11 +94,14 @@ def test_clear_errors(server):
 
 def test_stale_page_is_refused(server):
     # two tabs loaded the item at revision 0; the first labels it, the second is stale
-    assert jcall(server, "POST", "/api/items/it000006/label", {"verdict": "not_damaged", "rev": 0})[0] == 200
-    status, data = jcall(server, "POST", "/api/items/it000006/label", {"verdict": "damaged", "rev": 0})
+    assert jcall(server, "POST", "/api/items/it000006/label", {"verdict": "not_damaged", "rev": 0,
+                                                                       "reviewer": "ana"})[0] == 200
+    status, data = jcall(server, "POST", "/api/items/it000006/label", {"verdict": "damaged", "rev": 0,
+                                                                       "reviewer": "bo"})
     assert status == 409 and "reload the page" in data["error"] and "'not_damaged'" in data["error"]
     # with the current revision a correction goes through
-    status, item = jcall(server, "POST", "/api/items/it000006/label", {"verdict": "packaging_changed", "rev": 1})
+    status, item = jcall(server, "POST", "/api/items/it000006/label", {"verdict": "packaging_changed", "rev": 1,
+                                                                       "reviewer": "bo"})
     assert status == 200 and item["label"] == "packaging_changed" and item["label_rev"] == 2
 
 

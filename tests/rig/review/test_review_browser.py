@@ -49,6 +49,11 @@ def wait_until(fn, timeout=10.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def sel_id(driver):
+    """The selected card's item id, read in one script run (cards are rebuilt when the list changes)."""
+    return driver.execute_script("const c = document.querySelector('.card.sel'); return c && c.dataset.id;")
+
+
 def shot(driver, tmp_path, name):
     driver.save_screenshot(str(tmp_path / name))
     keep = os.environ.get("DAMAGE_RIG_SCREENSHOTS")
@@ -64,21 +69,26 @@ def test_one_keystroke_labels_the_selected_item(browser, tmp_path):
     srv = ReviewServer(state, port=0).start()
     try:
         browser.get(srv.url)
+        # the station asks for the reviewer's name once (kept in the browser for the next labels)
+        name = wait_until(lambda: browser.find_element(By.ID, "name") if browser.find_element(
+            By.ID, "namebox").is_displayed() else None, what="the name prompt")
+        name.send_keys("Ana\n")
+        wait_until(lambda: browser.find_element(By.ID, "whoname").text == "Ana", what="the name to be taken")
         wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".card.sel"), what="items to load")
-        sel = browser.find_element(By.CSS_SELECTOR, ".card.sel").get_attribute("data-id")
-        assert sel == "it000006"  # newest diverted item selected
+        assert sel_id(browser) == "it000006"  # newest diverted item selected
         assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 4
-        imgs = browser.find_elements(By.CSS_SELECTOR, ".card.sel img")
-        wait_until(lambda: all(browser.execute_script("return arguments[0].naturalWidth", i) == 48 for i in imgs),
-                   what="crops and overlays to load")
+        wait_until(lambda: browser.execute_script(
+            "return [...document.querySelectorAll('.card.sel img:not(.ref)')].map(i => i.naturalWidth)")
+            == [48] * 4, what="crops and overlays to load")
         shot(browser, tmp_path, "review-page.png")
 
         body = browser.find_element(By.TAG_NAME, "body")
         body.send_keys("n")  # ONE keystroke: not damaged
         log = EventLog(state)
         wait_until(lambda: log.get("it000006")["label"] == "not_damaged", what="label in the DB")
+        assert log.get("it000006")["reviewer"] == "Ana"
         # the selection moved on to the next unreviewed item
-        wait_until(lambda: browser.find_element(By.CSS_SELECTOR, ".card.sel").get_attribute("data-id")
+        wait_until(lambda: sel_id(browser)
                    == "it000004", what="selection to move")
         body.send_keys("3")  # damaged, third damage type
         wait_until(lambda: log.get("it000004")["label"] == "damaged", what="second label")

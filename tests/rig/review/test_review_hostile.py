@@ -59,7 +59,7 @@ def req(srv, method, path, body=b"", headers=None) -> tuple[int, dict | bytes]:
 
 
 def label_body(verdict="damaged") -> bytes:
-    return json.dumps({"verdict": verdict}).encode()
+    return json.dumps({"verdict": verdict, "reviewer": "ana"}).encode()
 
 
 def test_cross_origin_text_plain_post_is_refused_and_changes_nothing(server, tmp_path):
@@ -174,7 +174,9 @@ def test_public_bind_with_token_needs_it_on_every_request(tmp_path):
         assert st == 401
         st, data = req(srv, "GET", "/api/items", headers={"Authorization": f"Bearer {token}"})
         assert st == 200 and len(data["items"]) == 4
-        st, page = req(srv, "GET", f"/?token={token}")
+        st, _ = req(srv, "GET", f"/?token={token}")
+        assert st == 303  # cookie set, token out of the address bar (test_review_station.py follows it)
+        st, page = req(srv, "GET", "/", headers={"Cookie": f"rig_review_token={token}"})
         assert st == 200 and b"csrf-token" in page
     finally:
         srv.stop()
