@@ -263,9 +263,14 @@ class Scorer:
         if self.gallery is None:
             raise ModelError("no gallery loaded: enroll references first ('rig enroll')")
         t_id = time.perf_counter()
-        ranked, sku_conf = self.index.rank([out["embedding"] for out in view_outputs.values()], ID_TEMPERATURE)
-        sku_pred = ranked[0][0]
-        margin = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else ranked[0][1]
+        embeddings = [out["embedding"] for out in view_outputs.values()]
+        if hasattr(self.index, "rank"):
+            ranked, sku_conf = self.index.rank(embeddings, ID_TEMPERATURE)
+            sku_pred = ranked[0][0]
+            margin = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else ranked[0][1]
+        else:  # a store-backed gallery's ANN index (catalogue.py) names the best product only
+            sku_pred, sku_conf, margin = self.index.identify(embeddings, ID_TEMPERATURE)
+            ranked = [(sku_pred, 0.0)]
         if sku is not None:
             if sku not in self.gallery.skus:
                 raise ModelError(f"item {item_id!r}: SKU {sku!r} has no references in gallery "
