@@ -339,6 +339,57 @@ def write_view_files(root: Path, item_id: str, view: str, rgb: np.ndarray, depth
     return ViewPaths(rgb_rel, depth_rel, mask_rel)
 
 
+def merge_items(src: str | Path, dst: str | Path, split: str | None = None) -> int:
+    """Add SRC's items to the dataset DST (their files hard-linked, or copied across file
+    systems, under DST/items/); ``split`` moves them all to that split. Returns how many.
+
+    For a validation split with many ok items: simulated ok items are cheap, and a 0.1 % budget
+    needs thousands of them (docs/models.md). Both datasets must have the same views and depth
+    units; an item id DST already has is refused before anything is written. SRC's references
+    are not merged (DST keeps its own).
+    """
+    import os
+    import shutil
+
+    a, b = read_dataset(src), read_dataset(dst)
+    if split is not None and split not in SPLITS:
+        raise DatasetError(f"merge: unknown split {split!r} (known: {list(SPLITS)})")
+    if set(a.views) != set(b.views) or a.depth_units_mm != b.depth_units_mm:
+        raise DatasetError(f"merge: {a.root} has views {a.views} at {a.depth_units_mm} mm per unit, "
+                           f"{b.root} {b.views} at {b.depth_units_mm}: they must match")
+    clash = sorted({it.id for it in a.items} & {it.id for it in b.items})
+    if clash:
+        raise DatasetError(f"merge: {b.root} already has item(s) {clash[:3]}"
+                           f"{' ...' if len(clash) > 3 else ''} ({len(clash)} in all); nothing merged")
+    lines = []
+    for it in a.items:
+        views = {}
+        for v, vp in it.views.items():
+            rels = []
+            for rel in (vp.rgb, vp.depth, vp.mask):
+                if rel is None:
+                    rels.append(None)
+                    continue
+                new = f"items/{it.id}/{PurePosixPath(rel).name}"
+                target = b.root / new
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    try:
+                        os.link(a.root / rel, target)
+                    except OSError:
+                        shutil.copy2(a.root / rel, target)
+                rels.append(new)
+            views[v] = ViewPaths(*rels)
+        moved = Item(it.id, it.sku, split or it.split, it.label, list(it.damage), it.printed_damage, views)
+        lines.append(json.dumps(moved.to_json()) + "\n")
+    path = b.root / "items.jsonl"
+    if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        lines.insert(0, "\n")  # a hand-made file without a final newline
+    with path.open("a") as fh:
+        fh.writelines(lines)
+    return len(a.items)
+
+
 def import_mvtec(src: str | Path, out: str | Path, reference_share: float = 0.2,
                  val_share: float = 0.5, seed: int = 0) -> Dataset:
     """Convert an MVTec-AD-style tree into the dataset format.

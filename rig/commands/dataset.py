@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._common import check_output_dir
 
 NAME = "dataset"
-HELP = "dataset tools: check a dataset, import an MVTec-AD-style tree, export reviewed items"
+HELP = "dataset tools: check a dataset, merge one into another, import an MVTec-AD-style tree, export reviewed items"
 
 
 def add_arguments(p):
@@ -20,6 +20,11 @@ def add_arguments(p):
     m.add_argument("--val-share", type=float, default=0.5,
                    help="share of the test images that become split=val (default 0.5)")
     m.add_argument("--seed", type=int, default=0)
+    g = sub.add_parser("merge", help="add SRC's items to the dataset INTO (e.g. many simulated ok items into val)")
+    g.add_argument("src", help="dataset whose items are added")
+    g.add_argument("--into", required=True, metavar="DATASET", help="dataset that receives them")
+    g.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="put every added item in this split (default: keep each item's own)")
     from ..review.export import add_export_arguments
 
     e = sub.add_parser("export", help="write the rig's reviewed items (event log) in the dataset format")
@@ -45,6 +50,13 @@ def run(args) -> int:
 
     if args.action == "check":
         print(_summary(read_dataset(args.dataset)))
+        return 0
+    if args.action == "merge":
+        from ..dataset import merge_items
+
+        n = merge_items(args.src, args.into, args.split)
+        print(f"merged {n} items of {args.src} into {args.into}")
+        print(_summary(read_dataset(args.into)))
         return 0
     check_output_dir(args.out, "--out")  # export and import-mvtec write a dataset there
     if args.action == "export":

@@ -98,3 +98,32 @@ def test_import_mvtec(tmp_path, capsys):
     assert all(ds.load_mask(it, "main").max() == 255 for it in cracked)
     assert "16 items" in capsys.readouterr().out
     assert main(["dataset", "import-mvtec", str(tmp_path), "--out", str(tmp_path / "o2")]) == 1
+
+
+def test_merge_adds_items_into_a_split_and_refuses_clashes(tmp_path, capsys):
+    _write_small(tmp_path / "dst")
+    _write_small(tmp_path / "src")
+    # same ids: refused before anything is written
+    before = (tmp_path / "dst" / "items.jsonl").read_bytes()
+    assert main(["dataset", "merge", str(tmp_path / "src"), "--into", str(tmp_path / "dst")]) == 1
+    assert "already has item(s) ['i0', 'i1', 'i2']" in capsys.readouterr().err
+    assert (tmp_path / "dst" / "items.jsonl").read_bytes() == before
+    # other ids: added, moved to val, files readable from the receiving dataset
+    lines = [json.loads(x) for x in (tmp_path / "src" / "items.jsonl").read_text().splitlines()]
+    with (tmp_path / "src" / "items.jsonl").open("w") as fh:
+        for o in lines:
+            fh.write(json.dumps({**o, "id": "new-" + o["id"]}) + "\n")
+    assert main(["dataset", "merge", str(tmp_path / "src"), "--into", str(tmp_path / "dst"), "--split", "val"]) == 0
+    ds = read_dataset(tmp_path / "dst")
+    added = [it for it in ds.items if it.id.startswith("new-")]
+    assert len(ds.items) == 6 and len(added) == 3 and {it.split for it in added} == {"val"}
+    src = read_dataset(tmp_path / "src")
+    assert np.array_equal(ds.load_rgb(added[0], "a"), src.load_rgb(src.items[0], "a"))
+    assert all(str(ds.path(it.views["b"].rgb)).startswith(str(ds.root)) for it in added)
+    # other views: refused
+    with DatasetWriter(tmp_path / "other", "t", ["a"], depth_units_mm=0.5):
+        pass
+    with pytest.raises(DatasetError, match="they must match"):
+        from damage_rig.rig.dataset import merge_items
+
+        merge_items(tmp_path / "other", tmp_path / "dst")
