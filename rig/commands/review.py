@@ -118,10 +118,5 @@ def run(args) -> int:
     if server.guard.token:
         print(f"listening on {args.host} beyond loopback: open {server.url}?token=TOKEN once per browser")
     print(f"review terminal for {state}: {server.url}  (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    server.serve_until_interrupted()
     return 0

@@ -51,10 +51,7 @@ def run(args) -> int:
     print(f"live view of {cfg.name} ({', '.join(view.names)}; decisions from {state}): {server.url}  "
           "(Ctrl-C stops)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.serve_until_interrupted()
     finally:
-        server.stop()
         view.stop()
     return 0

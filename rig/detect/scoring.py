@@ -277,11 +277,13 @@ class Scorer:
                                  f"{self.gallery.version}; enroll it with 'rig enroll'")
             sku_pred = sku
         t_anom = time.perf_counter()
-        views, logits, p_anoms, g_anoms, types, entry = self._views_against(sku_pred, view_outputs, canons)
+        # the belt beside the item is the same whichever product it is: measured once
+        belts = {v: belt_residual(c) for v, c in (canons or {}).items() if c is not None}
+        views, logits, p_anoms, g_anoms, types, entry = self._views_against(sku_pred, view_outputs, canons, belts)
         if sku is None and canons and entry is not None and len(ranked) > 1 and margin < ID_RECHECK_MARGIN:
             # a close call between two products: the one whose registered references the views fit
             # clearly better is the product (shape and artwork settle what the embedding could not)
-            alt = self._views_against(ranked[1][0], view_outputs, canons)
+            alt = self._views_against(ranked[1][0], view_outputs, canons, belts)
             if alt[-1] is not None and _misfit(alt[0]) < _misfit(views) - np.log(ID_SWITCH_RATIO):
                 sku_pred = ranked[1][0]
                 sku_conf *= float(np.exp(-margin / ID_TEMPERATURE))  # the runner-up's softmax share
@@ -312,7 +314,7 @@ class Scorer:
                          max(v.anomaly for v in views.values()), views, type_probs, feats, thr, timing,
                          refs_missing=entry is None)
 
-    def _views_against(self, sku: str, view_outputs: dict, canons: dict | None):
+    def _views_against(self, sku: str, view_outputs: dict, canons: dict | None, belts: dict[str, float]):
         """Every view scored against one product's references: (views, damage logits, patch and
         global anomalies, type probabilities, the product's entry), the lists in view order.
         A store-backed gallery answers None while the product's references are being fetched:
@@ -336,8 +338,7 @@ class Scorer:
                                  damage_map=np.squeeze(np.asarray(out["damage_map"], np.float32))
                                  if "damage_map" in out else None)
             canon = (canons or {}).get(v)
-            if canon is not None:
-                views[v].belt_residual = belt_residual(canon)
+            views[v].belt_residual = belts.get(v, float("nan"))
             if canon is not None and entry is not None and v in entry.geo:
                 compares.append((views[v], canon, entry.geo[v]))
             logits.append(logit)

@@ -127,6 +127,15 @@ class LocalServer:
     def serve_forever(self) -> None:
         self.httpd.serve_forever()
 
+    def serve_until_interrupted(self) -> None:
+        """Serve in the foreground until Ctrl-C, then stop (the CLI's servers)."""
+        try:
+            self.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
     def token_redirect(self, h, query: dict) -> bool:
         """``/?token=TOKEN`` (the guard has checked it): set the cookie and send the browser on to ``/``,
         so the token leaves the station's address bar and history. False when there is nothing to do."""
