@@ -6,7 +6,13 @@
     DATASET/items.jsonl     one JSON object per line, one per item:
       {"id", "sku", "split": train|val|test, "label": ok|damaged,
        "damage": [subset of DAMAGE_TYPES] ([] when ok), "printed_damage": bool,
-       "views": {VIEW: {"rgb": path, "depth": path|null, "mask": path|null}}}
+       "views": {VIEW: {"rgb": path, "depth": path|null, "mask": path|null}},
+       optional "damage_size_mm": {KIND: {NAME: number >= 0}}}
+      damage_size_mm (optional; absent = unknown) gives the size of each damage kind of the item,
+      every KIND one of its "damage": e.g. {"hole": {"diameter": 6.3}}. The simulator writes hole
+      diameter, tear width and length, crush radius and depth, spill radius, deconstruction
+      contents_radius (the largest escaped piece) and broken_set units_missing (a count); `rig eval`
+      reports the recall on holes under SMALL_HOLE_MM (models/metrics.py) from it.
     DATASET/references/SKU/*.png    pristine references of that product (any view); a reference
                                     NAME.png may carry depth next to it as NAME_depth.png
                                     (16-bit, depth_units_mm, aligned to the colour image)
@@ -59,16 +65,21 @@ class Item:
     damage: list[str]
     printed_damage: bool
     views: dict[str, ViewPaths]
+    # {kind: {name: mm}} for kinds in ``damage``; empty = not recorded (every dataset before it)
+    damage_size_mm: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def damaged(self) -> bool:
         return self.label == "damaged"
 
     def to_json(self) -> dict:
-        return {"id": self.id, "sku": self.sku, "split": self.split, "label": self.label,
-                "damage": list(self.damage), "printed_damage": bool(self.printed_damage),
-                "views": {v: {"rgb": p.rgb, "depth": p.depth, "mask": p.mask}
-                          for v, p in self.views.items()}}
+        obj = {"id": self.id, "sku": self.sku, "split": self.split, "label": self.label,
+               "damage": list(self.damage), "printed_damage": bool(self.printed_damage),
+               "views": {v: {"rgb": p.rgb, "depth": p.depth, "mask": p.mask}
+                         for v, p in self.views.items()}}
+        if self.damage_size_mm:  # only when recorded: an older dataset re-exports byte for byte
+            obj["damage_size_mm"] = {k: dict(v) for k, v in self.damage_size_mm.items()}
+        return obj
 
 
 @dataclass
@@ -146,10 +157,11 @@ def parse_item(obj, where: str) -> Item:
     if not isinstance(obj, dict):
         _fail(where, "expected a JSON object")
     required = ("id", "sku", "split", "label", "damage", "printed_damage", "views")
+    optional = ("damage_size_mm",)
     missing = [k for k in required if k not in obj]
     if missing:
         _fail(where, f"missing key(s) {missing}")
-    extra = sorted(set(obj) - set(required))
+    extra = sorted(set(obj) - set(required) - set(optional))
     if extra:
         _fail(where, f"unknown key(s) {extra}")
     if not isinstance(obj["id"], str) or not obj["id"]:
@@ -185,8 +197,31 @@ def parse_item(obj, where: str) -> Item:
             if vp.get(k) is not None:
                 _relative_path(vp[k], where, f"view {vname!r} {k}")
         parsed[vname] = ViewPaths(vp["rgb"], vp.get("depth"), vp.get("mask"))
+    sizes = _damage_sizes(obj.get("damage_size_mm", {}), dmg, where)
     return Item(obj["id"], obj["sku"], obj["split"], obj["label"], list(dmg),
-                obj["printed_damage"], parsed)
+                obj["printed_damage"], parsed, sizes)
+
+
+def _damage_sizes(sizes, damage: list[str], where: str) -> dict[str, dict[str, float]]:
+    """A validated copy of damage_size_mm: {kind in ``damage``: {name: finite number >= 0}}."""
+    shape = "{KIND: {NAME: number >= 0}}"
+    if not isinstance(sizes, dict):
+        _fail(where, f"'damage_size_mm' must be an object {shape}, got {sizes!r}"[:300])
+    out = {}
+    for kind, named in sizes.items():
+        if kind not in damage:
+            _fail(where, f"'damage_size_mm' names {kind!r}, which is not in the item's damage "
+                         f"{damage!r}"[:300])
+        if not isinstance(named, dict):
+            _fail(where, f"'damage_size_mm' {kind!r}: expected an object {{NAME: number >= 0}}, "
+                         f"got {named!r}"[:300])
+        for name, v in named.items():
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                    or v < 0):
+                _fail(where, f"'damage_size_mm' {kind!r} {name!r}: must be a finite number >= 0, "
+                             f"got {v!r}"[:300])
+        out[kind] = dict(named)
+    return out
 
 
 def read_dataset(root: str | Path, check_files: bool = True) -> Dataset:
@@ -380,7 +415,8 @@ def merge_items(src: str | Path, dst: str | Path, split: str | None = None) -> i
                         shutil.copy2(a.root / rel, target)
                 rels.append(new)
             views[v] = ViewPaths(*rels)
-        moved = Item(it.id, it.sku, split or it.split, it.label, list(it.damage), it.printed_damage, views)
+        moved = Item(it.id, it.sku, split or it.split, it.label, list(it.damage), it.printed_damage,
+                     views, {k: dict(v) for k, v in it.damage_size_mm.items()})
         lines.append(json.dumps(moved.to_json()) + "\n")
     path = b.root / "items.jsonl"
     if path.stat().st_size and not path.read_bytes().endswith(b"\n"):

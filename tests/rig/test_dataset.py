@@ -127,3 +127,71 @@ def test_merge_adds_items_into_a_split_and_refuses_clashes(tmp_path, capsys):
         from damage_rig.rig.dataset import merge_items
 
         merge_items(tmp_path / "other", tmp_path / "dst")
+
+
+# ---- damage_size_mm (optional; issue 12's small-hole target)
+
+SIZES = {"hole": {"diameter": 6.3}}
+
+
+def _with_sizes(root, sizes=SIZES):
+    """The small dataset with item i2 (damaged, a hole) carrying ``sizes``."""
+    _write_small(root)
+    path = root / "items.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    lines[2]["damage_size_mm"] = sizes
+    path.write_text("".join(json.dumps(o) + "\n" for o in lines))
+    return path
+
+
+def test_damage_sizes_round_trip_and_merge(tmp_path):
+    path = _with_sizes(tmp_path / "ds", {"hole": {"diameter": 6.3, "depth": 0}})
+    ds = read_dataset(tmp_path / "ds")
+    assert [it.damage_size_mm for it in ds.items] == [{}, {}, {"hole": {"diameter": 6.3, "depth": 0}}]
+    # re-exported as written; items without sizes carry no key
+    assert "".join(json.dumps(it.to_json()) + "\n" for it in ds.items) == path.read_text()
+    assert "damage_size_mm" not in ds.items[0].to_json()
+    _write_small(tmp_path / "dst")
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**o, "id": "new-" + o["id"]}) + "\n" for o in lines))
+    assert main(["dataset", "merge", str(tmp_path / "ds"), "--into", str(tmp_path / "dst")]) == 0
+    merged = {it.id: it for it in read_dataset(tmp_path / "dst").items}
+    assert merged["new-i2"].damage_size_mm == {"hole": {"diameter": 6.3, "depth": 0}}
+    assert merged["new-i0"].damage_size_mm == {} and merged["i2"].damage_size_mm == {}
+
+
+def test_an_old_item_line_parses_and_re_exports_byte_for_byte(tmp_path):
+    """A line as every dataset before damage_size_mm wrote it."""
+    old = ('{"id": "s1-000004", "sku": "sku002-blister", "split": "val", "label": "damaged", '
+           '"damage": ["tear", "hole"], "printed_damage": true, "views": {"top": {"rgb": '
+           '"items/s1-000004/top_rgb.png", "depth": "items/s1-000004/top_depth.png", "mask": '
+           '"items/s1-000004/top_mask.png"}}}')
+    from damage_rig.rig.dataset import parse_item
+
+    it = parse_item(json.loads(old), "items.jsonl:5")
+    assert it.damage == ["tear", "hole"] and it.damage_size_mm == {}
+    assert json.dumps(it.to_json()) == old
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ([6.3], "'damage_size_mm' must be an object"),
+    ({"crush": {"radius": 3.0}}, "'damage_size_mm' names 'crush', which is not in the item's damage"),
+    ({"dent": {"radius": 3.0}}, "names 'dent'"),
+    ({"hole": 6.3}, "'damage_size_mm' 'hole': expected an object"),
+    ({"hole": {"diameter": -1}}, "'hole' 'diameter': must be a finite number >= 0"),
+    ({"hole": {"diameter": "6 mm"}}, "'hole' 'diameter': must be a finite number >= 0"),
+    ({"hole": {"diameter": True}}, "must be a finite number >= 0"),
+    ({"hole": {"diameter": None}}, "must be a finite number >= 0"),
+])
+def test_malformed_damage_sizes_name_the_line_and_item(tmp_path, sizes, message):
+    _with_sizes(tmp_path / "ds", sizes)
+    with pytest.raises(DatasetError) as exc:
+        read_dataset(tmp_path / "ds")
+    assert "items.jsonl:3 (item 'i2')" in str(exc.value) and message in str(exc.value), str(exc.value)
+
+
+def test_infinite_damage_size_refused(tmp_path):
+    path = _with_sizes(tmp_path / "ds")
+    path.write_text(path.read_text().replace("6.3", "1e999"))  # JSON reads it as inf
+    with pytest.raises(DatasetError, match=r"items.jsonl:3 \(item 'i2'\).*finite number"):
+        read_dataset(tmp_path / "ds")

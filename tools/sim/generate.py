@@ -24,7 +24,7 @@ from .domain import (
     reference_has_depth,
 )
 from .products import make_catalogue
-from .scene import draw_spec, render_views
+from .scene import build_item, draw_spec, render_views
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def _render_item(index: int) -> dict | None:
         calib = _CTX["calibs"][0]
     iid = item_id(s, index)
     views = {}
-    for name, v in render_views(spec, calib, noise=s.noise).items():
+    surface = build_item(spec)  # built here (as render_views would) for its damage sizes
+    for name, v in render_views(spec, calib, noise=s.noise, surface=surface).items():
         depth = v.depth_mm
         lost = missing_depth(s.seed, index, name) if s.randomize else None
         if lost == "absent":
@@ -111,7 +112,8 @@ def _render_item(index: int) -> dict | None:
     if not views:  # no camera of this setup sees the item (the randomised rigs aim at the tunnel)
         return None
     return Item(iid, spec.sku.name, _split_of(s, index), "damaged" if spec.damaged else "ok",
-                list(spec.damage), spec.sku.printed_damage is not None, views).to_json()
+                list(spec.damage), spec.sku.printed_damage is not None, views,
+                damage_size_mm=surface.damage_size_mm).to_json()
 
 
 def _render_reference(task: tuple[int, int]) -> list[tuple[str, str, np.ndarray, np.ndarray]]:

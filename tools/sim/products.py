@@ -78,6 +78,8 @@ class ItemSurface:
     damage: np.ndarray  # uint8 0/1
     units_present: int = 0
     damage_types: list[str] = field(default_factory=list)
+    # the drawn size of each applied damage kind, mm: {kind: {name: value}} (record_size)
+    damage_size_mm: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def half_extent(self) -> tuple[float, float]:
@@ -309,9 +311,29 @@ def _point_on_face(sku, rng, edge_bias=False):
     return rng.uniform(-0.3, 0.3) * sku.length, rng.uniform(-0.3, 0.3) * sku.width
 
 
+def record_size(surf: ItemSurface, kind: str, **sizes: float) -> None:
+    """Note a damage's drawn size in ``surf.damage_size_mm`` (mm, rounded to 0.01, integers kept;
+    ``units_missing`` is a count). A kind applied twice keeps the smaller of each size (the harder
+    case to see), except ``units_missing``, which adds up."""
+    have = surf.damage_size_mm.setdefault(kind, {})
+    for name, value in sizes.items():
+        v = value if isinstance(value, int) else round(float(value), 2)
+        if name not in have:
+            have[name] = v
+        elif name == "units_missing":
+            have[name] += v
+        else:
+            have[name] = min(have[name], v)
+
+
 def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.Generator,
                  sizes: DamageSizes | None = None) -> None:
-    """Apply each damage kind in place; ``surf.damage`` marks the damaged cells."""
+    """Apply each damage kind in place; ``surf.damage`` marks the damaged cells and
+    ``surf.damage_size_mm`` the drawn sizes (record_size): crush radius and depth, tear width and
+    length (of its centre line), hole diameter, deconstruction's largest escaped piece
+    (``contents_radius``), spill radius, broken_set ``units_missing``. Nominal sizes, as drawn: a
+    hole's blob edge is irregular and the parts off the item are cut away. Recording them draws
+    nothing from ``rng``: the rendered item is the same as before they were recorded."""
     sz = sizes or DamageSizes()
     gh, gw = surf.height.shape
     cx0, cy0 = gw / 2, gh / 2
@@ -331,18 +353,22 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
             shade = 1 - 0.45 * np.clip(crease * 6 - 1.0, 0, 1) * (dent > 2)
             surf.albedo *= shade[..., None]
             surf.damage |= (dent > 1.0).astype(np.uint8)  # every visible change of the surface
+            record_size(surf, "crush", radius=rad, depth=depth)
         elif kind in ("tear", "hole"):
             px, py = _point_on_face(sku, rng, edge_bias=(kind == "tear"))
             if kind == "tear":
                 m = np.zeros((gh, gw), np.uint8)
                 ang = rng.uniform(0, np.pi)
                 pts = [(px, py)]
+                length = 0.0
                 for _ in range(8):
                     ang += rng.uniform(-0.6, 0.6)
                     step = rng.uniform(*sz.tear_step)
+                    length += step
                     pts.append((pts[-1][0] + step * np.cos(ang), pts[-1][1] + step * np.sin(ang)))
                 arr = (np.array(pts) + [cx0, cy0]).astype(np.int32)
-                cv2.polylines(m, [arr], False, 1, int(rng.integers(*sz.tear_width)))
+                width = int(rng.integers(*sz.tear_width))
+                cv2.polylines(m, [arr], False, 1, width)
                 region = (m > 0) & (surf.alpha > 0)
                 inner = np.array([0.82, 0.74, 0.58]) if sku.kind == "carton" else np.array([0.93, 0.93, 0.9])
                 surf.albedo[region] = inner * rng.uniform(0.8, 1.05)
@@ -351,6 +377,7 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
                 surf.height[region] = np.maximum(surf.height[region] - rng.uniform(3, 8), 0.5)
                 surf.gloss[region] = 0.05
                 surf.damage |= (cv2.dilate(m, np.ones((3, 3), np.uint8)) > 0) & (surf.alpha > 0)
+                record_size(surf, "tear", width=width, length=length)
             else:
                 rad = rng.uniform(*sz.hole_radius)
                 region = _blob(rng, (gh, gw), px + cx0, py + cy0, rad) & (surf.alpha > 0)
@@ -359,6 +386,7 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
                 ring = cv2.dilate(region.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~region
                 surf.albedo[ring & (surf.alpha > 0)] *= 0.6
                 surf.damage |= (region | ring) & (surf.alpha > 0)
+                record_size(surf, "hole", diameter=2 * rad)
         elif kind == "deconstruction":
             # a section of the top is opened and contents break out over one side
             side = 1 if rng.random() < 0.5 else -1
@@ -366,10 +394,12 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
             surf.height[opening] *= rng.uniform(0.3, 0.6)
             surf.albedo[opening] *= 0.35
             contents = np.zeros((gh, gw), bool)
+            largest = 0.0
             for _ in range(int(rng.integers(3, 6))):
                 ox = rng.uniform(-0.35, 0.35) * sku.length
                 oy = side * (sku.width / 2 + rng.uniform(-5, MARGIN_MM - 20))
                 r = rng.uniform(*sz.contents_radius)
+                largest = max(largest, r)
                 blob = _blob(rng, (gh, gw), ox + cx0, oy + cy0, r, 0.2)
                 hh = rng.uniform(12, 35)
                 d = cv2.distanceTransform(blob.astype(np.uint8), cv2.DIST_L2, 3)
@@ -379,13 +409,15 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
                 surf.alpha[blob] = 1
                 contents |= blob
             surf.damage |= opening | contents
+            record_size(surf, "deconstruction", contents_radius=largest)
         elif kind == "spill":
             ang = rng.uniform(0, 2 * np.pi)
             dist = 0.5 * max(sku.length, sku.width) * abs(np.cos(ang)) + 20
             px, py = dist * np.cos(ang) * 0.6, dist * np.sin(ang)
             px = np.clip(px, -gw / 2 + 30, gw / 2 - 30)
             py = np.clip(py, -gh / 2 + 30, gh / 2 - 30)
-            region = _blob(rng, (gh, gw), px + cx0, py + cy0, rng.uniform(*sz.spill_radius), 0.45)
+            spill_r = rng.uniform(*sz.spill_radius)
+            region = _blob(rng, (gh, gw), px + cx0, py + cy0, spill_r, 0.45)
             liquid = rng.random() < 0.6
             col = rng.uniform(0.1, 0.7, 3) if liquid else np.array([0.92, 0.9, 0.85])
             on_belt = region & (surf.alpha == 0)
@@ -397,6 +429,7 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
             on_item = region & (surf.alpha > 0) & ~on_belt
             surf.albedo[on_item] = 0.5 * surf.albedo[on_item] + 0.5 * col
             surf.damage |= region
+            record_size(surf, "spill", radius=spill_r)
         elif kind == "broken_set":
             if sku.kind != "blister" or surf.units_present < 2:
                 raise ValueError(f"broken_set needs a blister SKU with >= 2 units, not {sku.name}")
@@ -416,4 +449,5 @@ def apply_damage(sku: Sku, surf: ItemSurface, kinds: list[str], rng: np.random.G
             surf.gloss[slot] = sku.gloss
             surf.units_present -= 1
             surf.damage |= slot
+            record_size(surf, "broken_set", units_missing=1)
         surf.damage_types.append(kind)
