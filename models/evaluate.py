@@ -101,7 +101,8 @@ def evaluate(model_dir: str | Path, data: str | Path, split: str = "test", *, sc
     labels = np.array([it.damaged for it in items])
     metrics = summarize(scores, labels, scorer.threshold, types=[it.damage for it in items],
                         printed=[it.printed_damage for it in items], sku_true=[it.sku for it in items],
-                        sku_pred=[r.sku_pred for r in results], type_names=DAMAGE_TYPES)
+                        sku_pred=[r.sku_pred for r in results], type_names=DAMAGE_TYPES,
+                        damage_sizes=[it.damage_size_mm for it in items])
     pixel = write_maps(ds, items, results, maps)
     if np.isfinite(pixel):
         metrics["pixel_auroc"] = pixel

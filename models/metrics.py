@@ -6,6 +6,9 @@ import numpy as np
 
 from ..rig.detect.threshold import threshold_at_fpr
 
+#: issue 12's small-hole target: holes under this diameter (mm), per the items' damage_size_mm
+SMALL_HOLE_MM = 8.0
+
 
 def auroc(scores, labels) -> float:
     """Area under the ROC curve by the rank-sum (ties count one half)."""
@@ -51,9 +54,19 @@ def recall_at_fpr(scores, labels, fpr: float) -> tuple[float, float]:
     return float((s[y] > t).mean()), t
 
 
+def hole_diameter(sizes) -> float | None:
+    """The hole diameter (mm) an item's damage_size_mm records, or None."""
+    d = (sizes or {}).get("hole", {}).get("diameter")
+    return None if d is None else float(d)
+
+
 def summarize(scores, labels, threshold: float, *, types=None, printed=None, sku_true=None,
-              sku_pred=None, type_names=()) -> dict:
-    """Every figure `rig eval` prints, as a dict of plain floats and counts."""
+              sku_pred=None, type_names=(), damage_sizes=None) -> dict:
+    """Every figure `rig eval` prints, as a dict of plain floats and counts.
+
+    ``damage_sizes``: each item's damage_size_mm (rig/dataset.py). When any records a hole
+    diameter, ``recall_small_holes`` gives, for the damaged items with a hole under SMALL_HOLE_MM,
+    their count ``n`` and recall at ``threshold`` and at this split's own FPR 0.1 % threshold."""
     s = np.asarray(scores, np.float64)
     y = np.asarray(labels).astype(bool)
     flagged = s > threshold
@@ -82,6 +95,16 @@ def summarize(scores, labels, threshold: float, *, types=None, printed=None, sku
     if sku_true is not None and sku_pred is not None:
         st, sp = np.asarray(sku_true), np.asarray(sku_pred)
         out["identification_top1"] = float((st == sp).mean()) if len(st) else float("nan")
+    if damage_sizes is not None:
+        diam = [hole_diameter(d) for d in damage_sizes]
+        if any(d is not None for d in diam):
+            small = np.array([d is not None and d < SMALL_HOLE_MM for d in diam]) & y
+            _, t_budget = recall_at_fpr(s, y, 0.001)
+            out["recall_small_holes"] = {
+                "max_diameter_mm": SMALL_HOLE_MM, "n": int(small.sum()),
+                "at_threshold": float(flagged[small].mean()) if small.any() else float("nan"),
+                "at_fpr_0.001": (float((s[small] > t_budget).mean())
+                                 if small.any() and np.isfinite(t_budget) else float("nan"))}
     return out
 
 
@@ -104,4 +127,13 @@ def format_summary(m: dict) -> str:
                      f"{pct(m['printed_damage_false_alarm_rate'])} (n={m['printed_damage_ok']})")
     if "identification_top1" in m:
         lines.append(f"identification top-1: {pct(m['identification_top1'])}")
+    if "recall_small_holes" in m:
+        sh = m["recall_small_holes"]
+
+        def pct1(v):
+            return "n/a" if np.isnan(v) else f"{100 * v:.1f} %"
+        items = "item" if sh["n"] == 1 else "items"
+        lines.append(f"holes under {sh['max_diameter_mm']:g} mm: {sh['n']} {items}, recall "
+                     f"{pct1(sh['at_threshold'])} at the threshold, "
+                     f"{pct1(sh['at_fpr_0.001'])} at FPR 0.1 %")
     return "\n".join(lines)
