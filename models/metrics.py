@@ -50,7 +50,7 @@ def recall_at_fpr(scores, labels, fpr: float) -> tuple[float, float]:
     y = np.asarray(labels).astype(bool)
     if (~y).sum() == 0 or y.sum() == 0:
         return float("nan"), float("nan")
-    t = threshold_at_fpr(s[~y], fpr, warn=False)
+    t = threshold_at_fpr(s[~y], fpr, warn=False, extrapolate=False)
     return float((s[y] > t).mean()), t
 
 

@@ -19,15 +19,23 @@ from ..foundation.errors import ModelError
 log = logging.getLogger(__name__)
 
 VAL_OK_SCORES = "val_ok_scores.npy"  # the validation ok scores a model ships with
+#: below this many ok items above the empirical threshold, the threshold is extrapolated from the tail
+TAIL_MIN_EXCEEDANCES = 5
 
 
-def threshold_at_fpr(ok_scores, fpr: float, warn: bool = True) -> float:
-    """Smallest t with mean(ok_scores > t) <= fpr.
+def threshold_at_fpr(ok_scores, fpr: float, warn: bool = True, extrapolate: bool = True) -> float:
+    """Smallest t with mean(ok_scores > t) <= fpr, extrapolated where the data cannot resolve it.
 
     With n ok scores sorted high to low, at most m = floor(fpr * n) may exceed t,
-    so t is the (m+1)-th highest score. When fpr * n < 1 the budget cannot be
-    resolved on this data and t is the highest ok score (zero false positives
-    on it); a warning says how many ok items the budget would need.
+    so the empirical threshold is the (m+1)-th highest score. When fewer than
+    ``TAIL_MIN_EXCEEDANCES`` ok items would lie above it (0.1 % of fewer than
+    5,000 items), the empirical threshold is mostly noise: with 350 ok items it
+    is the highest one, and the FPR it gives on new items averages 1/(n+1) =
+    0.29 %, three times the budget. There the budget's quantile is extrapolated
+    from the ok tail (:func:`tail_quantile`) and the threshold is the higher of
+    the two, so it never lets through more val ok items than the rule allows.
+    ``extrapolate=False`` gives the empirical threshold always (a ROC point of
+    the data at hand, as metrics read it).
     """
     s = np.sort(np.asarray(ok_scores, np.float64).ravel())[::-1]
     if s.size == 0:
@@ -35,10 +43,45 @@ def threshold_at_fpr(ok_scores, fpr: float, warn: bool = True) -> float:
     if not 0.0 < fpr < 1.0:
         raise ModelError(f"the FPR budget must be in (0, 1), got {fpr}")
     m = math.floor(fpr * s.size + 1e-9)
-    if m == 0 and warn:
-        log.warning("FPR budget %.4g needs at least %d ok items to be measured; only %d given: "
-                    "threshold = highest ok score", fpr, math.ceil(1 / fpr), s.size)
-    return float(s[min(m, s.size - 1)])
+    empirical = float(s[min(m, s.size - 1)])
+    if m >= TAIL_MIN_EXCEEDANCES or not extrapolate:
+        if m == 0 and warn:
+            log.warning("FPR budget %.4g needs at least %d ok items to be measured; only %d given: "
+                        "threshold = highest ok score", fpr, math.ceil(1 / fpr), s.size)
+        return empirical
+    if warn:
+        log.warning("FPR budget %.4g is resolved by %d ok items (%d given): the threshold is "
+                    "extrapolated from the ok scores' tail", fpr, math.ceil(TAIL_MIN_EXCEEDANCES / fpr), s.size)
+    return max(empirical, tail_quantile(s, fpr))
+
+
+def tail_quantile(ok_scores, fpr: float) -> float:
+    """The score exceeded by a share ``fpr`` of ok items, from an exponential fit to their tail.
+
+    Probabilities (all scores in [0, 1]) are fitted as logits; their upper tail is modelled as exponential
+    above the (k+1)-th highest, k = max(10, 10 % of n) (peaks over a threshold,
+    generalised Pareto with shape 0: a Gaussian or logistic tail is at most this
+    heavy, so the estimate errs towards fewer false alarms). Resampling 350 of
+    the shipped model's 5,055 ok val scores: the empirical rule's FPR on all
+    5,055 averages 0.27 % (90th percentile 0.65 %), this one's 0.09 % (0.22 %).
+    """
+    s = np.sort(np.asarray(ok_scores, np.float64).ravel())[::-1]
+    n = s.size
+    k = min(n - 1, max(10, math.ceil(0.1 * n)))
+    if k < 2:
+        return float(s[0])
+    probabilities = bool(s[0] <= 1.0 and s[-1] >= 0.0)
+    if probabilities:
+        p = np.clip(s, 1e-12, 1 - 1e-12)
+        z = np.log(p) - np.log1p(-p)
+    else:
+        z = s
+    u = z[k]
+    scale = float(np.mean(z[:k] - u))
+    q = u + scale * math.log(k / (n * fpr)) if scale > 0 else float(z[0])
+    if not probabilities:
+        return float(q)
+    return float(1.0 / (1.0 + math.exp(-min(max(q, -60.0), 60.0))))
 
 
 def fpr_at(ok_scores, threshold: float) -> float:

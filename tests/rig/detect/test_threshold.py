@@ -32,8 +32,29 @@ def test_threshold_generalises_to_fresh_samples_of_the_same_distribution():
 
 def test_threshold_with_too_few_ok_items_gives_zero_false_positives():
     ok = np.array([0.1, 0.5, 0.3])
-    assert threshold_at_fpr(ok, 0.001) == 0.5
-    assert fpr_at(ok, 0.5) == 0.0
+    assert threshold_at_fpr(ok, 0.001, extrapolate=False) == 0.5
+    t = threshold_at_fpr(ok, 0.001)
+    assert t >= 0.5 and fpr_at(ok, t) == 0.0
+
+
+def test_few_ok_items_extrapolate_the_tail_to_the_budget():
+    """350 ok items cannot resolve 0.1 %: the highest of them lets through ~1/351 of new ok items;
+    the tail fit brings the fresh FPR back near the budget, and it never flags a val ok item."""
+    rng = np.random.default_rng(5)
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    fresh = sigmoid(rng.logistic(-4, 1, 1_000_000))
+    tail, emp = [], []
+    for _ in range(60):
+        ok = sigmoid(rng.logistic(-4, 1, 350))
+        t = threshold_at_fpr(ok, 0.001, warn=False)
+        assert fpr_at(ok, t) == 0.0
+        tail.append(fpr_at(fresh, t))
+        emp.append(fpr_at(fresh, threshold_at_fpr(ok, 0.001, extrapolate=False)))
+    assert np.mean(emp) > 0.002          # the empirical rule: about 1/351
+    assert 0.0003 < np.mean(tail) < 0.0016  # the extrapolated threshold: near the 0.1 % budget
+    # with enough ok items the rule is the empirical one, unchanged
+    ok = sigmoid(rng.logistic(-4, 1, 10000))
+    assert threshold_at_fpr(ok, 0.001) == threshold_at_fpr(ok, 0.001, extrapolate=False)
 
 
 def test_threshold_refuses_empty_or_bad_budget():
