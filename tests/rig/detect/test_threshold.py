@@ -125,3 +125,43 @@ def test_low_fpr_fusion_is_chosen_out_of_sample():
     xt[y, 1] += rng.choice([0.0, 3.0], n_bad)
     assert partial_auc(fusion(xt), y, 0.01) > 0.3
     assert fusion.weights[2] ** 2 < 0.1 * (fusion.weights[0] ** 2 + fusion.weights[1] ** 2)  # noise ignored
+
+
+def test_fusion_weights_keep_each_features_direction():
+    """A feature that only helps by pushing "less damaged" (here the max-over-views logit, when
+    the mean carries it on the fitting split) is held at 0; the identification margin may only
+    count against a low margin."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    y = rng.random(n) < 0.3
+    mean = rng.normal(size=n) + 2.0 * y
+    x = np.zeros((n, len(FEATURES)))
+    x[:, 1] = mean
+    x[:, 0] = mean + 0.3 * rng.normal(size=n) - 1.0 * y   # correlated with the mean, damage lowers it
+    x[:, 4] = rng.normal(size=n) + 1.0 * y                # a higher margin on damaged items
+    free = fit_fusion(x, y, signed=False)
+    # (the unconstrained fit would use both the wrong way; the signed one does not)
+    f = fit_fusion(x, y)
+    assert f.weights[0] == 0.0 and f.weights[4] == 0.0 and f.weights[1] > 0
+    assert auroc(f(x), y) > 0.9
+    assert free.weights[0] < 0 and free.weights[4] > 0  # the scenario the constraint is for
+
+
+def test_fusion_clips_a_wild_feature_value():
+    """One absurd value (a view with no depth, a misidentified item's residual) moves the score at
+    most as far as CLIP standard deviations of that feature."""
+    from damage_rig.rig.detect.fusion import CLIP, Fusion
+    rng = np.random.default_rng(12)
+    n = 2000
+    y = rng.random(n) < 0.3
+    x = rng.normal(size=(n, len(FEATURES))) + np.outer(y, np.linspace(2.0, 0.5, len(FEATURES)))
+    f = fit_fusion(x, y)
+    assert f.clip == CLIP and Fusion.from_dict(f.to_dict()).clip == CLIP
+    wild = np.array(f.mean, float)
+    wild[5] = 1e9
+    z_max = np.log(f(wild) / (1 - f(wild)))
+    assert z_max <= f.bias + CLIP * f.weights[5] + 1e-6
+    # an older card (no clip) keeps scoring unclipped
+    d = f.to_dict()
+    d.pop("clip")
+    assert Fusion.from_dict(d).clip is None
