@@ -70,6 +70,10 @@ TOL_PX = 3              # misregistration tolerance: the reference's range over 
 WIDE_PX = 7             # the wide height score averages the residual over WIDE_PX x WIDE_PX first
 BELT_GAP_PX = 4         # belt residual: pixels this far from the item's footprint count as belt
 BELT_SPILL_MM = 0.5     # belt residual: height above the belt that reads as one spread of the colour
+SIZE_HEIGHT_MM = 3.0    # size signature: heights compared as log((h + this) / (h_ref + this))
+SIZE_AREA_PX = 5.0      # ... and footprint areas as log((a + this) / (a_ref + this))
+SIZE_HEIGHT_WEIGHT = 1.0  # size mismatch = this x the height term + SIZE_AREA_WEIGHT x the area term
+SIZE_AREA_WEIGHT = 0.2
 
 
 @dataclass
@@ -211,6 +215,11 @@ class RefSet:
         """Normalised colour as float32 (1.0 = the footprint median), converted once."""
         return self.rgb.astype(np.float32) / COLOR_Q
 
+    @functools.cached_property
+    def sizes(self) -> np.ndarray:
+        """(R, 2) :func:`size_signature` of every reference, computed once."""
+        return np.array([size_signature(self.canon(i)) for i in range(self.n)], np.float64).reshape(-1, 2)
+
     def nbytes(self) -> int:
         """Bytes as stored (the footprint packed to bits)."""
         return self.height.nbytes + self.rgb.nbytes + (self.fg.size + 7) // 8
@@ -271,6 +280,28 @@ def calibrate(refs: RefSet) -> tuple[float, float, float]:
         r = compare(refs.canon(i), refs.subset([j for j in range(refs.n) if j != i]))
         scores.append((r.height_score, r.color_score, r.height_wide))
     return tuple(float(v) for v in np.nanquantile(np.array(scores, np.float64), 0.9, axis=0))
+
+
+def size_signature(c: Canon) -> tuple[float, float]:
+    """(height, area) of a view's item: the 90th percentile of the height over its footprint (mm,
+    NaN without depth) and the footprint's area in working pixels. Neither depends on the item's
+    yaw, and a view name's working scale is fixed, so the same product gives the same pair from the
+    same camera: a cue that tells a 150 mm carton from a 20 mm mailer of similar artwork."""
+    area = float(c.fg.sum())
+    h = c.height[c.fg] if c.has_depth else np.empty(0, np.float32)
+    h = h[np.isfinite(h)]
+    return (float(np.percentile(h, 90)) if h.size >= 5 else float("nan")), area
+
+
+def size_mismatch(q: tuple[float, float], refs: np.ndarray) -> float:
+    """How unlike the nearest reference (rows of :attr:`RefSet.sizes`) a view's size signature is:
+    weighted absolute log ratios of height and area (height left out where either lacks depth).
+    The nearest reference, not a mean: a product that rests on another face has its own."""
+    if refs.size == 0:
+        return 0.0
+    area = SIZE_AREA_WEIGHT * np.abs(np.log((q[1] + SIZE_AREA_PX) / (refs[:, 1] + SIZE_AREA_PX)))
+    height = SIZE_HEIGHT_WEIGHT * np.abs(np.log((q[0] + SIZE_HEIGHT_MM) / (refs[:, 0] + SIZE_HEIGHT_MM)))
+    return float(np.min(area + np.where(np.isfinite(height), height, 0.0)))
 
 
 def _edges(h: np.ndarray, fg: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from .anomaly import global_anomaly, map_score, patch_map
 from .card import read_card, verify_model_files
 from .fusion import FEATURES, Fusion
 from .gallery import Gallery, GalleryIndex, load_gallery
-from .registration import Canon, ViewResidual, belt_residual, canonical, compare
+from .registration import Canon, ViewResidual, belt_residual, canonical, compare, size_mismatch, size_signature
 from .threshold import load_ok_scores, threshold_at_fpr
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ COLOR_FLOOR = 0.05
 # split; every misidentified item there had a margin under 0.12)
 ID_RECHECK_MARGIN = 0.12
 ID_SWITCH_RATIO = 2.0  # the runner-up must fit this many times better (residual ratios, summed logs)
+# identification: the best few products by embedding are re-ranked by how well the item's size
+# (height and footprint area per view, registration.size_signature) fits each one's references
+# (randomised 320x240 val split: top-1 81.6 % by embedding alone, 95.1 % with size)
+ID_SIZE_CANDIDATES = 5
 BELT_FLOOR = 0.5   # belt residual floor (units of the belt's own spread; bare belt scores ~2)
 
 
@@ -266,6 +270,8 @@ class Scorer:
         embeddings = [out["embedding"] for out in view_outputs.values()]
         if hasattr(self.index, "rank"):
             ranked, sku_conf = self.index.rank(embeddings, ID_TEMPERATURE)
+            if sku is None and canons:
+                ranked, sku_conf = self._rerank_by_size(ranked, sku_conf, canons)
             sku_pred = ranked[0][0]
             margin = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else ranked[0][1]
         else:  # a store-backed gallery's ANN index (catalogue.py) names the best product only
@@ -313,6 +319,25 @@ class Scorer:
         return ItemScore(score, damaged, dtype, sku_pred, sku_conf,
                          max(v.anomaly for v in views.values()), views, type_probs, feats, thr, timing,
                          refs_missing=entry is None)
+
+    def _rerank_by_size(self, ranked: list[tuple[str, float]], conf: float, canons: dict
+                        ) -> tuple[list[tuple[str, float]], float]:
+        """The best ``ID_SIZE_CANDIDATES`` products re-ranked by similarity minus the size mismatch
+        (mean over the views that have that product's registered references); the rest follow."""
+        sizes = {v: size_signature(c) for v, c in canons.items() if c is not None and c.fg.sum() > 5}
+        if not sizes or len(ranked) < 2:
+            return ranked, conf
+        head = []
+        for sku, sim in ranked[:ID_SIZE_CANDIDATES]:
+            entry = self.gallery.entry(sku) if hasattr(self.gallery, "entry") else self.gallery.skus.get(sku)
+            geo = getattr(entry, "geo", None) or {}
+            pen = [size_mismatch(s, geo[v].sizes) for v, s in sizes.items() if v in geo]
+            head.append((sku, sim - (float(np.mean(pen)) if pen else 0.0)))
+        head.sort(key=lambda kv: -kv[1])
+        if head[0][0] == ranked[0][0]:
+            return head + ranked[ID_SIZE_CANDIDATES:], conf
+        z = (np.array([s for _, s in head]) - head[0][1]) / ID_TEMPERATURE
+        return head + ranked[ID_SIZE_CANDIDATES:], float(1.0 / np.exp(z).sum())
 
     def _views_against(self, sku: str, view_outputs: dict, canons: dict | None, belts: dict[str, float]):
         """Every view scored against one product's references: (views, damage logits, patch and
