@@ -156,7 +156,7 @@ def _footprint(h: np.ndarray, rgb: np.ndarray) -> np.ndarray:
 def canonical(rgb: np.ndarray, depth_mm: np.ndarray | None, s: float, canvas: int = CANVAS) -> Canon:
     """One view crop (uint8 RGB, depth in mm or None) -> :class:`Canon`."""
     h = height_map(depth_mm, rgb.shape[:2], s)
-    col = _area(rgb.astype(np.float32) / 255.0, s)
+    col = _area(np.divide(rgb, np.float32(255.0), dtype=np.float32), s)  # = astype(float32) / 255
     if col.shape[:2] != h.shape:
         col = cv2.resize(col, (h.shape[1], h.shape[0]), interpolation=cv2.INTER_AREA)
     fg = _footprint(h, col)
@@ -304,12 +304,19 @@ def _coarse_costs(q: Canon, refs: RefSet) -> np.ndarray:
     in the tests is the same in numpy, ~10x slower).
     """
     out = np.zeros((refs.n, 4))
-    fg8, valid8, rh, rc = refs.fg8, refs.valid8, refs.height32, refs.rgb32
+    # every mask below lies within the footprints' joint bounding box (the view's in all four turns)
+    anyf = refs.fg.any(axis=0) | q.fg | np.rot90(q.fg) | np.rot90(q.fg, 2) | np.rot90(q.fg, 3)
+    rows, cols = np.flatnonzero(anyf.any(axis=1)), np.flatnonzero(anyf.any(axis=0))
+    if rows.size == 0:
+        return out
+    ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    fg8, valid8 = refs.fg8[:, ys, xs], refs.valid8[:, ys, xs]
+    rh, rc = refs.height32[:, ys, xs], refs.rgb32[:, ys, xs]
     for k in range(4):
-        qf = np.ascontiguousarray(np.rot90(q.fg, -k)).astype(np.uint8)
-        qc = np.ascontiguousarray(np.rot90(q.rgb, -k))
+        qf = np.ascontiguousarray(np.rot90(q.fg, -k)[ys, xs]).astype(np.uint8)
+        qc = np.ascontiguousarray(np.rot90(q.rgb, -k)[ys, xs])
         if q.has_depth:
-            qh = np.ascontiguousarray(np.rot90(q.height, -k))
+            qh = np.ascontiguousarray(np.rot90(q.height, -k)[ys, xs])
             qv = np.isfinite(qh).astype(np.uint8)
         for r in range(refs.n):
             union = cv2.bitwise_or(qf, fg8[r])
@@ -373,8 +380,9 @@ def compare(q: Canon, refs: RefSet, refine: int = REFINE) -> ViewResidual:
                 q_img = _edges(qh, qf)
             else:
                 q_img = cv2.GaussianBlur(np.ascontiguousarray(qc.mean(axis=2)), (0, 0), 1.0)
-            turned[k] = (qh, np.ascontiguousarray(q_img), cv2.GaussianBlur(np.ascontiguousarray(qc), (0, 0), 1.0))
-        qh, q_img, qc_b = turned[k]
+            turned[k] = (qh, qf, np.ascontiguousarray(q_img),
+                         cv2.GaussianBlur(np.ascontiguousarray(qc), (0, 0), 1.0))
+        qh, qf, q_img, qc_b = turned[k]
         rh = refs.height32[r]
         rc = refs.rgb32[r]
         if q.has_depth:
@@ -395,7 +403,8 @@ def compare(q: Canon, refs: RefSet, refine: int = REFINE) -> ViewResidual:
         cd = np.abs(_outside(qc_b, rc_w))
         cres.append(np.rot90(cd[..., 0] + cd[..., 1] + cd[..., 2], k))  # = .sum(axis=2), faster
         unions.append(np.rot90(rf_w, k))
-        poses.append(np.vstack([w, [0, 0, 1]]) @ np.linalg.inv(_turn(q.fg.shape[0], (4 - k) % 4)))
+        # np.linalg.inv(_turn(n, (4 - k) % 4)), exactly
+        poses.append(np.vstack([w, [0, 0, 1]]) @ _turn(q.fg.shape[0], k))
     union = np.logical_or.reduce(unions) | q.fg
     region = cv2.dilate(union.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if q.has_depth and STEEP_MM > 0:
@@ -461,6 +470,11 @@ def belt_residual(q: Canon) -> float:
 
 def _turn(n: int, m: int) -> np.ndarray:
     """(3, 3) pixel coordinates of ``np.rot90(a, m)`` (n x n) -> pixel coordinates of ``a``."""
+    return _turn_cached(int(n), int(m) % 4).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _turn_cached(n: int, m: int) -> np.ndarray:
     one = np.array([[0, -1, n - 1], [1, 0, 0], [0, 0, 1]], np.float64)  # rot90 once: (x, y) <- (n-1-y, x)
     return np.linalg.matrix_power(one, m)
 

@@ -310,3 +310,9 @@ def test_outside_and_edges_match_the_straightforward_versions():
     h[0, :3] = (np.inf, -np.inf, 400.0)
     fg = rng.random(h.shape) < 0.5
     np.testing.assert_array_equal(R._edges(h, fg), edges_simple(h, fg))
+
+
+@pytest.mark.parametrize("n", [108, 37])
+def test_a_quarter_turn_back_is_the_inverse_turn_exactly(n):
+    for k in range(4):
+        np.testing.assert_array_equal(R._turn(n, k), np.linalg.inv(R._turn(n, (4 - k) % 4)))
