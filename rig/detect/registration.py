@@ -28,7 +28,8 @@ One view, step by step (numpy + OpenCV, a few ms per view):
 4. **Register.** Coarse: each (reference, quarter turn) is scored by the mean
    height difference over both footprints; the best few are refined by
    ECC (``cv2.findTransformECC``, Euclidean) on a height-plus-edges image,
-   sub-pixel in offset and angle.
+   sub-pixel in offset and angle, over the two footprints' bounding box and
+   ``ECC_MARGIN`` around it (the rest is belt; ECC costs per pixel).
 5. **Residuals.** Per pixel, the smallest |height difference| over the refined
    references (several references absorb normal variation: a slightly bent
    lid, a label a little off), smoothed over 3x3; the colour residual is the
@@ -62,6 +63,7 @@ FOOTPRINT_MM = 1.5      # higher than this above the belt: the item
 TOP_K = 6               # residual score: mean of the TOP_K largest cells
 REFINE = 4              # candidates refined by ECC per view
 ECC_ITERS = 50          # ECC iterations per refined candidate
+ECC_MARGIN = 8          # ECC runs on both footprints' bounding box and this many px around (-1: whole canvas)
 MAX_REFS = 8            # references kept per product and view name (memory bound)
 MIN_VALID = 0.5         # a working pixel needs half its area with depth
 DROP_MM = 6.0           # height residual given to depth lost where the reference has it
@@ -332,19 +334,43 @@ def _coarse_costs(q: Canon, refs: RefSet) -> np.ndarray:
     return out
 
 
-def _refine(q_img: np.ndarray, r_img: np.ndarray) -> np.ndarray:
-    """ECC (Euclidean) warp mapping reference pixels onto the query; identity if it fails."""
+def _refine(q_img: np.ndarray, r_img: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """ECC (Euclidean) warp mapping reference pixels onto the query; identity if it fails.
+
+    ``box`` (y0, y1, x0, x1): run ECC on that window of both images only (the footprints and
+    ``ECC_MARGIN`` around them; the rest of the canvas is belt, flat in both images). ECC's
+    cost is per pixel per iteration; the warp is given back in full-canvas pixels.
+    """
     warp = np.eye(2, 3, dtype=np.float32)
+    off = np.zeros(2, np.float32)
+    if box is not None:
+        y0, y1, x0, x1 = box
+        q_img, r_img = q_img[y0:y1, x0:x1], r_img[y0:y1, x0:x1]
+        off[:] = (x0, y0)  # window pixel + off = canvas pixel; identity stays identity
     try:
-        _, warp = cv2.findTransformECC(q_img, r_img, warp, cv2.MOTION_EUCLIDEAN,
+        _, warp = cv2.findTransformECC(np.ascontiguousarray(q_img), np.ascontiguousarray(r_img), warp,
+                                       cv2.MOTION_EUCLIDEAN,
                                        (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERS, 1e-6),
                                        None, 1)
     except cv2.error:
         return np.eye(2, 3, dtype=np.float32)
+    # canvas: p_r = A (p_q - off) + t + off
+    warp[:, 2] += off - warp[:, :2] @ off
     # a large correction means ECC wandered off: keep the coarse pose
     if abs(warp[0, 2]) > 6 or abs(warp[1, 2]) > 6 or abs(warp[0, 1]) > 0.2:
         return np.eye(2, 3, dtype=np.float32)
     return warp
+
+
+def _box(a: np.ndarray, b: np.ndarray, margin: int) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) bounding both footprints plus ``margin``, within the canvas; None if empty."""
+    both = a | b
+    rows, cols = np.flatnonzero(both.any(axis=1)), np.flatnonzero(both.any(axis=0))
+    if rows.size == 0:
+        return None
+    n, m = both.shape
+    return (max(0, int(rows[0]) - margin), min(n, int(rows[-1]) + 1 + margin),
+            max(0, int(cols[0]) - margin), min(m, int(cols[-1]) + 1 + margin))
 
 
 def _warp(img: np.ndarray, warp: np.ndarray, nearest: bool = False) -> np.ndarray:
@@ -389,7 +415,7 @@ def compare(q: Canon, refs: RefSet, refine: int = REFINE) -> ViewResidual:
             r_img = _edges(rh, refs.fg[r])
         else:
             r_img = cv2.GaussianBlur(np.ascontiguousarray(rc.mean(axis=2)), (0, 0), 1.0)
-        w = _refine(q_img, r_img)
+        w = _refine(q_img, r_img, _box(qf, refs.fg[r], ECC_MARGIN) if ECC_MARGIN >= 0 else None)
         rh_w = _warp(rh, w)
         rf_w = _warp(refs.fg8[r], w, nearest=True).astype(bool)
         rc_w = _warp(cv2.GaussianBlur(rc, (0, 0), 1.0), w)

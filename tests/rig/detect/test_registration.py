@@ -316,3 +316,25 @@ def test_outside_and_edges_match_the_straightforward_versions():
 def test_a_quarter_turn_back_is_the_inverse_turn_exactly(n):
     for k in range(4):
         np.testing.assert_array_equal(R._turn(n, k), np.linalg.inv(R._turn(n, (4 - k) % 4)))
+
+
+def test_ecc_on_the_footprints_box_finds_the_whole_canvas_warp():
+    """_refine over the footprints' bounding box gives the warp in canvas pixels, as over the
+    whole canvas (to well under a tenth of a pixel on a clean item)."""
+    rng = np.random.default_rng(14)
+    s = R.scale_for([CROP])
+    a = R.canonical(*view(carton(), rng, 0.3), s)
+    m = cv2.getRotationMatrix2D((60.0, 50.0), 2.0, 1.0)
+    m[:, 2] += (1.7, -1.2)
+    bh = cv2.warpAffine(np.nan_to_num(a.height), m, a.height.shape[::-1], flags=cv2.INTER_LINEAR)
+    bf = cv2.warpAffine(a.fg.astype(np.uint8), m, a.fg.shape[::-1], flags=cv2.INTER_NEAREST) > 0
+    q_img, r_img = np.ascontiguousarray(R._edges(a.height, a.fg)), R._edges(bh, bf)
+    box = R._box(a.fg, bf, R.ECC_MARGIN)
+    assert box is not None and (box[1] - box[0]) * (box[3] - box[2]) < 0.8 * a.fg.size
+    whole, boxed = R._refine(q_img, r_img), R._refine(q_img, r_img, box)
+    assert not np.array_equal(whole, np.eye(2, 3, dtype=np.float32))
+    corners = np.array([[0, 0, 1], [107, 0, 1], [0, 107, 1], [107, 107, 1]], np.float32).T
+    assert np.abs(whole @ corners - boxed @ corners).max() < 0.1
+    # the box is clipped to the canvas; an empty pair of footprints has none
+    assert R._box(np.ones((10, 10), bool), np.zeros((10, 10), bool), 8) == (0, 10, 0, 10)
+    assert R._box(np.zeros((10, 10), bool), np.zeros((10, 10), bool), 8) is None
