@@ -139,7 +139,8 @@ def entry_nbytes(entry: SkuEntry) -> int:
     n = entry.embeddings.nbytes + entry.descs.nbytes + entry.bank.nbytes + entry.bank_src.nbytes
     n += np.asarray(entry.ref_discs).nbytes
     for r in entry.geo.values():
-        n += r.nbytes() + r.height.size * 4 + r.rgb.size * 4  # height32 / rgb32 (registration.py)
+        # height32 / rgb32 / fg8 + valid8 (registration.py)
+        n += r.nbytes() + r.height.size * 4 + r.rgb.size * 4 + r.height.size * 2
     return int(n) + 2048
 
 

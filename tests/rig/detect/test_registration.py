@@ -223,3 +223,118 @@ def test_belt_residual_finds_a_puddle_beside_the_item_whatever_the_belt(belt, ga
     assert max(bare) < 4.0, bare  # a bare belt scores its own texture: ~1-3 spreads
     assert wet > 3 * max(bare), (wet, bare)
 
+
+
+# ---- the fast versions against the straightforward ones -------------------------------------
+
+def _coarse_costs_simple(q: R.Canon, refs: R.RefSet) -> np.ndarray:
+    """R._coarse_costs as first written (numpy over all references at once, one turn at a time)."""
+    rh = np.nan_to_num(refs.height.astype(np.float32))
+    rvalid = np.isfinite(refs.height.astype(np.float32))
+    rc = refs.rgb.astype(np.float32) / R.COLOR_Q
+    out = np.zeros((refs.n, 4))
+    for k in range(4):
+        qf = np.rot90(q.fg, -k)
+        union = qf[None] | refs.fg
+        nu = np.maximum(union.sum(axis=(1, 2)), 1)
+        xor = (qf[None] ^ refs.fg).sum(axis=(1, 2)) / nu
+        dc = np.abs(np.rot90(q.rgb, -k)[None] - rc).sum(axis=-1)
+        out[:, k] = xor + (dc * union).sum(axis=(1, 2)) / nu / 3.0
+        if q.has_depth:
+            qh = np.rot90(q.height, -k)
+            both = union & np.isfinite(qh)[None] & rvalid
+            dh = np.abs(np.nan_to_num(qh)[None] - rh) * both
+            out[:, k] += dh.sum(axis=(1, 2)) / np.maximum(both.sum(axis=(1, 2)), 1) / 20.0
+    return out
+
+
+def _random_canon(rng, c: int, has_depth: bool = True) -> R.Canon:
+    fg = np.zeros((c, c), bool)
+    y0, x0 = rng.integers(0, c // 3, 2)
+    fg[y0:y0 + rng.integers(c // 3, c // 2), x0:x0 + rng.integers(c // 4, c // 2)] = True
+    fg ^= rng.random((c, c)) < 0.05
+    h = (fg * rng.uniform(5, 40) + rng.normal(0, 1, (c, c))).astype(np.float32)
+    h[rng.random((c, c)) < 0.1] = np.nan
+    rgb = rng.uniform(0, 3, (c, c, 3)).astype(np.float32)
+    return R.Canon(h, rgb, fg, np.eye(2, 3, dtype=np.float32), has_depth)
+
+
+def _random_refs(rng, c: int, n: int) -> R.RefSet:
+    cs = [_random_canon(rng, c) for _ in range(n)]
+    return R.RefSet(np.stack([x.height for x in cs]).astype(np.float16),
+                    np.stack([np.clip(x.rgb * R.COLOR_Q, 0, 255) for x in cs]).astype(np.uint8),
+                    np.stack([x.fg for x in cs]), 0.3)
+
+
+@pytest.mark.parametrize("has_depth", [True, False])
+def test_coarse_costs_match_the_straightforward_version(has_depth):
+    rng = np.random.default_rng(12)
+    for c, n in ((24, 5), (37, 1), (108, 8)):
+        refs = _random_refs(rng, c, n)
+        for _ in range(3):
+            q = _random_canon(rng, c, has_depth)
+            # numpy sums float32 in float32, OpenCV's masked means in float64
+            np.testing.assert_allclose(R._coarse_costs(q, refs), _coarse_costs_simple(q, refs),
+                                       rtol=1e-6, atol=1e-7)
+    # an empty footprint, a view without any depth
+    q = _random_canon(rng, 24)
+    q.fg[:] = False
+    q.height[:] = np.nan
+    refs = _random_refs(rng, 24, 3)
+    np.testing.assert_allclose(R._coarse_costs(q, refs), _coarse_costs_simple(q, refs), rtol=1e-6, atol=1e-7)
+
+
+def test_outside_and_edges_match_the_straightforward_versions():
+    rng = np.random.default_rng(13)
+
+    def outside_simple(q, r):
+        k = np.ones((R.TOL_PX, R.TOL_PX), np.uint8)
+        finite = np.isfinite(r)
+        lo = cv2.erode(np.where(finite, r, np.inf).astype(np.float32), k)
+        hi = cv2.dilate(np.where(finite, r, -np.inf).astype(np.float32), k)
+        return q - np.clip(q, np.where(np.isfinite(lo), lo, np.nan), np.where(np.isfinite(hi), hi, np.nan))
+
+    def edges_simple(h, fg):
+        img = np.clip(np.nan_to_num(h, nan=0.0).astype(np.float32), 0, 300) / 10.0 + fg.astype(np.float32) * 3.0
+        return cv2.GaussianBlur(img, (0, 0), 1.0)
+
+    for shape in ((40, 40), (40, 40, 3)):
+        q = rng.normal(0, 5, shape).astype(np.float32)
+        r = rng.normal(0, 5, shape).astype(np.float32)
+        q[rng.random(shape) < 0.1] = np.nan
+        r[rng.random(shape) < 0.3] = np.nan
+        r[5:12, 5:12] = np.nan  # windows with no finite reference value at all
+        np.testing.assert_array_equal(R._outside(q, r), outside_simple(q, r))
+    h = rng.normal(10, 50, (40, 40)).astype(np.float32)
+    h[rng.random(h.shape) < 0.2] = np.nan
+    h[0, :3] = (np.inf, -np.inf, 400.0)
+    fg = rng.random(h.shape) < 0.5
+    np.testing.assert_array_equal(R._edges(h, fg), edges_simple(h, fg))
+
+
+@pytest.mark.parametrize("n", [108, 37])
+def test_a_quarter_turn_back_is_the_inverse_turn_exactly(n):
+    for k in range(4):
+        np.testing.assert_array_equal(R._turn(n, k), np.linalg.inv(R._turn(n, (4 - k) % 4)))
+
+
+def test_ecc_on_the_footprints_box_finds_the_whole_canvas_warp():
+    """_refine over the footprints' bounding box gives the warp in canvas pixels, as over the
+    whole canvas (to well under a tenth of a pixel on a clean item)."""
+    rng = np.random.default_rng(14)
+    s = R.scale_for([CROP])
+    a = R.canonical(*view(carton(), rng, 0.3), s)
+    m = cv2.getRotationMatrix2D((60.0, 50.0), 2.0, 1.0)
+    m[:, 2] += (1.7, -1.2)
+    bh = cv2.warpAffine(np.nan_to_num(a.height), m, a.height.shape[::-1], flags=cv2.INTER_LINEAR)
+    bf = cv2.warpAffine(a.fg.astype(np.uint8), m, a.fg.shape[::-1], flags=cv2.INTER_NEAREST) > 0
+    q_img, r_img = np.ascontiguousarray(R._edges(a.height, a.fg)), R._edges(bh, bf)
+    box = R._box(a.fg, bf, R.ECC_MARGIN)
+    assert box is not None and (box[1] - box[0]) * (box[3] - box[2]) < 0.8 * a.fg.size
+    whole, boxed = R._refine(q_img, r_img), R._refine(q_img, r_img, box)
+    assert not np.array_equal(whole, np.eye(2, 3, dtype=np.float32))
+    corners = np.array([[0, 0, 1], [107, 0, 1], [0, 107, 1], [107, 107, 1]], np.float32).T
+    assert np.abs(whole @ corners - boxed @ corners).max() < 0.1
+    # the box is clipped to the canvas; an empty pair of footprints has none
+    assert R._box(np.ones((10, 10), bool), np.zeros((10, 10), bool), 8) == (0, 10, 0, 10)
+    assert R._box(np.zeros((10, 10), bool), np.zeros((10, 10), bool), 8) is None
