@@ -338,3 +338,27 @@ def test_ecc_on_the_footprints_box_finds_the_whole_canvas_warp():
     # the box is clipped to the canvas; an empty pair of footprints has none
     assert R._box(np.ones((10, 10), bool), np.zeros((10, 10), bool), 8) == (0, 10, 0, 10)
     assert R._box(np.zeros((10, 10), bool), np.zeros((10, 10), bool), 8) is None
+
+
+def test_size_signature_tells_products_of_one_artwork_apart_by_height_and_footprint():
+    """Identification's size cue: a 40 mm and a 12 mm carton of the same outline and artwork, and
+    a carton and a blister card, differ in height and area whatever the yaw; the nearest reference
+    is what counts (a product resting on another face brings its own)."""
+    rng = np.random.default_rng(21)
+    tall = refs_of(lambda: carton(40.0), rng)
+    flat = refs_of(lambda: carton(12.0), rng)
+    card = refs_of(blister, rng)
+    s = R.scale_for([CROP])
+    q = R.canonical(*view(pose(carton(40.0), 33.0, 3, -2), rng), s)
+    sig = R.size_signature(q)
+    assert abs(sig[0] - 40.0) < 3.0 and sig[1] > 0
+    m_tall, m_flat, m_card = (R.size_mismatch(sig, r.sizes) for r in (tall, flat, card))
+    assert m_tall < 0.1 < m_flat and m_tall < m_card
+    # without depth only the area speaks: the two cartons look alike, the card still does not
+    q_nodepth = R.canonical(view(pose(carton(40.0), 33.0, 3, -2), rng)[0], None, s)
+    sig2 = R.size_signature(q_nodepth)
+    assert np.isnan(sig2[0])
+    assert R.size_mismatch(sig2, flat.sizes) < 0.1
+    # the nearest reference counts: one matching reference among strangers is enough
+    mixed = np.vstack([flat.sizes, tall.sizes[:1]])
+    assert R.size_mismatch(sig, mixed) == pytest.approx(R.size_mismatch(sig, tall.sizes[:1]))
