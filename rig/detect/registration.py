@@ -66,6 +66,7 @@ ECC_ITERS = 50          # ECC iterations per refined candidate
 ECC_MARGIN = 8          # ECC runs on both footprints' bounding box and this many px around (-1: whole canvas)
 MAX_REFS = 8            # references kept per product and view name (memory bound)
 MIN_VALID = 0.5         # a working pixel needs half its area with depth
+MAX_HEIGHT_MM = 2000.0  # heights beyond +-this (a plane fitted on a few stray readings) are no data
 DROP_MM = 6.0           # height residual given to depth lost where the reference has it
 STEEP_MM = 8.0          # height step per working px above which a pixel is a wall
 TOL_PX = 3              # misregistration tolerance: the reference's range over TOL_PX x TOL_PX
@@ -126,7 +127,10 @@ def height_map(depth_mm: np.ndarray | None, shape: tuple[int, int], s: float) ->
     if ok.sum() < 16:
         return np.full(dw.shape, np.nan, np.float32)
     plane = belt_plane(dw, ok) if dw.shape[0] == dw.shape[1] else _plane_rect(dw, ok)
-    return np.where(ok, plane - dw, np.nan).astype(np.float32)
+    h = plane - dw
+    # a plane fitted on a few scattered readings (most of the frame lost) can put the belt
+    # metres away: no item is that tall, and float32 sums of such values overflow
+    return np.where(ok & (np.abs(h) < MAX_HEIGHT_MM), h, np.nan).astype(np.float32)
 
 
 def _plane_rect(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
