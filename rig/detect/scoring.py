@@ -327,12 +327,20 @@ class Scorer:
         sizes = {v: size_signature(c) for v, c in canons.items() if c is not None and c.fg.sum() > 5}
         if not sizes or len(ranked) < 2:
             return ranked, conf
-        head = []
-        for sku, sim in ranked[:ID_SIZE_CANDIDATES]:
+        pens = []
+        for sku, _ in ranked[:ID_SIZE_CANDIDATES]:
             entry = self.gallery.entry(sku) if hasattr(self.gallery, "entry") else self.gallery.skus.get(sku)
             geo = getattr(entry, "geo", None) or {}
             pen = [size_mismatch(s, geo[v].sizes) for v, s in sizes.items() if v in geo]
-            head.append((sku, sim - (float(np.mean(pen)) if pen else 0.0)))
+            pens.append(float(np.mean(pen)) if pen else None)
+        known = [p for p in pens if p is not None]
+        if not known:
+            return ranked, conf
+        # a product with no registered references to compare sizes with is neither favoured nor
+        # penalised: it gets the candidates' median mismatch
+        neutral = float(np.median(known))
+        head = [(sku, sim - (neutral if p is None else p))
+                for (sku, sim), p in zip(ranked[:ID_SIZE_CANDIDATES], pens)]
         head.sort(key=lambda kv: -kv[1])
         if head[0][0] == ranked[0][0]:
             return head + ranked[ID_SIZE_CANDIDATES:], conf

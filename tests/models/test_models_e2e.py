@@ -101,8 +101,18 @@ def test_a_close_identification_is_settled_by_the_registered_references(trained,
     monkeypatch.setattr(scorer.index, "rank", ranked_with(0.01))
     close = scorer.score_crops(crops, it.id)
     assert close.sku_pred == it.sku
+    # a clear embedding margin is not second-guessed by the registered references...
+    sizes_on = scorer._rerank_by_size
+    monkeypatch.setattr(scorer, "_rerank_by_size", lambda ranked, conf, canons: (ranked, conf))
     monkeypatch.setattr(scorer.index, "rank", ranked_with(0.3))
     assert scorer.score_crops(crops, it.id).sku_pred == wrong
+    # ...but the size the views show (height, footprint) narrows the wrong product's lead, and the
+    # registered references then settle the close call
+    reranked = sizes_on([(wrong, 0.9), (it.sku, 0.6)], 0.9, {
+        v: scorer.canon_view(v, *crops[v]) for v in crops})[0]
+    assert dict(reranked)[wrong] - dict(reranked)[it.sku] < 0.3 - 0.05
+    monkeypatch.setattr(scorer, "_rerank_by_size", sizes_on)
+    assert scorer.score_crops(crops, it.id).sku_pred == it.sku
     # the upstream scan's SKU is never second-guessed
     monkeypatch.setattr(scorer.index, "rank", ranked_with(0.01))
     assert scorer.score_crops(crops, it.id, sku=wrong).sku_pred == wrong
