@@ -12,8 +12,8 @@ def add_arguments(p):
     p.add_argument("--model", required=True, help="model folder (model_card.yaml, model.onnx, gallery/)")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="(default test)")
-    p.add_argument("--scores", required=True, metavar="OUT.csv",
-                   help="per-item CSV: id,score,damaged,type,sku_pred")
+    p.add_argument("--scores", metavar="OUT.csv",
+                   help="also write a per-item CSV: id,score,damaged,type,sku_pred")
     p.add_argument("--report", metavar="OUT.html", help="HTML report: ROC, histograms, worst cases")
     p.add_argument("--maps", metavar="DIR",
                    help="write one fused evidence map per view: DIR/<item id>_<view>.png, 16-bit, the "
@@ -34,6 +34,8 @@ def run(args) -> int:
     print(format_summary(metrics))
     if "pixel_auroc" in metrics:
         print(f"pixel AUROC of the evidence maps: {metrics['pixel_auroc']:.4f}")
-    print(f"scores written to {args.scores}" + (f", report to {args.report}" if args.report else "")
-          + (f", maps to {args.maps}/" if args.maps else ""))
+    written = [f"scores to {args.scores}" if args.scores else "", f"report to {args.report}" if args.report else "",
+               f"maps to {args.maps}/" if args.maps else ""]
+    if any(written):
+        print("written: " + ", ".join(w for w in written if w))
     return 0
