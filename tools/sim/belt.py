@@ -191,7 +191,9 @@ class BeltSim:
             depth = depth + self._noise("d" + camera, depth.shape, 1.0) * (0.4 + 1.2 * z * z)
         units = self.calib.cameras[camera].depth.depth_units_mm if self.calib.cameras[camera].depth else 1.0
         d16 = np.clip(np.round(depth / units), 0, 65535).astype(np.uint16)
-        return np.clip(np.round(img), 0, 255).astype(np.uint8), d16  # rounded, as apply_sensor does
+        np.clip(img, 0, 255, out=img)
+        img += 0.5  # rounded to the nearest level, as apply_sensor does (truncated, it read 0.5 darker)
+        return img.astype(np.uint8), d16
 
     def truth_near(self, t: float, x_m: float, y_m: float, within_m: float = 0.15) -> dict | None:
         """Ground truth of the item nearest (x, y) on the belt at time t, None when none is that near."""
