@@ -37,6 +37,9 @@ BEST_WITHIN_M = 0.25  # a lost track counts as an item only if it was seen this 
 # pixels whose 5x5-averaged height exceeds this join the item too (thin items, the flat card around
 # a blister's domes): at 1 mm sensor noise the average is 7 sigma above a flat belt
 THIN_HEIGHT_MM = 1.5
+# ... with each pixel's height capped at this many thin levels first (a thin item's own height is
+# below it; a tall item's edge can then raise a belt pixel's 5x5 mean by at most 2/5 x 3 mm)
+THIN_CAP = 2.0
 
 
 @dataclass
@@ -151,8 +154,13 @@ class Trigger:
         if self.thin_height > 0:
             # thin items (a 2.5 mm blister card, a flat mailer) stand out of the depth noise
             # (about 1 mm) only once averaged: a 5x5 mean over valid pixels cuts it 5x
+            # heights are capped at THIN_CAP x the thin level before averaging: one tall neighbour
+            # must not lift the mean of belt pixels beside a tall item. Unclipped, a 157 mm
+            # carton's top edge lifted the belt seen just past it (up to 45 mm away on the belt,
+            # behind the item from the camera) into its blob, and its crop box grew by as much
             v = valid.astype(np.float32)
-            num = cv2.blur(np.where(valid, height, 0.0).astype(np.float32), (5, 5))
+            capped = np.minimum(np.where(valid, height, 0.0), THIN_CAP * self.thin_height)
+            num = cv2.blur(capped.astype(np.float32), (5, 5))
             smooth = num / np.maximum(cv2.blur(v, (5, 5)), 1e-3)
             mask |= ((smooth > self.thin_height) & valid).astype(np.uint8)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._kernel)

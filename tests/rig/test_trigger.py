@@ -108,6 +108,32 @@ def test_a_2mm_item_is_found_and_cropped_whole(demo_calib):
     assert Trigger(cam, units, 0.5, 8.0, 400, thin_height_mm=0).blobs(depth) == []
 
 
+def test_a_tall_items_box_ends_at_its_edges_not_on_the_belt_behind_it(demo_calib):
+    """A 160 mm box off the camera's axis: the belt seen just past its top edge lies up to 45 mm
+    farther out on the belt. The thin level (a 5x5 mean) must not pull those belt pixels into the
+    blob: the box, and so the crop (roi_from_corners), stays within 1.5 cm of the item's edges.
+    Before the heights were capped the box reached 3-4 cm past them (`rig demo`'s crops of tall
+    cartons and tubs were up to 25 % larger and off-centre against the dataset's)."""
+    top = demo_calib.cameras["top"]
+    cam = top.depth_imager()
+    units = top.depth.depth_units_mm
+    rng = np.random.default_rng(1)
+    w, h = cam.size
+    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    K = cam.K
+    d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1) @ cam.T_ref_cam[:3, :3].T
+    o = cam.T_ref_cam[:3, 3]
+    z_top = (0.16 - o[2]) / d[..., 2]  # camera z where each ray meets the box's top plane
+    x, y = o[0] + d[..., 0] * z_top, o[1] + d[..., 1] * z_top
+    z = np.where((np.abs(x) < 0.09) & (y > 0.0) & (y < 0.17), z_top, -o[2] / d[..., 2])
+    depth = np.clip(np.round((z * 1000.0 + rng.normal(0, 1.1, z.shape)) / units), 0, 65535).astype(np.uint16)
+    blobs = Trigger(cam, units, 0.5, 8.0, 400).blobs(depth)
+    assert len(blobs) == 1
+    b = blobs[0]
+    assert abs(b.x_min + 0.09) < 0.015 and abs(b.x_max - 0.09) < 0.015, (b.x_min, b.x_max)
+    assert abs(b.y_min - 0.0) < 0.015 and abs(b.y_max - 0.17) < 0.015, (b.y_min, b.y_max)
+
+
 def test_an_item_is_released_at_its_best_frame_not_one_frame_later(demo_calib):
     """Predictive release: the frame nearest the centre goes out in the same update that shows it
     (the next one, predicted from the track's motion, would be farther), not when a later frame

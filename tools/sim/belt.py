@@ -125,7 +125,17 @@ class BeltSim:
             r = render(cam.K, cam.size, cam.T_ref_cam, [placed], self.light, roi=roi,
                        with_color=not cam_name.endswith(":depth"))
             uv, _ = cam.project(np.array([[it.spec.x_mm / 1000, it.spec.y_mm / 1000, 0.0]]))
-            it.sprites[cam_name] = Sprite(roi, r.rgb, r.depth_mm, r.item >= 0, uv[0])
+            # the item's pixels: every pixel the item changes, not only those whose hit lies on its
+            # footprint. Where a ray meets a wall its refined hit can fall just outside the
+            # footprint (alpha 0: "belt", with the wall's depth and shading); leaving those out
+            # showed the belt through the lower walls of tall items in the live frames, where the
+            # dataset's render of the same item (scene.render_views) has the wall
+            x0, y0, x1, y1 = roi
+            bg_rgb, bg_depth = self._background(cam_name)
+            changed = (r.item >= 0) | (r.depth_mm != bg_depth[y0:y1, x0:x1])
+            if bg_rgb is not None:
+                changed |= np.any(r.rgb != bg_rgb[y0:y1, x0:x1], axis=-1)
+            it.sprites[cam_name] = Sprite(roi, r.rgb, r.depth_mm, changed, uv[0])
         return it.sprites[cam_name]
 
     def _background(self, cam_name: str):
@@ -155,7 +165,9 @@ class BeltSim:
                 continue
             sl = (slice(cy0 - Y0, cy1 - Y0), slice(cx0 - X0, cx1 - X0))
             m = sp.item[sl]
-            closer = m & (sp.depth[sl] < depth[cy0:cy1, cx0:cx1])
+            # nearer than what is there (the belt, or an item composed before), 1 mm of slack
+            # for the item's belt-level pixels (its margin: the belt, shaded as the renderer does)
+            closer = m & (sp.depth[sl] < depth[cy0:cy1, cx0:cx1] + 1.0)
             depth[cy0:cy1, cx0:cx1][closer] = sp.depth[sl][closer]
             if want_rgb:
                 rgb[cy0:cy1, cx0:cx1][closer] = sp.rgb[sl][closer]
@@ -179,7 +191,9 @@ class BeltSim:
             depth = depth + self._noise("d" + camera, depth.shape, 1.0) * (0.4 + 1.2 * z * z)
         units = self.calib.cameras[camera].depth.depth_units_mm if self.calib.cameras[camera].depth else 1.0
         d16 = np.clip(np.round(depth / units), 0, 65535).astype(np.uint16)
-        return np.clip(img, 0, 255).astype(np.uint8), d16
+        np.clip(img, 0, 255, out=img)
+        img += 0.5  # rounded to the nearest level, as apply_sensor does (truncated, it read 0.5 darker)
+        return img.astype(np.uint8), d16
 
     def truth_near(self, t: float, x_m: float, y_m: float, within_m: float = 0.15) -> dict | None:
         """Ground truth of the item nearest (x, y) on the belt at time t, None when none is that near."""

@@ -2,8 +2,14 @@
 
 ``ItemSpec`` is drawn from (seed, index) alone, so any item of any run can be
 re-rendered exactly. ``render_views`` returns, per camera, the square ROI crop
-that the runtime would cut around the item (rig.geometry.roi_from_corners), with
-depth aligned to the colour image (rendered from the colour camera itself).
+that the runtime cuts around the item: roi_from_corners around the box the rig's
+trigger measures on the trigger camera's depth (``trigger_corners``), with
+depth as the runtime gets it: rendered by the camera's depth imager (its own
+intrinsics, pose and resolution), the depth sensor's noise and dropouts applied
+there, then aligned to the colour image by the rig's rule (calibration/align.py,
+librealsense's rs.align) inside the crop — its blocky edges, occlusion gaps and
+overwritten pixels included. A camera without a depth imager in the calibration
+gets depth rendered from the colour camera itself.
 """
 
 from __future__ import annotations
@@ -13,15 +19,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...calibration.align import align_depth_to_color
 from ...calibration.model import Calibration, CameraModel
 from ...rig.dataset import DAMAGE_TYPES
 from ...rig.foundation.geometry import roi_from_corners
+from ...rig.trigger import Trigger
 from .products import APPLICABLE, DamageSizes, ItemSurface, Sku, apply_damage, build_surface
 from .render import DepthNoise, Lighting, Placed, apply_sensor, render
 
 # cells higher than this count for the item's box (as the runtime trigger sees it): low enough that
-# a 2 mm item (a blister card, a flat mailer) is cropped whole, not around its tallest part
+# a 2 mm item (a blister card, a flat mailer) is cropped whole, not around its tallest part. The
+# crop box itself is the one the rig's trigger measures (trigger_corners); this box is where the
+# trigger camera's depth is rendered, and the fallback when the trigger cannot see the item
 TRIGGER_MM = 1.0
+# the rig's trigger settings (rig/data/demo.yaml; the thin level is the trigger's default)
+TRIGGER_MIN_HEIGHT_MM = 8.0
+TRIGGER_MIN_AREA_PX = 400
 
 
 @dataclass
@@ -146,7 +159,7 @@ def render_views(spec: ItemSpec, calib: Calibration, cameras: list[str] | None =
                  noise: bool = True, surface: ItemSurface | None = None) -> dict[str, View]:
     surf = surface if surface is not None else build_item(spec)
     placed = Placed(surf, spec.x_mm, spec.y_mm, spec.yaw, 0)
-    corners = item_box_corners(placed)
+    corners = trigger_corners(spec, calib, placed, noise)
     rng = np.random.default_rng([spec.seed, spec.index, 7])
     out = {}
     for name in cameras or sorted(calib.cameras):
@@ -159,5 +172,106 @@ def render_views(spec: ItemSpec, calib: Calibration, cameras: list[str] | None =
         r = render(cam.K, cam.size, cam.T_ref_cam, [placed], spec.light, roi=roi)
         rgb, depth = apply_sensor(r, rng, noise=noise, gain=spec.gain, blur_sigma=spec.blur,
                                   noise_sigma=spec.noise_sigma, depth_noise=spec.depth_noise)
+        if cam.depth is not None:  # the colour render's depth is not what the rig sees: replaced
+            drng = np.random.default_rng([spec.seed, spec.index, zlib.crc32(name.encode()), 8])
+            depth = aligned_depth(cam, placed, spec, roi, drng, noise)
         out[name] = View(rgb, depth, (r.mask * 255).astype(np.uint8), roi)
     return out
+
+
+def depth_window(cam: CameraModel, roi: tuple[int, int, int, int], top_m: float, margin_px: int = 3
+                 ) -> tuple[int, int, int, int] | None:
+    """The part of the depth imager's image that can land inside the colour ``roi``: the colour
+    ROI's corners carried to the belt plane and to the item's top, projected into the depth imager,
+    boxed, ``margin_px`` added, clipped. None when it misses the depth image."""
+    dcam = cam.depth_imager()
+    x0, y0, x1, y1 = roi
+    K, T = cam.K, cam.T_ref_cam
+    pix = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], float)
+    rays = np.stack([(pix[:, 0] - K[0, 2]) / K[0, 0], (pix[:, 1] - K[1, 2]) / K[1, 1], np.ones(4)], 1) @ T[:3, :3].T
+    pts = []
+    for z in (0.0, top_m):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (z - T[2, 3]) / rays[:, 2]
+        s = np.where(np.isfinite(s) & (s > 0), s, 5.0)  # a ray that never meets the plane: 5 m out
+        pts.append(T[:3, 3] + rays * s[:, None])
+    uv, zc = dcam.project(np.concatenate(pts))
+    uv = uv[zc > 0]
+    if uv.size == 0:
+        return None
+    w, h = dcam.size
+    u0, v0 = np.floor(uv.min(0)).astype(int) - margin_px
+    u1, v1 = np.ceil(uv.max(0)).astype(int) + margin_px + 1
+    u0, v0, u1, v1 = max(u0, 0), max(v0, 0), min(u1, w), min(v1, h)
+    return (u0, v0, u1, v1) if u0 < u1 and v0 < v1 else None
+
+
+def aligned_depth(cam: CameraModel, placed: Placed, spec: ItemSpec, roi: tuple[int, int, int, int],
+                  rng: np.random.Generator, noise: bool = True) -> np.ndarray:
+    """Depth (float32 mm, 0 = no data) of the colour ``roi`` as the rig gets it: rendered by the
+    depth imager, the sensor's noise and dropouts applied in its pixels (apply_sensor), stored in
+    the camera's depth units, aligned to the colour camera inside ``roi`` (the rig's Prepare stage:
+    rig/pipeline/prepare.py)."""
+    dcam = cam.depth_imager()
+    units = float(cam.depth.depth_units_mm)
+    top_m = float(placed.surface.height.max()) / 1000.0
+    win = depth_window(cam, roi, top_m)
+    dw, dh = dcam.size
+    frame = np.zeros((dh, dw), np.uint16)
+    if win is not None:
+        u0, v0, u1, v1 = win
+        r = render(dcam.K, dcam.size, dcam.T_ref_cam, [placed], spec.light, roi=win,
+                   with_color=spec.depth_noise is not None)  # the wide sensor's dropouts need albedo
+        _, d = apply_sensor(r, rng, noise=noise, depth_noise=spec.depth_noise)
+        frame[v0:v1, u0:u1] = np.clip(np.round(d / units), 0, 65535).astype(np.uint16)
+    al = align_depth_to_color(frame, cam.depth.K, cam.K, cam.size, cam.depth.T_color_depth, units / 1000.0,
+                              window=roi)
+    return al.astype(np.float32) * np.float32(units)
+
+
+def trigger_camera(calib: Calibration) -> CameraModel | None:
+    """The camera the rig triggers on: of those with a depth imager, the one looking most nearly
+    straight down (the demo's "top"); None when no camera has a depth imager."""
+    cams = [calib.cameras[n] for n in sorted(calib.cameras) if calib.cameras[n].depth is not None]
+    return min(cams, key=lambda c: float(c.T_ref_cam[2, 2])) if cams else None
+
+
+_BELT_DEPTH: dict = {}
+
+
+def _belt_depth(dcam: CameraModel, units_mm: float) -> np.ndarray:
+    """The bare belt in a depth imager's units (uint16), once per camera and process."""
+    key = (dcam.name, dcam.K.tobytes(), dcam.T_ref_cam.tobytes(), tuple(dcam.size), units_mm)
+    if key not in _BELT_DEPTH:
+        r = render(dcam.K, dcam.size, dcam.T_ref_cam, [], Lighting(), with_color=False)
+        _BELT_DEPTH[key] = np.clip(np.round(r.depth_mm / units_mm), 0, 65535).astype(np.uint16)
+    return _BELT_DEPTH[key]
+
+
+def trigger_corners(spec: ItemSpec, calib: Calibration, placed: Placed, noise: bool = True) -> np.ndarray:
+    """Belt-frame corners (m) of the item's box as the rig's trigger measures it (rig/trigger.py on
+    the trigger camera's depth imager, its sensor noise included): the box the rig crops around
+    (roi_from_corners). Falls back to the item's true box (item_box_corners) when no camera has a
+    depth imager or the trigger does not find the item whole in view."""
+    box = item_box_corners(placed)
+    cam = trigger_camera(calib)
+    if cam is None:
+        return box
+    dcam = cam.depth_imager()
+    units = float(cam.depth.depth_units_mm)
+    win = roi_from_corners(dcam, box, pad=0.25)
+    if win is None:
+        return box
+    u0, v0, u1, v1 = win
+    r = render(dcam.K, dcam.size, dcam.T_ref_cam, [placed], spec.light, roi=win,
+               with_color=spec.depth_noise is not None)
+    _, d = apply_sensor(r, np.random.default_rng([spec.seed, spec.index, 9]), noise=noise,
+                        depth_noise=spec.depth_noise)
+    frame = _belt_depth(dcam, units).copy()
+    frame[v0:v1, u0:u1] = np.clip(np.round(d / units), 0, 65535).astype(np.uint16)
+    trig = Trigger(dcam, units, 0.5, TRIGGER_MIN_HEIGHT_MM, TRIGGER_MIN_AREA_PX)
+    x, y = placed.x_mm / 1000.0, placed.y_mm / 1000.0
+    blobs = [b for b in trig.blobs(frame) if not b.touches_edge and abs(b.x - x) + abs(b.y - y) < 0.12]
+    if not blobs:
+        return box
+    return min(blobs, key=lambda b: abs(b.x - x) + abs(b.y - y)).corners()

@@ -39,7 +39,9 @@ def test_noiseless_box_height_from_depth_within_2mm(demo_calib, camera):
         top = heights[heights > 0.5 * spec.sku.height]
         assert abs(np.median(top) - spec.sku.height) < 2.0, (np.median(top), spec.sku.height)
         belt = heights[heights < 0.5 * spec.sku.height]
-        assert abs(np.median(belt)) < 1.0
+        # the depth imager's pixels, aligned to colour (rs.align's rectangles), read up to ~1 mm
+        # high on the tilted side camera's belt: 1.5 mm, not the 1.0 of depth rendered in colour
+        assert abs(np.median(belt)) < 1.5
 
 
 def _count_domes(surface, sku) -> int:
@@ -70,13 +72,22 @@ def test_masks_cover_the_damage(demo_calib, kind):
     vd = render_views(damaged, demo_calib, cameras=["top"], noise=False, surface=build_item(damaged))["top"]
     # contents breaking out, and a spill's puddle (over 1 mm high: the trigger now counts thin
     # things, scene.TRIGGER_MM), widen the item's box: the crop then differs on purpose
-    assert vd.roi == vi.roi or kind in ("deconstruction", "spill")
-    if vd.roi != vi.roi:
+    assert vd.roi == vi.roi or kind in ("deconstruction", "spill", "crush")
+    if vd.roi != vi.roi and kind != "crush":
         return
-    mask = vd.mask > 0
+    # the crop is the trigger's box (scene.trigger_corners): a crushed top measures lower and the
+    # box moves a pixel or two. Both crops are windows of the same noiseless image: compare the overlap
+    assert np.abs(np.subtract(vd.roi, vi.roi)).max() <= 3, (vd.roi, vi.roi)
+    x0, y0 = max(vd.roi[0], vi.roi[0]), max(vd.roi[1], vi.roi[1])
+    x1, y1 = min(vd.roi[2], vi.roi[2]), min(vd.roi[3], vi.roi[3])
+
+    def win(view, a):
+        return a[y0 - view.roi[1]:y1 - view.roi[1], x0 - view.roi[0]:x1 - view.roi[0]]
+
+    mask = win(vd, vd.mask) > 0
     assert mask.sum() > 30
-    changed = (np.abs(vd.depth_mm - vi.depth_mm) > 1.5) | (
-        np.abs(vd.rgb.astype(int) - vi.rgb.astype(int)).max(-1) > 40)
+    changed = (np.abs(win(vd, vd.depth_mm) - win(vi, vi.depth_mm)) > 1.5) | (
+        np.abs(win(vd, vd.rgb).astype(int) - win(vi, vi.rgb).astype(int)).max(-1) > 40)
     near = cv2.dilate(mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     assert changed.sum() > 20
     assert (changed & near).sum() / changed.sum() > 0.9
