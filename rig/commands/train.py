@@ -15,7 +15,7 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="model folder to write (ONNX, gallery, model card)")
     p.add_argument("--fpr", type=float, default=0.001,
                    help="false-positive budget on val's ok items that sets the threshold (default 0.001)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs of head training (default 30)")
+    p.add_argument("--epochs", type=int, default=15, help="epochs of head training (default 15)")
     p.add_argument("--input-size", type=int, default=224, help="network input size, multiple of 16 (224)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--bank-size", type=int, default=1024,
