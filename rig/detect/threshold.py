@@ -50,8 +50,8 @@ def threshold_at_fpr(ok_scores, fpr: float, warn: bool = True, extrapolate: bool
                         "threshold = highest ok score", fpr, math.ceil(1 / fpr), s.size)
         return empirical
     if warn:
-        log.warning("FPR budget %.4g is resolved by %d ok items (%d given): the threshold is "
-                    "extrapolated from the ok scores' tail", fpr, math.ceil(TAIL_MIN_EXCEEDANCES / fpr), s.size)
+        log.warning("FPR budget %.4g needs %d ok items to be measured directly (%d given): the threshold "
+                    "is extrapolated from the ok scores' tail", fpr, math.ceil(TAIL_MIN_EXCEEDANCES / fpr), s.size)
     return max(empirical, tail_quantile(s, fpr))
 
 
