@@ -343,10 +343,10 @@ def _coarse_costs(q: Canon, refs: RefSet) -> np.ndarray:
     out = np.zeros((refs.n, 4))
     # every mask below lies within the footprints' joint bounding box (the view's in all four turns)
     anyf = refs.fg.any(axis=0) | q.fg | np.rot90(q.fg) | np.rot90(q.fg, 2) | np.rot90(q.fg, 3)
-    rows, cols = np.flatnonzero(anyf.any(axis=1)), np.flatnonzero(anyf.any(axis=0))
-    if rows.size == 0:
+    box = _box(anyf, anyf, 0)
+    if box is None:
         return out
-    ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    ys, xs = slice(box[0], box[1]), slice(box[2], box[3])
     fg8, valid8 = refs.fg8[:, ys, xs], refs.valid8[:, ys, xs]
     rh, rc = refs.height32[:, ys, xs], refs.rgb32[:, ys, xs]
     for k in range(4):

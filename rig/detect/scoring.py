@@ -320,6 +320,10 @@ class Scorer:
                          max(v.anomaly for v in views.values()), views, type_probs, feats, thr, timing,
                          refs_missing=entry is None)
 
+    def _entry(self, sku: str):
+        """The product's gallery entry; None while a store-backed gallery is still fetching it."""
+        return self.gallery.entry(sku) if hasattr(self.gallery, "entry") else self.gallery.skus[sku]
+
     def _rerank_by_size(self, ranked: list[tuple[str, float]], conf: float, canons: dict
                         ) -> tuple[list[tuple[str, float]], float]:
         """The best ``ID_SIZE_CANDIDATES`` products re-ranked by similarity minus the size mismatch
@@ -329,8 +333,7 @@ class Scorer:
             return ranked, conf
         pens = []
         for sku, _ in ranked[:ID_SIZE_CANDIDATES]:
-            entry = self.gallery.entry(sku) if hasattr(self.gallery, "entry") else self.gallery.skus.get(sku)
-            geo = getattr(entry, "geo", None) or {}
+            geo = getattr(self._entry(sku), "geo", None) or {}
             pen = [size_mismatch(s, geo[v].sizes) for v, s in sizes.items() if v in geo]
             pens.append(float(np.mean(pen)) if pen else None)
         known = [p for p in pens if p is not None]
@@ -352,7 +355,7 @@ class Scorer:
         global anomalies, type probabilities, the product's entry), the lists in view order.
         A store-backed gallery answers None while the product's references are being fetched:
         the views are then scored without the reference channels (1.0 = as a pristine view)."""
-        entry = self.gallery.entry(sku) if hasattr(self.gallery, "entry") else self.gallery.skus[sku]
+        entry = self._entry(sku)
         p_scale, g_scale = self.gallery.scales(sku)
         bank = entry.bank.astype(np.float32) if entry is not None else None
         shift = self.gallery.disc_shift(sku)  # judged against the product's own references
