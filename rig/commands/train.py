@@ -24,6 +24,9 @@ def add_arguments(p):
                    help="ok train views per SKU added to its gallery entry as known-good (default 64)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for torch and ONNX Runtime (2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prior", default=None,
+                   help="heads.pt to start the heads from (e.g. from python -m damage_rig.models.prior, "
+                        "trained on many simulated catalogues and cameras); default and 'none': from scratch")
     p.add_argument("--recalibrate", action="store_true",
                    help="keep the trained network in --out; rebuild its gallery and refit the fusion and "
                         "threshold on DATASET with the current scoring code (minutes, not a retraining)")
@@ -45,7 +48,8 @@ def run(args) -> int:
 
     command = (f"rig train --data {args.data} --out {args.out} --fpr {args.fpr:g} --epochs {args.epochs} "
                f"--input-size {args.input_size} --batch-size {args.batch_size} --bank-size {args.bank_size} "
-               f"--seed {args.seed} --known-good {args.known_good}")
+               f"--seed {args.seed} --known-good {args.known_good}"
+               + (f" --prior {args.prior}" if args.prior else ""))
 
     import os
     import shutil
@@ -57,7 +61,7 @@ def run(args) -> int:
         card = train(args.data, args.out, fpr=args.fpr, epochs=args.epochs, input_size=args.input_size,
                      batch_size=args.batch_size, seed=args.seed, bank_size=args.bank_size,
                      threads=args.threads, progress=progress(args), command=command,
-                     known_good=args.known_good)
+                     known_good=args.known_good, **_prior(args.prior))
     except BaseException:
         if created:  # a failed run leaves no half-made model folder behind (one that existed is kept)
             shutil.rmtree(args.out, ignore_errors=True)
@@ -69,6 +73,21 @@ def run(args) -> int:
           f"val AUROC {m['auroc']:.4f}, val FPR at threshold {m['fpr_at_threshold']:.4%}, "
           f"val recall at threshold {m['recall_at_threshold']:.2%}")
     return 0
+
+
+def _prior(value: str | None) -> dict:
+    """--prior -> train()'s keyword: absent = the shipped prior, 'none' = from scratch."""
+    if value is None:
+        return {}
+    if value.lower() == "none":
+        return {"prior": None}
+    from pathlib import Path
+
+    from ..foundation.errors import RigError
+
+    if not Path(value).is_file():
+        raise RigError(f"--prior {value}: no such file (a heads.pt, or 'none')")
+    return {"prior": Path(value)}
 
 
 def _recalibrate(args) -> int:
