@@ -538,8 +538,9 @@ def _warm_start(model, prior: Path | None) -> dict:
     products, and heads trained on it alone learn those products' damage (train AUROC
     1.00, val 0.80 on a randomised installation). Heads first trained on many simulated
     catalogues and cameras (``python -m damage_rig.models.prior``) know damage in
-    general. Measured there, the warm start did not beat heads from scratch (val AUROC
-    0.820 vs 0.837), so it is off by default; see docs/models.md, "Prior heads".
+    general. Measured there, the warm start did not beat heads from scratch beyond seed
+    noise (val AUROC 0.820; from scratch 0.837 and 0.804 with two seeds), so it is off
+    by default; see docs/models.md, "Fifth session: prior heads".
     """
     if prior is None:
         return {}

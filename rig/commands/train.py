@@ -76,7 +76,7 @@ def run(args) -> int:
 
 
 def _prior(value: str | None) -> dict:
-    """--prior -> train()'s keyword: absent = the shipped prior, 'none' = from scratch."""
+    """--prior -> train()'s keyword: absent or 'none' = heads from scratch, else a heads.pt."""
     if value is None:
         return {}
     if value.lower() == "none":

@@ -550,8 +550,14 @@ def _outside(q: np.ndarray, r: np.ndarray) -> np.ndarray:
     """
     k = np.ones((TOL_PX, TOL_PX), np.uint8)
     bad = ~np.isfinite(r)
-    lo = cv2.erode(np.where(bad, np.float32(np.inf), r).astype(np.float32, copy=False), k)
-    hi = cv2.dilate(np.where(bad, np.float32(-np.inf), r).astype(np.float32, copy=False), k)
+    # BORDER_REPLICATE: the edge pixel is in the window already, so the range is the same as
+    # with OpenCV's default border, except where the whole window is missing: the default
+    # border value (+-FLT_MAX, finite) would then stand in as the range and make a residual
+    # of ~3.4e38 at the canvas's edge; replicated, it stays infinite and becomes NaN below
+    lo = cv2.erode(np.where(bad, np.float32(np.inf), r).astype(np.float32, copy=False), k,
+                   borderType=cv2.BORDER_REPLICATE)
+    hi = cv2.dilate(np.where(bad, np.float32(-np.inf), r).astype(np.float32, copy=False), k,
+                    borderType=cv2.BORDER_REPLICATE)
     lo[~np.isfinite(lo)] = np.nan
     hi[~np.isfinite(hi)] = np.nan
     return q - np.minimum(np.maximum(q, lo), hi)  # np.clip(q, lo, hi), NaN alike, faster

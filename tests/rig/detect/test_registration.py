@@ -362,3 +362,14 @@ def test_size_signature_tells_products_of_one_artwork_apart_by_height_and_footpr
     # the nearest reference counts: one matching reference among strangers is enough
     mixed = np.vstack([flat.sizes, tall.sizes[:1]])
     assert R.size_mismatch(sig, mixed) == pytest.approx(R.size_mismatch(sig, tall.sizes[:1]))
+
+
+def test_outside_a_missing_reference_is_no_data_not_a_huge_residual():
+    # where the reference has no depth in the whole window, at the canvas's edge too, the
+    # residual is NaN (no data), never OpenCV's border value (+-3.4e38) leaking through
+    r = np.full((6, 6), np.nan, np.float32)
+    r[:, 3:] = 10.0
+    q = np.full((6, 6), 12.0, np.float32)
+    got = R._outside(q, r)
+    assert np.isnan(got[:, :2]).all()
+    assert np.allclose(got[:, 2:], 2.0)
