@@ -94,6 +94,7 @@ def evaluate(model_dir: str | Path, data: str | Path, split: str = "test", *, sc
     if not items:
         raise DatasetError(f"{ds.root}: split {split!r} is empty; nothing to evaluate")
     scorer = Scorer.load(model_dir, threads=threads, max_batch=16)
+    ds.set_framing(scorer.reframe)  # views framed as the model was trained
     results = score_items(scorer, ds, items, progress=progress, desc=f"scoring {split}")
     if scores_csv:
         write_scores_csv(scores_csv, items, results)
@@ -113,7 +114,8 @@ def evaluate(model_dir: str | Path, data: str | Path, split: str = "test", *, sc
 
 def write_maps(ds: Dataset, items: list[Item], results: list, out=None) -> float:
     """Fused evidence map per view (rig/detect/maps.py): written to OUT/<item id>_<view>.png as
-    16-bit PNG the size of the view's image when ``out`` is given; returns the pixel AUROC
+    16-bit PNG the size of the view's image when ``out`` is given (a reframed view's map is placed
+    back where its crop came from, the rest at the map's minimum); returns the pixel AUROC
     against the dataset's masks (NaN when no view has a damage mask)."""
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -123,9 +125,12 @@ def write_maps(ds: Dataset, items: list[Item], results: list, out=None) -> float
         for v, vs in r.views.items():
             shape = vs.shape or ds.load_rgb(it, v).shape[:2]
             m = evidence_map(vs, shape)
+            window = ds.window(it, v)
+            if window is not None:  # a reframed view: the crop's map back in the stored image's place
+                m = window.paste(m)
             if out is not None:
                 cv2.imwrite(str(Path(out) / f"{it.id}_{v}.png"), to_png16(m))
-            mask = ds.load_mask(it, v) if it.damaged else None
+            mask = ds.load_mask(it, v, framed=False) if it.damaged else None
             has_mask |= mask is not None and bool((mask > 0).any())
             acc.add(m, mask)
     return acc.value() if has_mask else float("nan")

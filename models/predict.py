@@ -26,6 +26,7 @@ from ..rig.dataset import DEPTH_SUFFIX, IMAGE_EXTS
 from ..rig.detect.maps import evidence_map, overlay
 from ..rig.detect.scoring import Scorer
 from ..rig.foundation.errors import DatasetError, ModelError
+from ..rig.preprocess.framing import window_for
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +143,14 @@ def predict(model_dir, files: list[Path], out_dir, *, sku: str | None = None, de
         depth = read_depth_mm(dpath, depth_units_mm, rgb.shape[:2]) if dpath is not None else None
         if depth is None and scorer.channels > 3:
             log.info("%s: no depth; scored as colour only (the model's depth input reads 'no data')", f)
-        r = scorer.score_crops({view: (rgb, depth)}, item_id=str(f), sku=sku)
+        # a whole camera image is cut to the item's crop as the model's views were (card input.reframe)
+        win = window_for(rgb, depth, scorer.reframe)
+        crop, dcrop = (rgb, depth) if win is None else (win.cut(rgb), win.cut(depth) if depth is not None else None)
+        r = scorer.score_crops({view: (np.ascontiguousarray(crop), dcrop)}, item_id=str(f), sku=sku)
         vs = r.views[view]
-        m = evidence_map(vs, rgb.shape[:2])
+        m = evidence_map(vs, crop.shape[:2])
+        if win is not None:
+            m = win.paste(m)
         over = out / "overlays" / f"{name}.png"
         if not cv2.imwrite(str(over), cv2.cvtColor(overlay(rgb, m, floor=OVERLAY_FLOOR), cv2.COLOR_RGB2BGR)):
             raise DatasetError(f"cannot write {over}")

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ..rig.dataset import DAMAGE_TYPES, Dataset, Item, read_dataset
 from ..rig.detect.card import CARD_FORMAT, CARD_NAME, read_card
-from ..rig.detect.enroll import enroll_dataset, read_rgb
+from ..rig.detect.enroll import enroll_dataset, read_reference
 from ..rig.detect.fusion import Fusion, fit_fusion_low_fpr
 from ..rig.detect.gallery import BANK_SIZE
 from ..rig.detect.scoring import Scorer
@@ -43,6 +43,7 @@ from ..rig.detect.threshold import VAL_OK_SCORES, fpr_at, fpr_interval, threshol
 from ..rig.foundation.errors import DatasetError
 from ..rig.foundation.hashing import file_sha256 as sha256
 from ..rig.infer import make_backend
+from ..rig.preprocess.framing import framing_default
 from ..rig.preprocess.reference import (
     DETAIL_SCALE_MM,
     DETAIL_SIGMA,
@@ -145,11 +146,15 @@ class _Prep:
     def __init__(self, card):
         self._s = Scorer(card, None)
 
+    @property
+    def reframe(self):
+        return self._s.reframe
+
     def prepare_view(self, rgb, depth, where="view"):
         return self._s.prepare_view(rgb, depth, where)
 
 
-def _card_input(size: int, channels: int) -> dict:
+def _card_input(size: int, channels: int, reframe: dict | None = None) -> dict:
     return {"name": "input", "layout": "NCHW", "size": size, "channels": channels, "color": "RGB",
             "resize": "bilinear (cv2.INTER_LINEAR) of the whole crop to size x size",
             "scale": "1/255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
@@ -161,7 +166,8 @@ def _card_input(size: int, channels: int) -> dict:
                        "belt": "plane fitted to 1/z on the crop's border ring (width size/16); "
                                f"fallback: the {FAR_PERCENTILE:g}th percentile of depth",
                        "far_percentile": FAR_PERCENTILE, "resize": "nearest",
-                       "missing": "0 in every channel"} if channels > 3 else None)}
+                       "missing": "0 in every channel"} if channels > 3 else None),
+            **({"reframe": reframe} if reframe else {})}
 
 
 @dataclass
@@ -265,7 +271,7 @@ def _cache_features(model, ds: Dataset, prep: _Prep, c: _Cache, types: list[str]
         k = len(c.records) + len(c.synth_records) + j
         if not dp.mine(k):
             continue
-        buf.append(prep.prepare_view(read_rgb(path), None, where=f"reference {path}"))
+        buf.append(prep.prepare_view(read_reference(path, prep.reframe)[0], None, where=f"reference {path}"))
         idx.append(k)
         c.y_sku[k] = sku_index[sku]  # references train identification only (w_damage = 0)
         if len(buf) >= 32:
@@ -561,8 +567,12 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
           threads: int = 2, lr: float = 3e-3, progress: bool = True, command: str | None = None,
           known_good: int = KNOWN_GOOD_DEFAULT, finetune_epochs: int = FINETUNE_EPOCHS,
           finetune_lr: float = 3e-4, synthetic: float = SYNTHETIC_SHARE,
-          prior: str | Path | None = None) -> dict:
+          prior: str | Path | None = None, reframe: bool = True) -> dict:
     """Train, export and calibrate a model from DATASET into OUT; returns the model card.
+
+    ``reframe``: cut views much larger than their item to the trigger's crop
+    (rig/preprocess/framing.py), recorded in the card's ``input.reframe`` so that
+    evaluation and enrollment frame views the same way; False keeps views as stored.
 
     Under torchrun the processes share the feature caching and every training step
     (models/distributed.py); rank 0 exports, builds the gallery and calibrates, the others
@@ -579,17 +589,18 @@ def train(data: str | Path, out: str | Path, *, fpr: float = 0.001, epochs: int 
                               input_size=input_size, batch_size=batch_size, seed=seed, bank_size=bank_size,
                               threads=threads, lr=lr, progress=progress, command=command, known_good=known_good,
                               finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, synthetic=synthetic,
-                              prior=prior, rng=rng, t_start=t_start)
+                              prior=prior, reframe=reframe, rng=rng, t_start=t_start)
         return _train(dp, data, out, fpr=fpr, epochs=epochs, input_size=input_size, batch_size=batch_size,
                       seed=seed, bank_size=bank_size, threads=threads, lr=lr, progress=progress,
                       command=command, known_good=known_good, finetune_epochs=finetune_epochs,
-                      finetune_lr=finetune_lr, synthetic=synthetic, prior=prior, rng=rng, t_start=t_start)
+                      finetune_lr=finetune_lr, synthetic=synthetic, prior=prior, reframe=reframe, rng=rng,
+                      t_start=t_start)
     finally:
         dp.close()
 
 
 def _train(dp: DataParallel, data, out, *, fpr, epochs, input_size, batch_size, seed, bank_size, threads, lr,
-           progress, command, known_good, finetune_epochs, finetune_lr, synthetic, prior, rng,
+           progress, command, known_good, finetune_epochs, finetune_lr, synthetic, prior, reframe, rng,
            t_start) -> dict:
     out = Path(out)
     if dp.main and (out / CARD_NAME).exists():
@@ -599,6 +610,8 @@ def _train(dp: DataParallel, data, out, *, fpr, epochs, input_size, batch_size, 
     say(f"reading dataset {data}")
     ds = read_dataset(data)
     check_dataset(ds)
+    framing = framing_default() if reframe else None
+    ds.set_framing(framing)
     has_depth = any(vp.depth is not None for it in ds.items for vp in it.views.values())
     channels = 3 + DEPTH_CHANNELS if has_depth else 3
     types = list(DAMAGE_TYPES)
@@ -610,7 +623,7 @@ def _train(dp: DataParallel, data, out, *, fpr, epochs, input_size, batch_size, 
     supervised = any(it.damaged for it in train_items)
     model = _new_model(input_size, channels, len(types), supervised)
     warm = _warm_start(model, prior) if supervised else {}
-    prep = _Prep({"input": _card_input(input_size, channels), "damage_types": types,
+    prep = _Prep({"input": _card_input(input_size, channels, framing), "damage_types": types,
                   "fusion": Fusion().to_dict(), "threshold": 0.5})
 
     # ---- 1. cache trunk features of every train view and reference --------
@@ -643,7 +656,7 @@ def _train(dp: DataParallel, data, out, *, fpr, epochs, input_size, batch_size, 
     onnx_path = out / "model.onnx"
 
     # ---- 5. gallery through the runtime path ----------------------------------------
-    card = {"format": CARD_FORMAT, "input": _card_input(input_size, channels), "damage_types": types,
+    card = {"format": CARD_FORMAT, "input": _card_input(input_size, channels, framing), "damage_types": types,
             "views": list(ds.views), "fusion": Fusion().to_dict(), "threshold": 0.5,
             "onnx": {"file": "model.onnx", "input_name": "input", "outputs": list(OUTPUT_NAMES),
                      "opset": parity["opset"], "dynamic_batch": True}}
@@ -693,6 +706,7 @@ def recalibrate(data: str | Path, out: str | Path, *, threads: int = 2, progress
     types = list(card["damage_types"])
     backend = make_backend("onnxruntime", out / card["onnx"]["file"], max_batch=16, threads=threads)
     scorer = Scorer(card, None, backend, out)
+    ds.set_framing(scorer.reframe)
     if (out / "gallery").exists():
         shutil.rmtree(out / "gallery")
     say(f"recalibrating {out} on {ds.root}: gallery, fusion, threshold (the network is kept)")

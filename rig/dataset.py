@@ -19,6 +19,11 @@
 
 RGB is 8-bit PNG, depth 16-bit PNG in depth_units_mm (0 = no data), mask 8-bit
 PNG (255 = damaged pixel). Paths are relative to DATASET.
+
+A view may be the trigger's crop around the item (as the rig stores it) or a whole
+camera image: models trained with reframing (the card's ``input.reframe``) cut a view
+much larger than its item to the trigger's crop (rig/preprocess/framing.py) through
+:meth:`Dataset.set_framing`; maps are written back at the stored image's size.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import yaml
 
 from .foundation.errors import DatasetError
 from .foundation.yamlpos import load_with_lines  # bounded aliases, duplicate keys refused
+from .preprocess.framing import Window, window_for
 
 DAMAGE_TYPES = ("crush", "tear", "hole", "deconstruction", "spill", "broken_set")
 SPLITS = ("train", "val", "test")
@@ -91,6 +97,30 @@ class Dataset:
     notes: str
     items: list[Item]
     references: dict[str, list[Path]] = field(default_factory=dict)
+    # reframing (rig/preprocess/framing.py): None = views as stored; {"pad", "below"} = a view much
+    # larger than its item is cut to the trigger's crop by load_rgb / load_depth_mm / load_mask
+    framing: dict | None = None
+    _windows: dict = field(default_factory=dict, repr=False)
+
+    def set_framing(self, framing: dict | None) -> None:
+        """Frame views as a model's card says (``input.reframe``; None: as stored)."""
+        self.framing = dict(framing) if framing else None
+        self._windows = {}
+
+    def window(self, item: Item, view: str) -> Window | None:
+        """The crop of the stored view that the loaders return (None: the whole view)."""
+        if not self.framing:
+            return None
+        key = (item.id, view)
+        if key not in self._windows:
+            self._windows[key] = window_for(self._read_rgb(item, view), self._read_depth(item, view),
+                                            self.framing)
+        return self._windows[key]
+
+    def view_shape(self, item: Item, view: str) -> tuple[int, int]:
+        """(H, W) of the view as stored (maps are written at this size)."""
+        w = self.window(item, view)
+        return tuple(w.shape) if w is not None else self._read_rgb(item, view).shape[:2]
 
     def split(self, split: str) -> list[Item]:
         return [it for it in self.items if it.split == split]
@@ -103,15 +133,30 @@ class Dataset:
         return None if rel is None else self.root / rel
 
     def load_rgb(self, item: Item, view: str) -> np.ndarray:
-        """RGB image (H, W, 3) uint8 in RGB order."""
+        """RGB image (H, W, 3) uint8 in RGB order (the framed crop when framing is set)."""
+        return self._cut(item, view, self._read_rgb(item, view))
+
+    def load_depth_mm(self, item: Item, view: str) -> np.ndarray | None:
+        """Depth in millimetres as float32 (0 = no data), or None when the view has none."""
+        return self._cut(item, view, self._read_depth(item, view))
+
+    def load_mask(self, item: Item, view: str, framed: bool = True) -> np.ndarray | None:
+        """The damage mask (255 = damaged), framed like the view unless ``framed`` is False."""
+        m = self._read_mask(item, view)
+        return self._cut(item, view, m) if framed else m
+
+    def _cut(self, item: Item, view: str, img):
+        w = self.window(item, view) if img is not None else None
+        return img if w is None else np.ascontiguousarray(w.cut(img))
+
+    def _read_rgb(self, item: Item, view: str) -> np.ndarray:
         vp = self._view(item, view)
         img = cv2.imread(str(self.root / vp.rgb), cv2.IMREAD_COLOR)
         if img is None:
             raise DatasetError(f"item {item.id!r} view {view!r}: cannot read image {self.root / vp.rgb}")
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
-    def load_depth_mm(self, item: Item, view: str) -> np.ndarray | None:
-        """Depth in millimetres as float32 (0 = no data), or None when the view has none."""
+    def _read_depth(self, item: Item, view: str) -> np.ndarray | None:
         vp = self._view(item, view)
         if vp.depth is None:
             return None
@@ -121,7 +166,7 @@ class Dataset:
                                "is missing or not a single-channel 16-bit PNG")
         return d.astype(np.float32) * np.float32(self.depth_units_mm)
 
-    def load_mask(self, item: Item, view: str) -> np.ndarray | None:
+    def _read_mask(self, item: Item, view: str) -> np.ndarray | None:
         vp = self._view(item, view)
         if vp.mask is None:
             return None

@@ -27,6 +27,10 @@ def add_arguments(p):
     p.add_argument("--prior", default=None,
                    help="heads.pt to start the heads from (e.g. from python -m damage_rig.models.prior, "
                         "trained on many simulated catalogues and cameras); default and 'none': from scratch")
+    p.add_argument("--no-reframe", dest="reframe", action="store_false",
+                   help="keep every view as stored; by default a view much larger than its item (a whole "
+                        "camera image) is cut to the trigger's crop around the item, for training and, "
+                        "through the model card, for evaluation and enrollment")
     p.add_argument("--recalibrate", action="store_true",
                    help="keep the trained network in --out; rebuild its gallery and refit the fusion and "
                         "threshold on DATASET with the current scoring code (minutes, not a retraining)")
@@ -49,7 +53,7 @@ def run(args) -> int:
     command = (f"rig train --data {args.data} --out {args.out} --fpr {args.fpr:g} --epochs {args.epochs} "
                f"--input-size {args.input_size} --batch-size {args.batch_size} --bank-size {args.bank_size} "
                f"--seed {args.seed} --known-good {args.known_good}"
-               + (f" --prior {args.prior}" if args.prior else ""))
+               + (f" --prior {args.prior}" if args.prior else "") + ("" if args.reframe else " --no-reframe"))
 
     import os
     import shutil
@@ -61,7 +65,7 @@ def run(args) -> int:
         card = train(args.data, args.out, fpr=args.fpr, epochs=args.epochs, input_size=args.input_size,
                      batch_size=args.batch_size, seed=args.seed, bank_size=args.bank_size,
                      threads=args.threads, progress=progress(args), command=command,
-                     known_good=args.known_good, **_prior(args.prior))
+                     known_good=args.known_good, reframe=args.reframe, **_prior(args.prior))
     except BaseException:
         if created:  # a failed run leaves no half-made model folder behind (one that existed is kept)
             shutil.rmtree(args.out, ignore_errors=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..dataset import reference_depth_path
 from ..foundation.errors import DatasetError, ModelError
+from ..preprocess.framing import frame
 from .gallery import BANK_SIZE, Gallery, build_sku_entry, load_gallery, merge_entries, save_gallery
 from .registration import MAX_REFS, RefSet, canonical, make_refset, scale_for
 from .scoring import Scorer
@@ -32,6 +33,16 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if img is None:
         raise DatasetError(f"cannot read image {path} (missing, corrupt or not an image)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_reference(path: str | Path, framing: dict | None = None,
+                   depth_units_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rgb, depth_mm or None) of a reference image, framed like the model's views
+    (rig/preprocess/framing.py; ``framing`` None: as stored)."""
+    rgb = read_rgb(path)
+    dp = reference_depth_path(path)
+    depth = read_depth_mm(dp, depth_units_mm) if dp is not None else None
+    return frame(rgb, depth, framing)
 
 
 def dihedral(rgb: np.ndarray) -> list[np.ndarray]:
@@ -53,7 +64,7 @@ def image_outputs(scorer, images: list, sources: list[str], augment: bool = True
     """Backend outputs for RGB arrays (or paths) and, per output, the index of its image."""
     outputs, src = [], []
     for i, (im, s) in enumerate(zip(images, sources)):
-        a = read_rgb(im) if isinstance(im, (str, Path)) else im
+        a = read_reference(im, scorer.reframe)[0] if isinstance(im, (str, Path)) else im
         views = dihedral(a) if augment else [a]
         batch = np.stack([scorer.prepare_view(v, None, where=f"reference {s}") for v in views])
         outputs += scorer.run_batch(batch)
@@ -101,6 +112,9 @@ def view_scales(dataset, n: int = 200) -> dict[str, float]:
         for v, vp in item.views.items():
             if vp.depth is None:
                 continue
+            if dataset.framing:  # the size of the crop the views are framed to
+                sizes.setdefault(v, []).append(max(dataset.load_rgb(item, v).shape[:2]))
+                continue
             img = cv2.imread(str(dataset.path(vp.rgb)), cv2.IMREAD_UNCHANGED)
             if img is not None:
                 sizes.setdefault(v, []).append(max(img.shape[:2]))
@@ -122,8 +136,9 @@ def geo_refs(scales: dict[str, float], views: dict[str, list[tuple[np.ndarray, n
     return out
 
 
-def reference_pairs(paths, scales: dict[str, float], depth_units_mm: float = 1.0) -> dict[str, list]:
-    """{view: [(rgb, depth_mm)]} from reference images that carry depth."""
+def reference_pairs(paths, scales: dict[str, float], depth_units_mm: float = 1.0,
+                    framing: dict | None = None) -> dict[str, list]:
+    """{view: [(rgb, depth_mm)]} from reference images that carry depth (framed by ``framing``)."""
     out: dict[str, list] = {}
     for p in paths:
         if not isinstance(p, (str, Path)):
@@ -131,7 +146,7 @@ def reference_pairs(paths, scales: dict[str, float], depth_units_mm: float = 1.0
         dp = reference_depth_path(p)
         if dp is None:
             continue
-        pair = (read_rgb(p), read_depth_mm(dp, depth_units_mm))
+        pair = read_reference(p, framing, depth_units_mm)
         for v in views_of_reference(p, scales):
             out.setdefault(v, []).append(pair)
     return out
@@ -170,7 +185,7 @@ def enroll(model_dir: str | Path, sku: str, images: list, *, replace: bool = Tru
         entry = merge_entries(gallery.skus[sku], entry, bank_size)
     entry.ref_disc_base = _baseline(gallery.skus.get(sku), entry)
     scales = gallery.geo_scales()
-    entry.geo = geo_refs(scales, reference_pairs(images, scales))
+    entry.geo = geo_refs(scales, reference_pairs(images, scales, framing=scorer.reframe))
     if not entry.geo and not replace and sku in gallery.skus:
         entry.geo = dict(gallery.skus[sku].geo)  # extending with colour-only images keeps the shape
     skus = dict(gallery.skus)
@@ -201,6 +216,7 @@ def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[st
         raise DatasetError(f"{dataset.root}: no references/SKU/*.png folders to enroll")
     if scorer is None:
         scorer = Scorer.load(model_dir)
+    dataset.set_framing(scorer.reframe)  # known-good views framed as the model's views
     skus_out = {} if replace_all else dict(load_gallery(model_dir).skus)
     it = wanted
     if progress:
@@ -237,7 +253,7 @@ def enroll_dataset(model_dir: str | Path, dataset, *, scorer=None, skus: list[st
 
 def _geo_pairs(dataset, paths, good: list, scales: dict[str, float], rng) -> dict[str, list]:
     """{view: [(rgb, depth_mm)]}: references with depth first, then random ok train views."""
-    pairs = reference_pairs(paths, scales, dataset.depth_units_mm)
+    pairs = reference_pairs(paths, scales, dataset.depth_units_mm, dataset.framing)
     by_view: dict[str, list] = {}
     for item, v in good:
         by_view.setdefault(v, []).append(item)

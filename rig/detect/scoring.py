@@ -28,6 +28,7 @@ import numpy as np
 
 from ..foundation.errors import ModelError
 from ..infer import make_backend
+from ..preprocess.framing import check_framing
 from ..preprocess.reference import height_detail_valid, normalize_rgb, relative_height
 from .anomaly import global_anomaly, map_score, patch_map
 from .card import read_card, verify_model_files
@@ -133,6 +134,7 @@ class Scorer:
         if self.channels > 3 and DEPTH_MODES[self.depth_mode] != self.channels - 3:
             raise ModelError(f"model card: depth mode {self.depth_mode!r} gives "
                              f"{DEPTH_MODES[self.depth_mode]} channel(s), the input has {self.channels - 3}")
+        self.reframe = check_framing(inp.get("reframe"))  # None: a model trained on views as stored
         self.damage_types = list(card["damage_types"])
         self.views = list(card.get("views", []))
         self.fusion = Fusion.from_dict(card["fusion"])

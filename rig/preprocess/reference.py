@@ -102,10 +102,10 @@ def height_detail_valid(depth_mm: np.ndarray | None, size: int, scale_mm: float,
 
 
 def belt_plane(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(S, S) depth of the belt plane under the crop, fitted on the crop's border ring."""
-    size = d.shape[0]
+    """(H, W) depth of the belt plane under the crop, fitted on the crop's border ring."""
+    rows, cols = d.shape
     ring = np.zeros_like(valid)
-    w = max(2, size // 16)
+    w = max(2, min(rows, cols) // 16)
     ring[:w], ring[-w:], ring[:, :w], ring[:, -w:] = True, True, True, True
     sel = ring & valid
     if sel.sum() < 20:
@@ -119,6 +119,6 @@ def belt_plane(d: np.ndarray, valid: np.ndarray) -> np.ndarray:
     keep = resid <= max(3.0 * np.median(resid), 5e-6)
     if keep.sum() >= 10:
         coef = np.linalg.lstsq(a[keep], z[keep], rcond=None)[0]
-    v, u = np.mgrid[:size, :size]
+    v, u = np.mgrid[:rows, :cols]
     inv = coef[0] * u + coef[1] * v + coef[2]
     return (1.0 / np.maximum(inv, 1e-6)).astype(np.float32)
