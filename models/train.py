@@ -461,9 +461,10 @@ def _calibrate(scorer: Scorer, ds: Dataset, out: Path, fpr: float, types: list[s
     x = np.stack([r.features for r in results])
     y = np.array([it.damaged for it in val])
     fusion, how = fit_fusion_low_fpr(x, y, max_fpr=max(0.01, 10 * fpr))
-    say(f"fusion fitted for the low-FPR region: partial AUC (FPR <= {how.get('max_fpr', 0):.1%}) "
-        f"logistic {how.get('pauc_logistic', float('nan')):.4f}, tuned {how.get('pauc_tuned', float('nan')):.4f}"
-        f" -> {how['chosen']}")
+    say(f"fusion: L2 {how['l2']:g} (cross-validated AUROC per L2 {how.get('l2_cv_auroc', {})}); for the "
+        f"low-FPR region, partial AUC (FPR <= {how.get('max_fpr', 0):.1%}) logistic "
+        f"{how.get('pauc_logistic', float('nan')):.4f}, tuned {how.get('pauc_tuned', float('nan')):.4f}"
+        f" -> {how['chosen']}" + (f" (tuning {how['tuning']})" if "tuning" in how else ""))
     scorer.fusion = fusion
     scores = fusion(x)
     ok_scores = scores[~y]

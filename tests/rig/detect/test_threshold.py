@@ -165,3 +165,28 @@ def test_fusion_clips_a_wild_feature_value():
     d = f.to_dict()
     d.pop("clip")
     assert Fusion.from_dict(d).clip is None
+
+
+def test_a_small_val_split_gets_a_stronger_penalty_and_no_tail_tuning():
+    """Few val items, many weak features: cross-validation picks a stronger L2 than the default
+    0.01, and with ~1 ok item in a fold's 1 % tail the tail tuning is not tried."""
+    from damage_rig.rig.detect.fusion import choose_l2
+
+    rng = np.random.default_rng(7)
+
+    def draw(n_ok, n_bad):
+        x = rng.normal(0, 1, (n_ok + n_bad, len(FEATURES)))
+        y = np.r_[np.zeros(n_ok, bool), np.ones(n_bad, bool)]
+        x[y, :2] += 0.8  # two weakly informative features, seven of noise
+        return x, y
+
+    x, y = draw(120, 60)
+    l2, cv = choose_l2(x, y)
+    assert l2 > 0.01 and cv[l2] == max(cv.values())
+    fusion, info = fit_fusion_low_fpr(x, y)
+    assert info["l2"] == l2 and info["chosen"] == "logistic" and "not tried" in info["tuning"]
+    xt, yt = draw(4000, 400)
+    weak = fit_fusion(x, y, l2=0.01)
+    assert partial_auc(fusion(xt), yt, 0.05) > partial_auc(weak(xt), yt, 0.05) - 0.01
+    from damage_rig.rig.detect.fusion import _auroc
+    assert _auroc(fusion(xt), yt) > _auroc(weak(xt), yt)  # the noise features' weights shrank
