@@ -29,8 +29,9 @@ Two constraints keep the fit honest on a few hundred val items:
 * **clipping**: standardised features are clipped to +-``CLIP`` before the
   weights apply, so one wild value (a misidentified item's residual, a view
   with no depth) cannot alone carry an ok item past the threshold.
-A few weights fitted on split=val with an L2 penalty: few enough that fitting
-and thresholding on the same split costs little optimism. Features are
+A few weights fitted on split=val with an L2 penalty chosen by cross-validation
+on val (``choose_l2``: a site with a few hundred val items gets a strong one):
+few enough that fitting and thresholding on the same split costs little optimism. Features are
 standardised with the val mean/std stored alongside the weights. A model card
 names the features its weights belong to, so older cards (five, seven or eight features)
 load and score as before.
