@@ -26,9 +26,11 @@ from ..rig.detect.scoring import Scorer
 
 
 def _score_once(scorer: Scorer, ds, item) -> float:
+    if ds.framing != scorer.reframe:  # each model's views framed as it was trained (its card)
+        ds.set_framing(scorer.reframe)
     t0 = time.perf_counter()
     crops = {v: (ds.load_rgb(item, v), ds.load_depth_mm(item, v)) for v in item.views}
-    t_io = time.perf_counter() - t0  # file reading is not the rig's cost: subtracted
+    t_io = time.perf_counter() - t0  # file reading (and framing, the trigger's work) is not scoring: subtracted
     scorer.score_crops(crops, item.id)
     return (time.perf_counter() - t0 - t_io) * 1000.0
 
