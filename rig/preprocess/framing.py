@@ -13,7 +13,7 @@ Finding the item:
   network's depth input does); a pixel is item where it stands ``4 sigma`` above the
   belt (sigma: the ring's robust spread) and at least 3 mm, or where the mean over
   k x k pixels (k: a 16th of the image, at least 7) of heights capped at 3 mm stands
-  1.5 mm (thin cards and mailers from 2 mm);
+  1.5 mm, or 6 sigma / k on a noisier sensor (thin cards and mailers from 2 mm);
 - without usable depth: colour distance from the belt (the ring's median, in Lab)
   above the ring's own 99th percentile distance (belt texture stays under it);
 - a 3x3 opening drops lone pixels; every connected part of at least 0.2 % of the image
@@ -31,14 +31,13 @@ import cv2
 import numpy as np
 
 from ..foundation.errors import ModelError
-from ..foundation.geometry import ROI_PAD
+from ..foundation.geometry import ROI_MIN_PX, ROI_PAD
 from .reference import belt_plane
 
 REFRAME_BELOW = 0.5       # reframe only if the padded square covers less than this share of the image
 MIN_PART_SHARE = 0.002    # a connected part smaller than this share of the image is noise
 MIN_HEIGHT_MM = 3.0
 THIN_MEAN_MM = 1.5
-MIN_SIDE_PX = 32         # the smallest crop (a few-pixel item still gets context)
 MIN_DEPTH_SHARE = 0.2     # below this share of valid depth pixels the colour rule finds the item
 
 
@@ -77,6 +76,14 @@ class Window:
         return out
 
 
+def _ring(shape: tuple[int, int]) -> np.ndarray:
+    """The image's border ring (a 16th of its shorter side wide): belt around the item."""
+    ring = np.zeros(shape, bool)
+    w = max(2, min(shape) // 16)
+    ring[:w], ring[-w:], ring[:, :w], ring[:, -w:] = True, True, True, True
+    return ring
+
+
 def _height_mask(depth_mm: np.ndarray) -> np.ndarray | None:
     d = depth_mm.astype(np.float32)
     valid = d > 0
@@ -84,10 +91,7 @@ def _height_mask(depth_mm: np.ndarray) -> np.ndarray | None:
         return None
     belt = belt_plane(d, valid)
     h = np.where(valid, belt - d, 0.0).astype(np.float32)
-    ring = np.zeros_like(valid)
-    w = max(2, min(d.shape) // 16)
-    ring[:w], ring[-w:], ring[:, :w], ring[:, -w:] = True, True, True, True
-    rv = h[ring & valid]
+    rv = h[_ring(d.shape) & valid]
     if rv.size < 20:
         return None
     sigma = 1.4826 * float(np.median(np.abs(rv - np.median(rv))))
@@ -95,15 +99,15 @@ def _height_mask(depth_mm: np.ndarray) -> np.ndarray | None:
     # each height capped first (as the trigger does): a tall item's edge does not raise the belt's mean
     num = cv2.blur(np.clip(h, None, 2.0 * THIN_MEAN_MM) * valid, (k, k))
     den = cv2.blur(valid.astype(np.float32), (k, k))
-    mean7 = num / np.maximum(den, 1e-3)
-    return (valid & (h > max(MIN_HEIGHT_MM, 4.0 * sigma))) | ((den > 0.3) & (mean7 > max(THIN_MEAN_MM, 6.0 * sigma / k)))
+    local_mean = num / np.maximum(den, 1e-3)
+    tall = valid & (h > max(MIN_HEIGHT_MM, 4.0 * sigma))
+    thin = (den > 0.3) & (local_mean > max(THIN_MEAN_MM, 6.0 * sigma / k))
+    return tall | thin
 
 
 def _colour_mask(rgb: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(cv2.GaussianBlur(rgb, (5, 5), 0), cv2.COLOR_RGB2Lab).astype(np.float32)
-    ring = np.zeros(rgb.shape[:2], bool)
-    w = max(2, min(rgb.shape[:2]) // 16)
-    ring[:w], ring[-w:], ring[:, :w], ring[:, -w:] = True, True, True, True
+    ring = _ring(rgb.shape[:2])
     belt = np.median(lab[ring], axis=0)
     dist = np.linalg.norm(lab - belt, axis=2)
     return dist > max(12.0, 1.2 * float(np.percentile(dist[ring], 99)))
@@ -172,7 +176,7 @@ def item_window(rgb: np.ndarray, depth_mm: np.ndarray | None, pad: float = ROI_P
     if box is None:
         return None
     y0, y1, x0, x1 = box
-    side = max(max(y1 - y0, x1 - x0) * (1.0 + 2.0 * pad), MIN_SIDE_PX)
+    side = max(max(y1 - y0, x1 - x0) * (1.0 + 2.0 * pad), ROI_MIN_PX)  # the trigger's smallest crop
     if side * side >= reframe_below * h * w:
         return None
     side_y, side_x = int(round(min(side, h))), int(round(min(side, w)))
