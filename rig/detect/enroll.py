@@ -35,12 +35,13 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_reference(path: str | Path, framing: dict | None = None,
-                   depth_units_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+def read_reference(path: str | Path, framing: dict | None = None, depth_units_mm: float = 1.0,
+                   need_depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """(rgb, depth_mm or None) of a reference image, framed like the model's views
-    (rig/preprocess/framing.py; ``framing`` None: as stored)."""
+    (rig/preprocess/framing.py; ``framing`` None: as stored). Its depth (NAME_depth.png) is read
+    when it is wanted or when it helps find the item to frame."""
     rgb = read_rgb(path)
-    dp = reference_depth_path(path)
+    dp = reference_depth_path(path) if (need_depth or framing) else None
     depth = read_depth_mm(dp, depth_units_mm) if dp is not None else None
     return frame(rgb, depth, framing)
 
@@ -146,7 +147,7 @@ def reference_pairs(paths, scales: dict[str, float], depth_units_mm: float = 1.0
         dp = reference_depth_path(p)
         if dp is None:
             continue
-        pair = read_reference(p, framing, depth_units_mm)
+        pair = read_reference(p, framing, depth_units_mm, need_depth=True)
         for v in views_of_reference(p, scales):
             out.setdefault(v, []).append(pair)
     return out
