@@ -125,3 +125,16 @@ def test_a_framed_dataset_loads_crops_and_keeps_the_stored_mask(tmp_path):
     assert (ds.load_mask(it, "top") == 255).sum() == 100  # the damage is inside the crop
     assert ds.load_mask(it, "top", framed=False).shape == (H, W)
     assert ds.view_shape(it, "top") == (H, W)
+
+
+def test_depth_at_another_resolution_than_colour_frames_the_same_item():
+    """A depth imager at half the colour resolution (aligned field of view): the item is found on
+    the depth image and the window is in colour pixels; cutting the depth scales the window."""
+    rng = np.random.default_rng(8)
+    box = (100, 150, 180, 250)
+    rgb, depth = _scene(rng, box, item_rgb=(62, 62, 62))  # colour alone cannot see it
+    half = depth[::2, ::2].copy()
+    win = item_window(rgb, half)
+    assert win is not None and _contains(win, box)
+    d = win.cut(half)
+    assert abs(d.shape[0] * 2 - (win.y1 - win.y0)) <= 2 and abs(d.shape[1] * 2 - (win.x1 - win.x0)) <= 2
