@@ -117,11 +117,6 @@ class Dataset:
                                             self.framing)
         return self._windows[key]
 
-    def view_shape(self, item: Item, view: str) -> tuple[int, int]:
-        """(H, W) of the view as stored (maps are written at this size)."""
-        w = self.window(item, view)
-        return tuple(w.shape) if w is not None else self._read_rgb(item, view).shape[:2]
-
     def split(self, split: str) -> list[Item]:
         return [it for it in self.items if it.split == split]
 

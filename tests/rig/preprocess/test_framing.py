@@ -124,7 +124,7 @@ def test_a_framed_dataset_loads_crops_and_keeps_the_stored_mask(tmp_path):
     assert ds.load_mask(it, "top").shape == crop.shape[:2]
     assert (ds.load_mask(it, "top") == 255).sum() == 100  # the damage is inside the crop
     assert ds.load_mask(it, "top", framed=False).shape == (H, W)
-    assert ds.view_shape(it, "top") == (H, W)
+    assert ds.window(it, "top").shape == (H, W)
 
 
 def test_depth_at_another_resolution_than_colour_frames_the_same_item():
