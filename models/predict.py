@@ -145,8 +145,8 @@ def predict(model_dir, files: list[Path], out_dir, *, sku: str | None = None, de
             log.info("%s: no depth; scored as colour only (the model's depth input reads 'no data')", f)
         # a whole camera image is cut to the item's crop as the model's views were (card input.reframe)
         win = window_for(rgb, depth, scorer.reframe)
-        crop, dcrop = (rgb, depth) if win is None else (win.cut(rgb), win.cut(depth) if depth is not None else None)
-        r = scorer.score_crops({view: (np.ascontiguousarray(crop), dcrop)}, item_id=str(f), sku=sku)
+        crop, dcrop = (rgb, depth) if win is None else (win.cut(rgb), win.cut(depth))
+        r = scorer.score_crops({view: (crop, dcrop)}, item_id=str(f), sku=sku)
         vs = r.views[view]
         m = evidence_map(vs, crop.shape[:2])
         if win is not None:

@@ -107,14 +107,15 @@ class Dataset:
         self.framing = dict(framing) if framing else None
         self._windows = {}
 
-    def window(self, item: Item, view: str) -> Window | None:
-        """The crop of the stored view that the loaders return (None: the whole view)."""
+    def window(self, item: Item, view: str, rgb: np.ndarray | None = None) -> Window | None:
+        """The crop of the stored view that the loaders return (None: the whole view); ``rgb``:
+        the stored colour image when the caller has read it already (it is not read again)."""
         if not self.framing:
             return None
         key = (item.id, view)
         if key not in self._windows:
-            self._windows[key] = window_for(self._read_rgb(item, view), self._read_depth(item, view),
-                                            self.framing)
+            rgb = self._read_rgb(item, view) if rgb is None else rgb
+            self._windows[key] = window_for(rgb, self._read_depth(item, view), self.framing)
         return self._windows[key]
 
     def split(self, split: str) -> list[Item]:
@@ -129,7 +130,9 @@ class Dataset:
 
     def load_rgb(self, item: Item, view: str) -> np.ndarray:
         """RGB image (H, W, 3) uint8 in RGB order (the framed crop when framing is set)."""
-        return self._cut(item, view, self._read_rgb(item, view))
+        rgb = self._read_rgb(item, view)
+        w = self.window(item, view, rgb)
+        return rgb if w is None else w.cut(rgb)
 
     def load_depth_mm(self, item: Item, view: str) -> np.ndarray | None:
         """Depth in millimetres as float32 (0 = no data), or None when the view has none."""
@@ -142,7 +145,7 @@ class Dataset:
 
     def _cut(self, item: Item, view: str, img):
         w = self.window(item, view) if img is not None else None
-        return img if w is None else np.ascontiguousarray(w.cut(img))
+        return img if w is None else w.cut(img)
 
     def _read_rgb(self, item: Item, view: str) -> np.ndarray:
         vp = self._view(item, view)

@@ -52,16 +52,17 @@ class Window:
     shape: tuple[int, int]
 
     def cut(self, img: np.ndarray | None) -> np.ndarray | None:
-        """The window of ``img`` (an image the view's size; other sizes are scaled to it)."""
+        """The window of ``img`` (an image the view's size; other sizes are scaled to it), as a
+        contiguous array; None stays None."""
         if img is None:
             return None
         h, w = img.shape[:2]
         if (h, w) == tuple(self.shape):
-            return img[self.y0:self.y1, self.x0:self.x1]
+            return np.ascontiguousarray(img[self.y0:self.y1, self.x0:self.x1])
         sy, sx = h / self.shape[0], w / self.shape[1]
         y0, y1 = int(round(self.y0 * sy)), max(int(round(self.y1 * sy)), int(round(self.y0 * sy)) + 1)
         x0, x1 = int(round(self.x0 * sx)), max(int(round(self.x1 * sx)), int(round(self.x0 * sx)) + 1)
-        return img[y0:y1, x0:x1]
+        return np.ascontiguousarray(img[y0:y1, x0:x1])
 
     def paste(self, crop_map: np.ndarray, fill: float | None = None) -> np.ndarray:
         """A map of the window placed back into the view's full size; outside it ``fill``
@@ -155,9 +156,7 @@ def window_for(rgb: np.ndarray, depth_mm: np.ndarray | None, framing: dict | Non
 def frame(rgb: np.ndarray, depth_mm: np.ndarray | None, framing: dict | None):
     """(rgb, depth) cut to the item's window under ``framing`` (None or no window: unchanged)."""
     w = window_for(rgb, depth_mm, framing)
-    if w is None:
-        return rgb, depth_mm
-    return np.ascontiguousarray(w.cut(rgb)), (None if depth_mm is None else np.ascontiguousarray(w.cut(depth_mm)))
+    return (rgb, depth_mm) if w is None else (w.cut(rgb), w.cut(depth_mm))
 
 
 def item_window(rgb: np.ndarray, depth_mm: np.ndarray | None, pad: float = ROI_PAD,
